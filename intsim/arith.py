@@ -1,0 +1,252 @@
+"""The arithmetic primitives of docs/arithmetic.md: integer formats, dyadic multipliers, rounding
+shifts, saturation and overflow checks. Every kernel builds on these and nothing else.
+
+Spec sections: A1 (formats), A2 (dyadic multipliers), A3 (rounding), A4 (widths and overflow),
+A5 (shifts and division), A6 (requantize).
+"""
+from dataclasses import dataclass
+from fractions import Fraction
+import math
+
+import numpy as np
+
+SPEC_VERSION = "1.0"
+
+INT64_MAX = (1 << 63) - 1
+
+
+class ArithSpecError(ValueError):
+    """A parameter or value outside what docs/arithmetic.md defines (bad width, scale, overflow)."""
+
+
+class IntOverflowError(ArithSpecError):
+    """An intermediate or accumulator left its declared width (spec A4: detect and raise)."""
+
+
+# --- A1: integer formats -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IntFormat:
+    """A two's-complement (signed) or plain binary (unsigned) integer of `bits` bits.
+    narrow=True drops the most negative code (symmetric range, e.g. [-127, 127] for int8)."""
+    bits: int
+    signed: bool = True
+    narrow: bool = False
+
+    def __post_init__(self):
+        check_bits("format width", self.bits, 1 if not self.signed else 2, 32)
+        if self.narrow and not self.signed:
+            raise ArithSpecError("a narrow range is defined only for signed formats")
+
+    @property
+    def lo(self):
+        if not self.signed:
+            return 0
+        return -(1 << (self.bits - 1)) + (1 if self.narrow else 0)
+
+    @property
+    def hi(self):
+        return (1 << self.bits) - 1 if not self.signed else (1 << (self.bits - 1)) - 1
+
+    @property
+    def storage(self):
+        """The smallest NumPy dtype that holds every value of the format."""
+        for dt in ((np.int8, np.int16, np.int32) if self.signed else (np.uint8, np.uint16, np.uint32)):
+            if np.iinfo(dt).bits >= self.bits:
+                return np.dtype(dt)
+        raise AssertionError(self)
+
+    def describe(self):
+        return f"{'s' if self.signed else 'u'}{self.bits}{'n' if self.narrow else ''}[{self.lo}, {self.hi}]"
+
+    def to_dict(self):
+        return {"bits": self.bits, "signed": self.signed, "narrow": self.narrow}
+
+
+def check_bits(what, bits, lo, hi):
+    """Raise a clear error unless `bits` is an integer in [lo, hi]."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not lo <= bits <= hi:
+        raise ArithSpecError(f"{what} must be an integer in [{lo}, {hi}] bits, got {bits!r}")
+    return int(bits)
+
+
+def check_scale(what, scale):
+    """A real scale must be a finite positive number (spec A2)."""
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        raise ArithSpecError(f"{what} must be a positive finite number, got {scale!r}") from None
+    if not math.isfinite(s) or s <= 0.0:
+        raise ArithSpecError(f"{what} must be a positive finite number, got {scale!r}")
+    return s
+
+
+def check_nonempty(what, x):
+    if np.size(x) == 0:
+        raise ArithSpecError(f"{what} is empty (shape {np.shape(x)}): nothing to compute")
+
+
+def saturate(x, fmt):
+    """Clamp to the format's range and store in its dtype (spec A1: saturation points)."""
+    return np.clip(x, fmt.lo, fmt.hi).astype(fmt.storage)
+
+
+# --- A2: dyadic multipliers ----------------------------------------------------------------------
+
+MULTIPLIER_BITS_DEFAULT = 31
+SHIFT_MAX = 62       # k <= 62: the rounding constant 2^(k-1) and x*m stay in int64
+SHIFT_MIN = -31      # k < 0 is an exact left shift by -k (only for multipliers above 2^bits)
+
+
+@dataclass(frozen=True)
+class Dyadic:
+    """real ~= m * 2^-k, m in [2^(bits-1), 2^bits) (normalised), or k = 62 and m smaller."""
+    m: int
+    k: int
+
+    def value(self):
+        return Fraction(self.m) / (Fraction(2) ** self.k)
+
+
+def dyadic(real, bits=MULTIPLIER_BITS_DEFAULT):
+    """The (m, k) pair of spec A2 for a positive real ratio.
+
+    m is rounded half up from the *exact* binary value of the float (no float arithmetic);
+    if rounding reaches 2^bits, m becomes 2^(bits-1) and k drops by one (renormalisation).
+    k above SHIFT_MAX is clamped to it with a denormal m; k below SHIFT_MIN raises.
+    """
+    bits = check_bits("multiplier width", bits, 2, 31)
+    f, e = math.frexp(check_scale("requantization ratio", real))   # real = f * 2^e, f in [0.5, 1)
+    k = bits - e
+    m = math.floor(Fraction(f) * (1 << bits) + Fraction(1, 2))       # exact: f is a binary fraction
+    if m == (1 << bits):
+        m, k = 1 << (bits - 1), k - 1
+    if k > SHIFT_MAX:
+        # denormal: keep k = SHIFT_MAX and let m lose leading bits; a ratio that rounds to m = 0
+        # would silence the tensor, so it is an error
+        k = SHIFT_MAX
+        m = math.floor(Fraction(real) * (1 << SHIFT_MAX) + Fraction(1, 2))
+        if m == 0:
+            raise ArithSpecError(f"ratio {real!r} is below 2^-63: it rounds to a zero multiplier")
+    if k < SHIFT_MIN:
+        raise ArithSpecError(
+            f"ratio {real!r} needs shift k={k} < {SHIFT_MIN} (multiplier width {bits}): "
+            f"the scales are too far apart to requantize")
+    return Dyadic(m, k)
+
+
+def dyadic_array(reals, bits=MULTIPLIER_BITS_DEFAULT):
+    """Per-channel (m, k) as two int64 arrays."""
+    pairs = [dyadic(r, bits) for r in np.asarray(reals, dtype=np.float64).ravel()]
+    return (np.array([p.m for p in pairs], dtype=np.int64),
+            np.array([p.k for p in pairs], dtype=np.int64))
+
+
+# --- A3: rounding ---------------------------------------------------------------------------------
+
+def round_shift(x, k):
+    """x / 2^k rounded half up (ties toward +inf), the one rounding rule of requantization (A3).
+
+    x: int64 array, k: int or int64 array (broadcast), k >= 0 rounds; k < 0 is an exact left shift.
+    Overflow is the caller's job to have excluded (see requantize's bound check).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    k = np.asarray(k, dtype=np.int64)
+    if k.ndim == 0:
+        kk = int(k)
+        if kk > 0:
+            return (x + np.int64(1 << (kk - 1))) >> np.int64(kk)
+        return x << np.int64(-kk)
+    pos = np.maximum(k, 0)
+    half = np.where(pos > 0, np.left_shift(np.int64(1), np.maximum(pos - 1, 0)), 0)
+    return np.where(k > 0, (x + half) >> pos, x << np.maximum(-k, 0))
+
+
+def floor_shift(x, k):
+    """floor(x / 2^k) for k >= 0: arithmetic shift right (A5)."""
+    return np.asarray(x, dtype=np.int64) >> np.int64(k)
+
+
+def floor_div(a, b):
+    """floor(a / b) for b > 0 (A5). Division by zero is a spec violation and raises."""
+    b = np.asarray(b, dtype=np.int64)
+    if np.any(b <= 0):
+        raise ArithSpecError("floor_div: divisor must be positive (spec A5)")
+    return np.floor_divide(np.asarray(a, dtype=np.int64), b)
+
+
+# --- A4: widths and overflow ------------------------------------------------------------------------
+
+def max_abs(x):
+    """Largest |value| of an integer array, as a Python int (0 for an empty array)."""
+    if np.size(x) == 0:
+        return 0
+    return max(abs(int(np.min(x))), abs(int(np.max(x))))
+
+
+def check_fits(what, x, fmt):
+    """Raise IntOverflowError if any value of x lies outside fmt (no silent wrap, spec A4)."""
+    if np.size(x) == 0:
+        return
+    lo, hi = int(np.min(x)), int(np.max(x))
+    if lo < fmt.lo or hi > fmt.hi:
+        bad = lo if lo < fmt.lo else hi
+        raise IntOverflowError(f"{what}: value {bad} outside {fmt.describe()} (spec A4: overflow "
+                               f"is an error, never a wrap)")
+
+
+def check_product_bound(what, max_abs_x, m, k):
+    """|x| * m + 2^(k-1) (and the left-shifted value for k < 0) must stay below 2^63."""
+    m_max = int(np.max(np.abs(m))) if np.ndim(m) else abs(int(m))
+    k_min = int(np.min(k)) if np.ndim(k) else int(k)
+    bound = max_abs_x * m_max * (1 << max(-k_min, 0)) + (1 << 62)
+    if bound > INT64_MAX:
+        raise IntOverflowError(f"{what}: |x| up to {max_abs_x} times multiplier {m_max} "
+                               f"exceeds the int64 intermediate (spec A4)")
+
+
+# --- A6: requantize -------------------------------------------------------------------------------------
+
+def requantize(x, m, k, out_fmt, axis=None):
+    """y = sat(round_shift(x * m, k)) (spec A6). Per-tensor when m, k are scalars; per-channel
+    along `axis` when they are 1-D arrays of that axis' length. Reference NumPy path."""
+    x = np.asarray(x)
+    m, k = _channel_params(x, m, k, axis)
+    check_product_bound("requantize", max_abs(x), m, k)
+    return saturate(round_shift(x.astype(np.int64) * m, k), out_fmt)
+
+
+def _channel_params(x, m, k, axis):
+    m = np.asarray(m, dtype=np.int64)
+    k = np.asarray(k, dtype=np.int64)
+    if m.ndim == 0 and k.ndim == 0:
+        return m, k
+    if axis is None:
+        raise ArithSpecError("per-channel requantization needs the channel axis")
+    ax = axis % x.ndim
+    if m.shape != (x.shape[ax],) or k.shape != (x.shape[ax],):
+        raise ArithSpecError(f"per-channel (m, k) of shape {m.shape}/{k.shape} does not match "
+                               f"axis {axis} of length {x.shape[ax]}")
+    shape = [1] * x.ndim
+    shape[ax] = x.shape[ax]
+    return m.reshape(shape), k.reshape(shape)
+
+
+# --- model boundary: quantize / dequantize (float allowed only here) ----------------------------
+
+def quantize(x, scale, fmt):
+    """q = sat(round_half_even(x / scale)) for float input at the model boundary (spec A7).
+    Rejects NaN/Inf with the count and position of the first one."""
+    scale = check_scale("input scale", scale)
+    x = np.asarray(x, dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ArithSpecError(f"quantize: {int(bad.sum())} NaN/Inf value(s) in the input, the "
+                               f"first at index {first} ({x[first]})")
+    return saturate(np.rint(x / scale), fmt)
+
+
+def dequantize(q, scale):
+    """x = q * scale, float64, at the model boundary only (spec A7)."""
+    return np.asarray(q, dtype=np.float64) * np.asarray(scale, dtype=np.float64)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install intsim and what it needs on a fresh Debian machine.
+#   bash scripts/setup.sh         runtime only (numpy, numba, onnx) + Fashion-MNIST
+#   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch for model tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+    if command -v apt-get >/dev/null; then
+        apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    else
+        echo "Fashion-MNIST missing: install the Debian package dataset-fashion-mnist" >&2
+    fi
+fi
+extras=""
+if [ "${1:-}" = "test" ]; then extras="[test,models,plots]"; fi
+python -m pip install -q -e ".${extras}"
