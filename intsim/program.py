@@ -1,0 +1,138 @@
+"""The integer program: plain data, ops in execution order with integer constants only.
+
+Saved as `<name>.json` (structure, formats, scales for documentation and the boundary) beside
+`<name>.npz` (every integer constant). Running it needs the kernel library and nothing else; the
+only floats in it are the input quantizer's scale, the output dequantizer's scale and the
+documentary scale of every tensor (used by golden manifests and per-layer SQNR, never by kernels).
+"""
+from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .arith import IntFormat, SPEC_VERSION
+
+PROGRAM_SCHEMA = 1
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    fmt: IntFormat
+    scale: object               # float, or list of floats (per channel along the last axis)
+    shape: tuple                # without the batch dimension
+
+    def to_dict(self):
+        return {"name": self.name, "fmt": self.fmt.to_dict(), "scale": self.scale,
+                "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["name"], IntFormat(**d["fmt"]), d["scale"], tuple(d["shape"]))
+
+
+@dataclass
+class Op:
+    kind: str                   # see execute.OPS
+    name: str                   # stable, readable: becomes golden file names
+    inputs: list
+    outputs: list
+    consts: dict = field(default_factory=dict)   # name -> int or integer ndarray
+    attrs: dict = field(default_factory=dict)    # JSON-able: kernel name, heads, ...
+    spec: str = ""              # docs/arithmetic.md section implemented
+
+
+@dataclass
+class Program:
+    ops: list
+    tensors: dict               # name -> TensorInfo
+    input_name: str
+    output_name: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def input(self):
+        return self.tensors[self.input_name]
+
+    @property
+    def output(self):
+        return self.tensors[self.output_name]
+
+    def op(self, name):
+        for op in self.ops:
+            if op.name == name:
+                return op
+        raise KeyError(f"no op named {name!r}; ops: {[o.name for o in self.ops][:8]}...")
+
+    def summary(self):
+        lines = [f"integer program: {len(self.ops)} ops, spec {self.meta.get('spec_version')}"]
+        for i, op in enumerate(self.ops):
+            outs = ", ".join(f"{o}:{self.tensors[o].fmt.describe()}" for o in op.outputs)
+            kern = f" [{op.attrs['kernel']}]" if "kernel" in op.attrs else ""
+            lines.append(f"{i:4d} {op.kind:<13}{op.name:<32}{kern} -> {outs}")
+        return "\n".join(lines)
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def save(self, path):
+        """Write path.json + path.npz (path without suffix), atomically."""
+        base = Path(path).with_suffix("")
+        arrays = {}
+        ops = []
+        for i, op in enumerate(self.ops):
+            consts = {}
+            for cname, v in op.consts.items():
+                if isinstance(v, np.ndarray):
+                    key = f"{i:04d}/{cname}"
+                    arrays[key] = v
+                    consts[cname] = {"npz": key}
+                else:
+                    consts[cname] = int(v)
+            ops.append({"kind": op.kind, "name": op.name, "inputs": op.inputs, "outputs": op.outputs,
+                        "consts": consts, "attrs": op.attrs, "spec": op.spec})
+        doc = {"schema": PROGRAM_SCHEMA, "meta": self.meta, "input": self.input_name,
+               "output": self.output_name,
+               "tensors": [t.to_dict() for t in self.tensors.values()], "ops": ops}
+        tmp_json, tmp_npz = base.with_suffix(".json.tmp"), base.with_suffix(".npz.tmp")
+        tmp_json.write_text(json.dumps(doc, indent=1) + "\n")
+        with open(tmp_npz, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp_npz, base.with_suffix(".npz"))
+        os.replace(tmp_json, base.with_suffix(".json"))
+        return base.with_suffix(".json")
+
+    @classmethod
+    def load(cls, path):
+        base = Path(path).with_suffix("")
+        try:
+            doc = json.loads(base.with_suffix(".json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read integer program {base}.json: {e}") from None
+        if doc.get("schema") != PROGRAM_SCHEMA:
+            raise ValueError(f"{base}.json: program schema {doc.get('schema')}, expected {PROGRAM_SCHEMA}")
+        with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        ops = []
+        for d in doc["ops"]:
+            consts = {k: (arrays[v["npz"]] if isinstance(v, dict) else int(v)) for k, v in d["consts"].items()}
+            ops.append(Op(d["kind"], d["name"], d["inputs"], d["outputs"], consts, d["attrs"], d["spec"]))
+        tensors = {t["name"]: TensorInfo.from_dict(t) for t in doc["tensors"]}
+        return cls(ops, tensors, doc["input"], doc["output"], doc["meta"])
+
+    def fingerprint(self):
+        """SHA-256 over every op, attribute and constant: equal programs, equal fingerprints."""
+        h = hashlib.sha256()
+        for op in self.ops:
+            h.update(json.dumps([op.kind, op.name, op.inputs, op.outputs, op.attrs], sort_keys=True).encode())
+            for k in sorted(op.consts):
+                v = np.asarray(op.consts[k])
+                h.update(k.encode() + str(v.dtype).encode() + str(v.shape).encode() + v.tobytes())
+        return h.hexdigest()
+
+
+def new_meta(config, model_path=None, model_sha256=None):
+    from . import __version__
+    return {"intsim_version": __version__, "spec_version": SPEC_VERSION, "config": config,
+            "model": str(model_path) if model_path else None, "model_sha256": model_sha256}

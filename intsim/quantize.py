@@ -1,0 +1,173 @@
+"""Post-training quantization: the configuration, activation observers and weight quantizers.
+
+Offline only (float allowed). Produces scales and integer weights; compile.py turns them into the
+integer program. Decisions (docs/quantization.md):
+- symmetric quantization everywhere (no zero points); a tensor never below 0 gets an unsigned format;
+- weights per output channel, narrow range [-(2^(b-1)-1), 2^(b-1)-1];
+- activation statistics stream over calibration batches: exact min/max plus a bounded, seeded
+  reservoir sample of values per tensor, from which percentile and MSE-optimal clipping are found.
+"""
+from dataclasses import dataclass, field, asdict, fields
+import math
+
+import numpy as np
+
+from .arith import IntFormat, ArithSpecError, check_bits
+
+
+@dataclass
+class QuantConfig:
+    wbits: int = 8                   # weights, per output channel
+    abits: int = 8                   # activations feeding matmuls and non-linear kernels
+    residual_bits: int = 16          # the residual stream (LayerNorm inputs, residual adds)
+    logit_bits: int = 16             # attention logits (softmax input)
+    softmax_bits: int = 8            # softmax output (probabilities, unsigned, scale 2^-bits)
+    head_bits: int = 16              # integer model output (classifier logits)
+    multiplier_bits: int = 31        # width of the requantization multiplier m
+    act_calib: str = "mse"           # activation observer: minmax | percentile | mse
+    percentile: float = 99.99
+    weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
+    gelu: str = "poly-gelu"
+    softmax: str = "bitshift-softmax"
+    layernorm: str = "isqrt-layernorm"
+    overrides: dict = field(default_factory=dict)   # layer name -> candidate name
+
+    def __post_init__(self):
+        for name, lo, hi in (("wbits", 2, 8), ("abits", 2, 8), ("residual_bits", 8, 24),
+                             ("logit_bits", 2, 16), ("softmax_bits", 2, 16), ("head_bits", 8, 32),
+                             ("multiplier_bits", 2, 31)):
+            check_bits(name, getattr(self, name), lo, hi)
+        if self.act_calib not in ("minmax", "percentile", "mse"):
+            raise ArithSpecError(f"act_calib {self.act_calib!r}: use minmax, percentile or mse")
+        if self.weight_calib not in ("minmax", "mse"):
+            raise ArithSpecError(f"weight_calib {self.weight_calib!r}: use minmax or mse")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise ArithSpecError(f"percentile must be in (50, 100], got {self.percentile}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown quantization settings: {sorted(unknown)}")
+        return cls(**d)
+
+
+# --- observers ------------------------------------------------------------------------------------------
+
+RESERVOIR = 1 << 15
+
+
+class Observer:
+    """Streaming statistics of one float tensor: exact min/max and a seeded reservoir sample."""
+
+    def __init__(self, name, seed=0):
+        self.name = name
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.count = 0
+        self.sample = np.empty(0, dtype=np.float32)
+        self._rng = np.random.default_rng([seed, _stable_hash(name)])
+
+    def update(self, x):
+        x = np.asarray(x, dtype=np.float32).ravel()
+        if x.size == 0:
+            return
+        if not np.isfinite(x).all():
+            raise ArithSpecError(f"calibration: tensor {self.name!r} holds NaN/Inf")
+        self.lo = min(self.lo, float(x.min()))
+        self.hi = max(self.hi, float(x.max()))
+        # reservoir by random priority: keep the RESERVOIR values with the smallest keys
+        keys_new = self._rng.random(x.size, dtype=np.float32)
+        if self.count == 0:
+            self._keys = np.empty(0, dtype=np.float32)
+        self.count += x.size
+        keys = np.concatenate([self._keys, keys_new])
+        vals = np.concatenate([self.sample, x])
+        if keys.size > RESERVOIR:
+            keep = np.argpartition(keys, RESERVOIR)[:RESERVOIR]
+            keys, vals = keys[keep], vals[keep]
+        self._keys, self.sample = keys, vals
+
+    @property
+    def nonnegative(self):
+        return self.lo >= 0.0
+
+    def scale(self, fmt: IntFormat, method="mse", percentile=99.99):
+        """The real value of one LSB for this tensor in format fmt (docs/quantization.md Q2)."""
+        if self.count == 0:
+            raise ArithSpecError(f"calibration: tensor {self.name!r} was never observed "
+                                 f"(empty calibration set?)")
+        amax = max(abs(self.lo), abs(self.hi))
+        if amax == 0.0:
+            return 1.0          # a constant-zero tensor: any scale is exact; 1.0 is the defined one
+        if method == "minmax":
+            clip = amax
+        elif method == "percentile":
+            clip = float(np.percentile(np.abs(self.sample), percentile)) or amax
+        else:
+            clip = mse_clip(self.sample, amax, fmt)
+        return clip / fmt.hi
+
+
+def _stable_hash(s):
+    h = 0
+    for ch in s.encode():
+        h = (h * 131 + ch) % (1 << 31)
+    return h
+
+
+def fake_quant(x, scale, fmt):
+    return np.clip(np.rint(x / scale), fmt.lo, fmt.hi) * scale
+
+
+def mse_clip(sample, amax, fmt, steps=100):
+    """The clipping value in [amax/100, amax] minimising the quantization MSE on the sample."""
+    x = np.asarray(sample, dtype=np.float64)
+    best, best_err = amax, math.inf
+    for i in range(steps, 0, -1):
+        clip = amax * i / steps
+        err = float(np.mean((fake_quant(x, clip / fmt.hi, fmt) - x) ** 2))
+        if err < best_err:
+            best, best_err = clip, err
+    return best
+
+
+# --- weights -------------------------------------------------------------------------------------------
+
+def weight_format(bits):
+    return IntFormat(bits, signed=True, narrow=True)
+
+
+def quantize_weight(w, bits, method="mse"):
+    """Per-output-channel symmetric quantization of w (Out, ...) -> (int weights, scales (Out,))."""
+    fmt = weight_format(bits)
+    w = np.asarray(w, dtype=np.float64)
+    flat = w.reshape(w.shape[0], -1)
+    if not np.isfinite(flat).all():
+        raise ArithSpecError("weights hold NaN/Inf")
+    amax = np.abs(flat).max(axis=1)
+    clip = amax.copy()
+    if method == "mse":
+        best_err = np.full(flat.shape[0], np.inf)
+        for i in range(100, 30, -1):
+            c = amax * i / 100
+            s = np.where(c > 0, c / fmt.hi, 1.0)[:, None]
+            err = ((np.clip(np.rint(flat / s), fmt.lo, fmt.hi) * s - flat) ** 2).mean(axis=1)
+            better = err < best_err
+            best_err[better] = err[better]
+            clip[better] = c[better]
+    scales = np.where(clip > 0, clip / fmt.hi, 1.0)
+    q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
+    return q.reshape(w.shape), scales
+
+
+def quantize_bias(b, scales):
+    """int32 bias at the accumulator scale (input scale x weight scale), ties to even, checked."""
+    q = np.rint(np.asarray(b, dtype=np.float64) / scales)
+    if np.abs(q).max(initial=0) > (1 << 31) - 1:
+        raise ArithSpecError("a bias does not fit int32 at the accumulator scale")
+    return q.astype(np.int64)
