@@ -32,13 +32,13 @@ class _Builder:
         self.realised = {}      # float tensor name -> integer tensor name
 
     # -- tensors -----------------------------------------------------------------------------------
-    def add_tensor(self, name, fmt, scale, shape):
+    def add_tensor(self, name, fmt, scale, shape, source=""):
         if name in self.tensors:
             raise CompileError(f"tensor {name!r} defined twice")
         if isinstance(scale, np.ndarray):
             scale = [float(s) for s in scale]
         self.tensors[name] = TensorInfo(name, fmt, scale if isinstance(scale, list) else float(scale),
-                                        tuple(int(s) for s in shape))
+                                        tuple(int(s) for s in shape), source)
         return name
 
     def emit(self, kind, name, inputs, outputs, consts=None, attrs=None, spec=""):
@@ -81,7 +81,7 @@ class _Builder:
                 m, k = d.m, d.k
             else:
                 m, k = dyadic_array(ratio, self.cfg.multiplier_bits)
-        out = self.add_tensor(label, fmt, scale, info.shape)
+        out = self.add_tensor(label, fmt, scale, info.shape, float_name)
         self.emit("requant", label, [cur], [out], {"m": m, "k": k})
         return out
 
@@ -116,7 +116,7 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
     in_obs = b.observer(graph.input_name)
     in_fmt = IntFormat(8, signed=not in_obs.nonnegative)
     in_scale = in_obs.scale(in_fmt, "minmax")
-    b.add_tensor(graph.input_name, in_fmt, in_scale, graph.input_shape)
+    b.add_tensor(graph.input_name, in_fmt, in_scale, graph.input_shape, graph.input_name)
     b.realised[graph.input_name] = graph.input_name
     shapes = {graph.input_name: tuple(graph.input_shape)}
 
@@ -252,6 +252,7 @@ def _compile_node(b, node, shapes, res_fmt):
 
 def _bind(b, shapes, float_name, int_name, shape):
     b.realised[float_name] = int_name
+    b.tensors[int_name].source = float_name
     shapes[float_name] = tuple(shape)
 
 

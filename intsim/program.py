@@ -24,14 +24,19 @@ class TensorInfo:
     fmt: IntFormat
     scale: object               # float, or list of floats (per channel along the last axis)
     shape: tuple                # without the batch dimension
+    source: str = ""            # the float graph tensor this integer tensor realises
 
     def to_dict(self):
         return {"name": self.name, "fmt": self.fmt.to_dict(), "scale": self.scale,
-                "shape": list(self.shape)}
+                "shape": list(self.shape), "source": self.source}
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["name"], IntFormat(**d["fmt"]), d["scale"], tuple(d["shape"]))
+        return cls(d["name"], IntFormat(**d["fmt"]), d["scale"], tuple(d["shape"]), d.get("source", ""))
+
+    def dequantize(self, q):
+        """Real values of an integer tensor (offline analysis only; never on the integer path)."""
+        return np.asarray(q, dtype=np.float64) * np.asarray(self.scale, dtype=np.float64)
 
 
 @dataclass

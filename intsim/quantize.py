@@ -70,6 +70,7 @@ class Observer:
         self.hi = -math.inf
         self.count = 0
         self.sample = np.empty(0, dtype=np.float32)
+        self._keys = np.empty(0)
         self._rng = np.random.default_rng([seed, _stable_hash(name)])
 
     def update(self, x):
@@ -80,15 +81,17 @@ class Observer:
             raise ArithSpecError(f"calibration: tensor {self.name!r} holds NaN/Inf")
         self.lo = min(self.lo, float(x.min()))
         self.hi = max(self.hi, float(x.max()))
-        # reservoir by random priority: keep the RESERVOIR values with the smallest keys
-        keys_new = self._rng.random(x.size, dtype=np.float32)
-        if self.count == 0:
-            self._keys = np.empty(0, dtype=np.float32)
-        self.count += x.size
+        # weighted reservoir (Efraimidis-Spirakis): a uniform subsample of the batch, each value
+        # standing for n/s originals, competes on key u^(s/n); the largest keys are kept
+        n = x.size
+        if n > RESERVOIR:
+            x = x[self._rng.integers(0, n, size=RESERVOIR)]
+        keys_new = self._rng.random(x.size) ** (x.size / n)
+        self.count += n
         keys = np.concatenate([self._keys, keys_new])
         vals = np.concatenate([self.sample, x])
         if keys.size > RESERVOIR:
-            keep = np.argpartition(keys, RESERVOIR)[:RESERVOIR]
+            keep = np.argpartition(keys, keys.size - RESERVOIR)[keys.size - RESERVOIR:]
             keys, vals = keys[keep], vals[keep]
         self._keys, self.sample = keys, vals
 

@@ -1,6 +1,6 @@
 """Train the shipped Fashion-MNIST ViT and export it in both ONNX forms.
 
-    python models/train_fashion_mnist.py            # about 15 minutes on 2 cores
+    python models/train_fashion_mnist.py            # about 20 minutes on 2 cores
 
 Writes models/fmnist_vit_legacy13.onnx, models/fmnist_vit_dynamo18.onnx and
 models/fmnist_vit_training.json (settings, wall time, float test accuracy of the exported ONNX
@@ -23,17 +23,14 @@ sys.path.insert(0, str(HERE))
 from intsim.data import load_fashion_mnist  # noqa: E402
 from vit import CONFIGS, VisionTransformer, export_onnx  # noqa: E402
 
-SETTINGS = dict(config="fmnist-vit", epochs=12, batch_size=128, max_lr=2e-3, weight_decay=0.05,
-                label_smoothing=0.1, augment="random horizontal flip + random shift (pad 2)",
+SETTINGS = dict(config="fmnist-vit", epochs=16, batch_size=128, max_lr=2e-3, weight_decay=0.05,
+                label_smoothing=0.1, augment="random horizontal flip",
                 optimizer="AdamW + OneCycleLR", seed=0)
 
 
 def augment(x, gen):
     flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    padded = F.pad(x, (2, 2, 2, 2))
-    dx, dy = torch.randint(0, 5, (2,), generator=gen).tolist()
-    return padded[:, :, dy:dy + 28, dx:dx + 28]
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def evaluate_onnx(path, images, labels):
