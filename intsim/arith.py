@@ -81,6 +81,15 @@ def check_scale(what, scale):
     return s
 
 
+def int_const(what, v):
+    """An integer constant (Python int, NumPy integer or integer array) as int64; anything else -
+    a float above all - is refused: the integer program carries integers only (spec K0)."""
+    if isinstance(v, bool) or not (isinstance(v, (int, np.integer)) or
+                                   (isinstance(v, np.ndarray) and v.dtype.kind in "iu")):
+        raise ArithSpecError(f"{what} must be an integer constant, got {type(v).__name__} {v!r}")
+    return np.asarray(v, dtype=np.int64)
+
+
 def check_nonempty(what, x):
     if np.size(x) == 0:
         raise ArithSpecError(f"{what} is empty (shape {np.shape(x)}): nothing to compute")
@@ -211,7 +220,7 @@ def requantize(x, m, k, out_fmt, axis=None):
     """y = sat(round_shift(x * m, k)) (spec A6). Per-tensor when m, k are scalars; per-channel
     along `axis` when they are 1-D arrays of that axis' length. Reference NumPy path."""
     x = np.asarray(x)
-    m, k = _channel_params(x, m, k, axis)
+    m, k = _channel_params(x, int_const("multiplier m", m), int_const("shift k", k), axis)
     check_product_bound("requantize", max_abs(x), m, k)
     return saturate(round_shift(x.astype(np.int64) * m, k), out_fmt)
 

@@ -103,7 +103,19 @@ def cmd_run(argv):
     return 0
 
 
+def _load_commands():
+    """Command modules register themselves with @command when imported."""
+    import importlib
+    for mod in ("golden_cli", "select", "sweep"):
+        try:
+            importlib.import_module(f"{__package__}.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{mod}":
+                raise
+
+
 def main(argv=None):
+    _load_commands()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"intsim {__version__}: bit-exact integer-only ViT simulator\n\ncommands:")

@@ -134,6 +134,9 @@ def run_program(program, q_input, observe=None, path="fast", check=True):
     arith.check_fits(f"program input {program.input_name!r}", q_input, info.fmt)
     env = {program.input_name: q_input}
     ctx = program.__dict__.setdefault("_exec_cache", {})
+    if "consts_checked" not in ctx:
+        _check_consts(program)
+        ctx["consts_checked"] = True
     for idx, op in enumerate(program.ops):
         fn, _ = OPS[op.kind]
         ins = [env[t] for t in op.inputs]
@@ -162,6 +165,17 @@ def run_program(program, q_input, observe=None, path="fast", check=True):
             if t != program.input_name and _last_use(program, t) == idx:
                 env.pop(t, None)
     return env[program.output_name]
+
+
+def _check_consts(program):
+    for idx, op in enumerate(program.ops):
+        if op.kind not in OPS:
+            raise ExecutionError(f"op {idx} {op.name!r}: unknown kind {op.kind!r}; kinds: {', '.join(OPS)}")
+        for cname, v in op.consts.items():
+            try:
+                arith.int_const(f"op {idx} {op.kind} {op.name!r} constant {cname!r}", v)
+            except ArithSpecError as e:
+                raise ExecutionError(str(e)) from None
 
 
 def _last_use(program, tensor):

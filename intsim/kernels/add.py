@@ -11,11 +11,18 @@ from .. import arith
 from ..arith import IntFormat
 
 
-def residual_add_ref(a, b, ma, ka, mb, kb, out_fmt: IntFormat):
+def _check(a, b, ma, ka, mb, kb):
     if np.shape(a) != np.shape(b):
         raise arith.ArithSpecError(f"residual add: shapes differ: {np.shape(a)} and {np.shape(b)}")
+    for what, v in (("m_a", ma), ("k_a", ka), ("m_b", mb), ("k_b", kb)):
+        if arith.int_const(what, v).ndim:
+            raise arith.ArithSpecError(f"residual add: {what} must be a scalar")
     arith.check_product_bound("residual add (a)", arith.max_abs(a), ma, ka)
     arith.check_product_bound("residual add (b)", arith.max_abs(b), mb, kb)
+
+
+def residual_add_ref(a, b, ma, ka, mb, kb, out_fmt: IntFormat):
+    _check(a, b, ma, ka, mb, kb)
     ya = arith.round_shift(np.asarray(a, dtype=np.int64) * ma, ka)
     yb = arith.round_shift(np.asarray(b, dtype=np.int64) * mb, kb)
     return arith.saturate(ya + yb, out_fmt)
@@ -36,10 +43,7 @@ def _residual_add(a, b, ma, ka, mb, kb, lo, hi, out):
 
 
 def residual_add(a, b, ma, ka, mb, kb, out_fmt: IntFormat):
-    if np.shape(a) != np.shape(b):
-        raise arith.ArithSpecError(f"residual add: shapes differ: {np.shape(a)} and {np.shape(b)}")
-    arith.check_product_bound("residual add (a)", arith.max_abs(a), ma, ka)
-    arith.check_product_bound("residual add (b)", arith.max_abs(b), mb, kb)
+    _check(a, b, ma, ka, mb, kb)
     out = np.empty(np.size(a), dtype=np.int64)
     _residual_add(np.ascontiguousarray(a, dtype=np.int64).ravel(), np.ascontiguousarray(b, dtype=np.int64).ravel(),
                   np.int64(ma), np.int64(ka), np.int64(mb), np.int64(kb),

@@ -34,6 +34,7 @@ def _requant_rows(x2, m, k, lo, hi, out2):
 def requantize(x, m, k, out_fmt: IntFormat, axis=None):
     """Fast path; identical results to requantize_ref for every input that passes the checks."""
     x = np.asarray(x)
+    m, k = arith.int_const("multiplier m", m), arith.int_const("shift k", k)
     arith.check_product_bound("requantize", arith.max_abs(x), m, k)
     m_arr = np.atleast_1d(np.asarray(m, dtype=np.int64))
     k_arr = np.atleast_1d(np.asarray(k, dtype=np.int64))
