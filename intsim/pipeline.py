@@ -19,7 +19,7 @@ import numpy as np
 from . import execute
 from .arith import ArithSpecError
 from .compile import compile_program
-from .data import DataError, load_fashion_mnist
+from .data import DataError, load_fashion_mnist, photo_crops
 from .quantize import QuantConfig, Observer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,10 +37,31 @@ def default_model():
     return path
 
 
+GENERATED = ("deit-tiny", "deit-small", "vit-base")
+
+
+def resolve_model(model=None):
+    """A model path; the names deit-tiny, deit-small, vit-base (optionally ':legacy') give the
+    cached seeded random-weight graphs of models/make_models.py (generated with torch on first use)."""
+    if not model:
+        return default_model()
+    name, _, form = str(model).partition(":")
+    if name in GENERATED and not Path(model).exists():
+        sys.path.insert(0, str(REPO / "models"))
+        try:
+            from make_models import generated_model
+        except ImportError as e:
+            raise DataError(f"model {model!r}: generating it needs models/make_models.py and torch ({e})") from None
+        finally:
+            sys.path.pop(0)
+        return generated_model(name, form or "dynamo")
+    return Path(model)
+
+
 def load(model=None):
     """The semantic graph of an ONNX ViT (default: the shipped Fashion-MNIST model)."""
     from .onnx_import import load_onnx
-    path = Path(model) if model else default_model()
+    path = resolve_model(model)
     graph = load_onnx(path)
     graph.meta.setdefault("path", str(path))
     if path.exists():
@@ -73,13 +94,20 @@ class Dataset:
         return self.eval_images[:n], labels
 
 
+PHOTO_CROPS = 512
+
+
 def open_data(spec="fashion-mnist"):
-    """'fashion-mnist' (calibrate on train, evaluate on test), a .npz file (keys 'images',
-    optional 'labels'; calibrates on the same images) or a folder of image files."""
+    """'fashion-mnist' (calibrate on train, evaluate on test), 'photos' (224x224 crops of the
+    sample photos in scikit-image/scikit-learn: calibration and evaluation crops are drawn with
+    different seeds), a .npz file (keys 'images', optional 'labels'; calibrates on the same
+    images) or a folder of image files."""
     if spec in (None, "fashion-mnist"):
         tr, _ = load_fashion_mnist("train")
         te, te_y = load_fashion_mnist("test")
         return Dataset("fashion-mnist", tr, te, te_y)
+    if spec == "photos":
+        return Dataset("photos", photo_crops(PHOTO_CROPS, seed=0), photo_crops(PHOTO_CROPS, seed=1))
     p = Path(spec)
     if p.suffix == ".npz":
         return _npz_data(p)

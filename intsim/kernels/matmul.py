@@ -16,6 +16,7 @@ from ..arith import IntFormat
 ACC32 = IntFormat(32)
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
+MAX_FLOAT32_BLOCKS = 4
 
 
 def magnitude(fmt: IntFormat):
@@ -68,14 +69,19 @@ def matmul(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntForm
         raise arith.IntOverflowError(f"matmul: K={k} with |a|<={magnitude(a_fmt)}, |b|<={magnitude(b_fmt)} "
                                      f"exceeds the exact float64 range (spec K1.2)")
     kb = block_size(a_fmt, b_fmt)
-    af = a.astype(np.float32)
-    bf = b_float if b_float is not None else b.astype(np.float32)
-    if k <= kb:
-        acc = np.matmul(af, bf)
+    if k <= kb * MAX_FLOAT32_BLOCKS:
+        af = a.astype(np.float32)
+        bf = b_float if b_float is not None else b.astype(np.float32)
+        if k <= kb:
+            acc = np.matmul(af, bf)
+        else:
+            acc = np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]))
+            for s in range(0, k, kb):
+                acc += np.matmul(af[..., s:s + kb], bf[..., s:s + kb, :])
     else:
-        acc = np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]))
-        for s in range(0, k, kb):
-            acc += np.matmul(af[..., s:s + kb], bf[..., s:s + kb, :])
+        # many small blocks (wide operands, e.g. 16-bit probabilities) cost more than one float64
+        # product, which is exact below 2^53
+        acc = np.matmul(a.astype(np.float64), b.astype(np.float64))
     bias_max = arith.max_abs(bias) if bias is not None else 0
     if k * bound + bias_max <= acc_fmt.hi and acc_fmt.storage == np.int32:
         # the bound proves the sum fits: add in int32 without a range pass (spec K1.3)
