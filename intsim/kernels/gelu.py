@@ -1,0 +1,727 @@
+"""GELU kernels (spec K3): three integer-only candidates and the data-aware Poly-GELU fitter.
+
+  poly-gelu       K3.1  IPTQ-ViT's Data-aware Poly-GELU, 0.5x(1 + L(x/sqrt2)) with a 4th-power L;
+                        the fitter is K3.1.1, the integer realisation is ours
+  ibert-gelu      K3.2  I-BERT's i-GELU (square polynomial), I-BERT's integer recipe, sign flipped
+                        at the end so the output scale is positive
+  ivit-shiftgelu  K3.3  I-ViT's ShiftGELU x*sigmoid(1.702x) via the shift exponential, PyTorch
+                        floor semantics in true integers, 8-bit sigmoid at 2^-7
+
+Every plan holds integer constants only; reference() is plain NumPy that reads like the spec,
+fast() is numba and agrees bit for bit. Float appears only in plan(), the fitter, the error-bound
+helpers and float_reference().
+"""
+import functools
+import math
+
+import numba
+import numpy as np
+
+from .. import arith
+from ..arith import ArithSpecError, IntFormat, IntOverflowError
+from .base import Kernel, KernelPlan
+
+SQRT2 = math.sqrt(2.0)
+INT64_LIMIT = 1 << 62          # every intermediate is proven to stay strictly below this (K3.0)
+IN_BITS_MAX = 16               # declared input domain: signed 2..16-bit integers (K3.0)
+OUT_BITS_MAX = 32
+
+
+# --- K3.0 common input / output --------------------------------------------------------------------
+
+def _check_in_fmt(in_fmt):
+    """in_fmt: an IntFormat or a bit count; must be signed with 2..16 bits (K3.0)."""
+    if isinstance(in_fmt, IntFormat):
+        fmt = in_fmt
+    else:
+        fmt = IntFormat(arith.check_bits("in_fmt", in_fmt, 2, IN_BITS_MAX))
+    if not fmt.signed:
+        raise ArithSpecError(f"GELU input must be a signed format, got {fmt.describe()}")
+    arith.check_bits("in_fmt", fmt.bits, 2, IN_BITS_MAX)
+    return fmt
+
+
+def _out_fmt_for(bound, what):
+    """The narrowest signed format holding [-bound, bound] (K3.0); more than 32 bits is an error."""
+    bits = int(bound).bit_length() + 1
+    if bits > OUT_BITS_MAX:
+        raise ArithSpecError(f"{what}: output magnitude up to {bound} needs {bits} bits > {OUT_BITS_MAX}")
+    return IntFormat(max(bits, 2))
+
+
+def _base_consts(fmt, out_fmt):
+    return {"in_lo": fmt.lo, "in_hi": fmt.hi, "out_bits": out_fmt.bits}
+
+
+def _ref_input(q, consts):
+    """Reference-path input: integer dtype, non-empty, every value inside in_fmt (K3.0)."""
+    q = np.asarray(q)
+    if not np.issubdtype(q.dtype, np.integer):
+        raise ArithSpecError(f"GELU input must be an integer array, got dtype {q.dtype}")
+    arith.check_nonempty("GELU input", q)
+    _raise_range(int(np.sum((q < consts["in_lo"]) | (q > consts["in_hi"]))), consts)
+    return q.astype(np.int64)
+
+
+def _fast_input(q, consts):
+    q = np.asarray(q)
+    if not np.issubdtype(q.dtype, np.integer):
+        raise ArithSpecError(f"GELU input must be an integer array, got dtype {q.dtype}")
+    arith.check_nonempty("GELU input", q)
+    if q.dtype == np.uint64:        # the kernels read int64; larger values are out of range anyway
+        _raise_range(int(np.sum(q > np.uint64(consts["in_hi"]))), consts)
+        q = q.astype(np.int64)
+    return q
+
+
+def _plan_consts(what, in_scale, fn):
+    """Run fn() (float arithmetic of a plan); float overflow / division by zero at an extreme
+    in_scale becomes a clear ArithSpecError (K3.0)."""
+    try:
+        return fn()
+    except (OverflowError, ZeroDivisionError, ValueError) as e:
+        if isinstance(e, ArithSpecError):
+            raise
+        raise ArithSpecError(f"{what}: in_scale={in_scale!r} is out of range ({e})") from None
+
+
+def _raise_range(bad, consts):
+    if bad:
+        raise IntOverflowError(f"GELU input: {bad} value(s) outside [{consts['in_lo']}, "
+                               f"{consts['in_hi']}] (spec K3.0: the declared input domain)")
+
+
+def _out_dtype(consts):
+    return IntFormat(consts["out_bits"]).storage
+
+
+def _ref_output(y, consts):
+    """The proven bound says y fits out_fmt; the reference checks it anyway (never wrap, A4)."""
+    fmt = IntFormat(consts["out_bits"])
+    arith.check_fits("GELU output", y, fmt)
+    return y.astype(fmt.storage)
+
+
+def _gelu_float(x):
+    from scipy.special import erf   # test-extra dependency: imported only when called
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * x * (1.0 + erf(x / SQRT2))
+
+
+_erf_np = np.vectorize(math.erf, otypes=[np.float64])   # offline only (fitter, bounds): no scipy
+
+
+def gelu_exact(x):
+    """Exact GELU in float64 without scipy (offline helper for the fitter and the error bounds)."""
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * x * (1.0 + _erf_np(x / SQRT2))
+
+
+class _GeluKernel(Kernel):
+    family = "gelu"
+
+    @staticmethod
+    def float_reference(x, **params):
+        """Exact GELU(x) = 0.5 x (1 + erf(x/sqrt2)) in float64 (scipy.special.erf)."""
+        return _gelu_float(x)
+
+
+# =====================================================================================================
+# K3.1 poly-gelu
+# =====================================================================================================
+
+NB = 14                  # B = |b|/Sw rounded lies in [2^(NB-1), 2^NB]: u has NB-bit resolution on [0,|b|]
+S2 = 2 * NB - 24         # d^2 is floored by 2^S2 so that (d^2 >> S2)^2 < 2^48
+MA_BITS = 14             # width of the dyadic multiplier of |a|: 2^48 * 2^14 = 2^62
+F_POLY = 15              # L is carried at scale 2^-F_POLY; 1 + L at most 2 -> 2^(F_POLY+1)
+
+
+def poly_gelu_float(x, a, b):
+    """The float Poly-GELU: 0.5 x (1 + L(x/sqrt2)), L(u) = sgn(u) [a (min(|u|, -b) + b)^4 + 1]."""
+    x = np.asarray(x, dtype=np.float64)
+    u = x / SQRT2
+    L = np.sign(u) * (a * (np.minimum(np.abs(u), -b) + b) ** 4 + 1.0)
+    return 0.5 * x * (1.0 + L)
+
+
+# --- K3.1.1 the fitter ---------------------------------------------------------------------------
+FIT_RANGE_DEFAULT = (-8.0, 8.0)     # x range of the plain uniform fit
+FIT_UNIFORM_POINTS = 8193           # uniform grid (odd: includes x = 0)
+FIT_BINS = 4096                     # histogram bins of the data-aware fit
+FIT_B_RANGE = (-8.0, -0.5)          # b is searched in this interval
+FIT_B_GRID = 751                    # coarse grid step 0.01, then golden-section refinement
+
+
+def fit_poly_gelu(samples=None, lo=None, hi=None):
+    """Least-squares (a, b) of Poly-GELU (spec K3.1.1). Deterministic; a < 0, b < 0.
+
+    No samples: the plain uniform fit, sum over a uniform grid of x in [lo, hi] (default [-8, 8])
+    of (L(x/sqrt2) - erf(x/sqrt2))^2 -> a = -0.01912, b = -2.7193 (IPTQ-ViT's -0.0191, -2.719).
+    With samples (the layer's observed GELU inputs): minimise the mean squared GELU error over the
+    samples, sum_i (PolyGELU(x_i) - GELU(x_i))^2, restricted to [lo, hi] (default [min T, max T]);
+    the samples enter as a 4096-bin histogram on that range (counts, so any order gives the same fit).
+    """
+    if samples is None:
+        lo = FIT_RANGE_DEFAULT[0] if lo is None else float(lo)
+        hi = FIT_RANGE_DEFAULT[1] if hi is None else float(hi)
+        _check_fit_range(lo, hi)
+        x = np.linspace(lo, hi, FIT_UNIFORM_POINTS)
+        weight = np.ones_like(x)                     # erf error, uniform
+    else:
+        s = np.asarray(samples, dtype=np.float64).ravel()
+        if s.size == 0:
+            raise ArithSpecError("fit data is empty")
+        bad = ~np.isfinite(s)
+        if bad.any():
+            raise ArithSpecError(f"fit data holds {int(bad.sum())} NaN/Inf value(s)")
+        lo = float(s.min()) if lo is None else float(lo)
+        hi = float(s.max()) if hi is None else float(hi)
+        s = s[(s >= lo) & (s <= hi)]
+        if s.size < 2 or s.min() == s.max():
+            raise ArithSpecError(f"fit data needs at least 2 distinct values in [{lo}, {hi}]")
+        _check_fit_range(lo, hi)
+        counts, edges = np.histogram(s, bins=FIT_BINS, range=(lo, hi))
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        keep = counts > 0
+        x = centres[keep]
+        weight = counts[keep] * (x * x / 4.0)        # GELU error = (x/2) * erf error
+    return _fit_ab(x, weight)
+
+
+def _check_fit_range(lo, hi):
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ArithSpecError(f"fit range [{lo}, {hi}] must be finite with lo < hi")
+
+
+def _fit_ab(x, weight):
+    """min over (a, b) of sum w (L(u) - erf(u))^2, u = x/sqrt2. For fixed b the model is linear in a,
+    so a is eliminated in closed form and b is found by grid search + golden section (K3.1.1)."""
+    u = x / SQRT2
+    sgn = np.sign(u)
+    au = np.abs(u)
+    r0 = sgn - _erf_np(u)              # residual of L with a = 0 (L = sgn)
+
+    def profile(b):
+        t = np.minimum(au, -b) + b
+        t = t * t
+        h = sgn * (t * t)
+        shh = float(np.sum(weight * h * h))
+        shr = float(np.sum(weight * h * r0))
+        if shh <= 0.0:
+            return math.inf, 0.0
+        return float(np.sum(weight * r0 * r0)) - shr * shr / shh, -shr / shh
+
+    grid = np.linspace(FIT_B_RANGE[0], FIT_B_RANGE[1], FIT_B_GRID)
+    costs = [profile(b)[0] for b in grid]
+    i = int(np.argmin(costs))
+    if not math.isfinite(costs[i]):
+        raise ArithSpecError("fit data has no nonzero value inside the erf ramp |x| < 11.3: "
+                             "a and b are undetermined")
+    lo_b, hi_b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    c, d = hi_b - g * (hi_b - lo_b), lo_b + g * (hi_b - lo_b)
+    fc, fd = profile(c)[0], profile(d)[0]
+    for _ in range(80):                 # fixed count: deterministic, bracket shrinks by 0.618^80
+        if fc <= fd:
+            hi_b, d, fd = d, c, fc
+            c = hi_b - g * (hi_b - lo_b)
+            fc = profile(c)[0]
+        else:
+            lo_b, c, fc = c, d, fd
+            d = lo_b + g * (hi_b - lo_b)
+            fd = profile(d)[0]
+    b = 0.5 * (lo_b + hi_b)
+    a = profile(b)[1]
+    if not a < 0.0:
+        raise ArithSpecError(f"fit produced a = {a} (not negative): the data do not determine the ramp")
+    return float(a), float(b)
+
+
+@functools.lru_cache(maxsize=1)
+def default_poly_ab():
+    """The uniform fit over FIT_RANGE_DEFAULT (computed once)."""
+    return fit_poly_gelu()
+
+
+def _check_ab(a, b):
+    for name, v in (("a", a), ("b", b)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(float(v)) or not float(v) < 0.0:
+            raise ArithSpecError(f"Poly-GELU {name} must be a finite negative number, got {v!r}")
+    return float(a), float(b)
+
+
+# --- K3.1 integer kernel ----------------------------------------------------------------------------
+
+class PolyGelu(_GeluKernel):
+    name = "poly-gelu"
+    spec_section = "K3.1"
+    title = "IPTQ-ViT data-aware Poly-GELU, 4th-power erf, fitted (a, b)"
+
+    def plan(self, in_scale, in_fmt, a=None, b=None, fit_data=None):
+        """Constants of K3.1.2 from in_scale and (a, b): given, else fitted on fit_data, else the
+        uniform default fit."""
+        S = arith.check_scale("in_scale", in_scale)
+        fmt = _check_in_fmt(in_fmt)
+        if (a is None) != (b is None):
+            raise ArithSpecError("poly-gelu: give both a and b, or neither")
+        if a is not None:
+            source = "given"
+        elif fit_data is not None:
+            a, b = fit_poly_gelu(fit_data)
+            source = "fit_data"
+        else:
+            a, b = default_poly_ab()
+            source = "uniform"
+        a, b = _check_ab(a, b)
+
+        # G normalises the u grid: |b| / Sw in [2^(NB-1), 2^NB), Sw = (S/sqrt2) * 2^-G
+        ratio = abs(b) * SQRT2 / S                       # |b| / S1 in input LSBs
+        if not math.isfinite(ratio) or ratio == 0.0:
+            raise ArithSpecError(f"poly-gelu: in_scale={in_scale!r} with b={b!r} is out of range")
+        G = NB - math.frexp(ratio)[1]
+        GL, GR = max(G, 0), max(-G, 0)
+        mag = max(-fmt.lo, fmt.hi)
+        if mag.bit_length() + GL > 62:
+            raise ArithSpecError(f"poly-gelu: in_scale={in_scale!r} is too coarse: |q| << {GL} "
+                                 f"would leave int64 (spec K3.1.2)")
+        if (mag >> GR) == 0:
+            raise ArithSpecError(f"poly-gelu: in_scale={in_scale!r} is too fine: the whole input "
+                                 f"range lies below one step of u ({abs(b)}/2^{NB}), the function "
+                                 f"is lost (spec K3.1.2)")
+        B = math.floor(math.ldexp(ratio, G) + 0.5)       # round half up, in [2^(NB-1), 2^NB]
+        Sw = math.ldexp(S / SQRT2, -G)
+        dy = arith.dyadic(abs(a) * Sw ** 4 * 2.0 ** (2 * S2 + F_POLY), bits=MA_BITS)
+        if dy.m < (1 << (MA_BITS - 1)) or dy.k < 0:
+            raise ArithSpecError(f"poly-gelu: a={a!r} gives a multiplier outside the normalised "
+                                 f"{MA_BITS}-bit range (m={dy.m}, k={dy.k}; spec K3.1.2)")
+        d4_max = ((B * B) >> S2) ** 2
+        y_max = (d4_max * dy.m) >> dy.k
+        assert d4_max * dy.m < INT64_LIMIT, "K3.1.3: B <= 2^NB bounds the product below 2^62"
+        two_one = 1 << (F_POLY + 1)
+        bound = max(fmt.hi * two_one, -fmt.lo * y_max, fmt.hi * max(y_max - two_one, 0))
+        out_fmt = _out_fmt_for(bound, f"poly-gelu with a={a!r}, b={b!r}")
+        consts = dict(_base_consts(fmt, out_fmt), GL=GL, GR=GR, B=B, S2=S2, mA=dy.m, kA=dy.k,
+                      TWO_ONE=two_one)
+        info = {"a": a, "b": b, "fit": source, "G": G, "Sw": Sw, "y_max": y_max,
+                "L_at_0": 1.0 - y_max / 2.0 ** F_POLY}
+        return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (F_POLY + 1), info)
+
+    def reference(self, q, consts):
+        """Spec K3.1.3, steps P1-P6."""
+        q = _ref_input(q, consts)
+        c = consts
+        w = (np.abs(q) << c["GL"]) >> c["GR"]            # P1 |u| on the Sw grid (floor)
+        d = c["B"] - np.minimum(w, c["B"])               # P2 d = max(0, B - w), Sw units
+        d2s = (d * d) >> c["S2"]                         # P3 d^2 / 2^S2 (floor)
+        y = (d2s * d2s * c["mA"]) >> c["kA"]             # P4 y ~ |a| (d Sw)^4 2^F (floor)
+        E = np.where(q > 0, c["TWO_ONE"] - y, y)         # P5 E = 2^F (1 + L)
+        return _ref_output(q * E, c)                      # P6 out = q E
+
+    def fast(self, q, consts):
+        q = _fast_input(q, consts)
+        c = consts
+        out = np.empty(q.size, dtype=_out_dtype(c))
+        bad = _poly_fast(np.ascontiguousarray(q).reshape(-1), c["in_lo"], c["in_hi"], c["GL"],
+                         c["GR"], c["B"], c["S2"], c["mA"], c["kA"], c["TWO_ONE"], out)
+        _raise_range(bad, c)
+        return out.reshape(q.shape)
+
+    def cost(self, row_len=None, plan=None):
+        # |q| (cmp + add), shift, min (cmp), sub, d*d, shift, d2s^2, *mA, shift, sign select
+        # (cmp), 2^(F+1) - y (add), q*E (mul) (K3.1.5)
+        return {"mul": 4, "shift": 3, "add": 3, "div": 0, "cmp": 3}
+
+    @staticmethod
+    def error_bound(plan, x):
+        """Pointwise bound of spec K3.1.4: |out*out_scale - GELU(x)| <= this, x = q*in_scale."""
+        a, b = plan.info["a"], plan.info["b"]
+        Sw = plan.info["Sw"]
+        c = plan.consts
+        x = np.asarray(x, dtype=np.float64)
+        delta = Sw * (0.5 + (1.0 if c["GR"] > 0 else 0.0)) * (1 + 1e-9)
+        v = np.maximum(0.0, -b - np.abs(x) / SQRT2) + delta
+        A = -a
+        e_int = (2.0 ** -F_POLY + 2.0 ** -MA_BITS * A * v ** 4
+                 + 32.0 * A * Sw ** 2 * v ** 2 + 4.0 * A * v ** 3 * delta)
+        e_int = np.where(np.abs(x) / SQRT2 >= -b + delta, 0.0, e_int)    # w >= B: d = 0, exact
+        return np.abs(poly_gelu_float(x, a, b) - gelu_exact(x)) + np.abs(x) / 2.0 * e_int + 1e-12
+
+
+@numba.njit(cache=True, nogil=True)
+def _poly_fast(q, lo, hi, GL, GR, B, S2_, mA, kA, two_one, out):
+    bad = 0
+    for i in range(q.size):
+        x = np.int64(q[i])
+        if x < lo or x > hi:
+            bad += 1
+        w = ((x if x >= 0 else -x) << GL) >> GR
+        d = B - (w if w < B else B)
+        d2s = (d * d) >> S2_
+        y = (d2s * d2s * mA) >> kA
+        out[i] = x * (two_one - y) if x > 0 else x * y
+    return bad
+
+
+# =====================================================================================================
+# K3.2 ibert-gelu
+# =====================================================================================================
+
+IBERT_A = -0.2888
+IBERT_B = -1.769
+IBERT_K = 1.4142          # I-BERT's sqrt(2) constant, kept verbatim
+IBERT_ONE_BITS = 14       # auto n keeps |one| at 14 bits (our decision; I-BERT fixes n = 14, K3.2.1)
+IBERT_ONE_MIN = 16        # fewer erf levels than this: the function is lost
+
+
+class IbertGelu(_GeluKernel):
+    name = "ibert-gelu"
+    spec_section = "K3.2"
+    title = "I-BERT i-GELU, 2nd-order erf (a=-0.2888, b=-1.769)"
+
+    def plan(self, in_scale, in_fmt, n=None):
+        S = arith.check_scale("in_scale", in_scale)
+        fmt = _check_in_fmt(in_fmt)
+        S1 = S / IBERT_K
+        b_int, c_int = _plan_consts("ibert-gelu", in_scale, lambda: (
+            math.floor(IBERT_B / S1), math.floor((1.0 / IBERT_A) / S1 ** 2)))
+        if b_int * b_int + abs(c_int) >= INT64_LIMIT:
+            raise ArithSpecError(f"ibert-gelu: in_scale={in_scale!r} is too fine: b_int^2 = "
+                                 f"{b_int * b_int} leaves int64 (spec K3.2.1)")
+        if n is None:
+            n = max(0, abs(c_int).bit_length() - IBERT_ONE_BITS)
+        n = arith.check_bits("ibert-gelu n", n, 0, 62)
+        S_erf = IBERT_A * S1 ** 2 * 2.0 ** n               # negative (a < 0)
+        one = _plan_consts("ibert-gelu", in_scale, lambda: math.floor(1.0 / S_erf))
+        if abs(one) < IBERT_ONE_MIN:
+            raise ArithSpecError(f"ibert-gelu: in_scale={in_scale!r} with n={n} leaves 1.0 = {one} "
+                                 f"(fewer than {IBERT_ONE_MIN} erf levels): the function is lost "
+                                 f"(spec K3.2.1)")
+        y_abs = max(abs(c_int), abs(b_int * b_int + c_int))       # |(t + b_int)^2 + c_int|
+        mag = max(-fmt.lo, fmt.hi)
+        bound = mag * ((y_abs >> n) + 1 + abs(one))
+        out_fmt = _out_fmt_for(bound, f"ibert-gelu at in_scale={in_scale!r}, n={n}")
+        consts = dict(_base_consts(fmt, out_fmt), b_int=b_int, c_int=c_int, n=n, one=one)
+        info = {"a": IBERT_A, "b": IBERT_B, "n": n, "S1": S1, "S_erf": S_erf}
+        return KernelPlan(self.name, consts, fmt, out_fmt, -S * S_erf / 2.0, info)
+
+    def reference(self, q, consts):
+        """Spec K3.2.2, steps I1-I5 (I-BERT's algorithm; the final negation is ours)."""
+        q = _ref_input(q, consts)
+        c = consts
+        t = np.minimum(np.abs(q), -c["b_int"])                         # I1
+        y = np.sign(q) * ((t + c["b_int"]) ** 2 + c["c_int"])          # I2 scale a S1^2 (< 0)
+        y = y >> c["n"]                                                # I3 floor, as I-BERT
+        return _ref_output(-(q * (y + c["one"])), c)                   # I4-I5
+
+    def fast(self, q, consts):
+        q = _fast_input(q, consts)
+        c = consts
+        out = np.empty(q.size, dtype=_out_dtype(c))
+        bad = _ibert_fast(np.ascontiguousarray(q).reshape(-1), c["in_lo"], c["in_hi"], c["b_int"],
+                          c["c_int"], c["n"], c["one"], out)
+        _raise_range(bad, c)
+        return out.reshape(q.shape)
+
+    def cost(self, row_len=None, plan=None):
+        # |q| (cmp + add), min (cmp), +b_int, square, +c_int, sign (cmp + add), >>n, +one, q*(.),
+        # negate (K3.2.4)
+        return {"mul": 2, "shift": 1, "add": 6, "div": 0, "cmp": 3}
+
+    @staticmethod
+    def error_bound(plan, x):
+        """Pointwise bound of spec K3.2.3."""
+        S1, n = plan.info["S1"], plan.info["n"]
+        A, bb = -IBERT_A, -IBERT_B
+        x = np.asarray(x, dtype=np.float64)
+        u = np.abs(x) / SQRT2
+        delta = S1 + u * abs(SQRT2 / IBERT_K - 1.0)
+        p = np.maximum(0.0, bb - u) + delta
+        e_int = A * ((2.0 * p + delta) * delta + S1 ** 2 * (1.0 + 2.0 * 2.0 ** n))
+        f = ibert_gelu_float(x)
+        return np.abs(f - gelu_exact(x)) + np.abs(x) / 2.0 * e_int + 1e-12
+
+
+def ibert_gelu_float(x):
+    """I-BERT's float i-GELU (a = -0.2888, b = -1.769, square)."""
+    x = np.asarray(x, dtype=np.float64)
+    u = x / SQRT2
+    L = np.sign(u) * (IBERT_A * (np.minimum(np.abs(u), -IBERT_B) + IBERT_B) ** 2 + 1.0)
+    return 0.5 * x * (1.0 + L)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ibert_fast(q, lo, hi, b_int, c_int, n, one, out):
+    bad = 0
+    for i in range(q.size):
+        x = np.int64(q[i])
+        if x < lo or x > hi:
+            bad += 1
+        ax = x if x >= 0 else -x
+        t = ax if ax < -b_int else -b_int
+        p = t + b_int
+        y = p * p + c_int
+        if x < 0:
+            y = -y
+        elif x == 0:
+            y = 0
+        out[i] = -(x * ((y >> n) + one))
+    return bad
+
+
+# =====================================================================================================
+# K3.3 ivit-shiftgelu
+# =====================================================================================================
+
+IVIT_ALPHA = 1.702        # sigmoid(1.702 x) ~ Phi(x)
+IVIT_N_MAX = 23           # I-ViT's n for GELU
+IVIT_N_MIN = 8            # below this the exponential clips above the sigmoid's 2^-8 resolution
+SIG_BITS = 8              # sigmoid output: unsigned [0, 127] at scale 2^-7, as in I-ViT
+SAT = (1 << 31) - 1       # I-ViT's clamp of the sum and its reciprocal numerator
+SIG_SHIFT = 31 - SIG_BITS + 1
+CHORD_MAX = 1.0616        # >= max of (1 - r/2) 2^r on [0, 1) = 1.06148: the chord's excess (K3.3.4)
+
+
+def _exp_shift_ref(v, x0, n):
+    """K3.3.1 E1-E7: I-ViT's shift exponential of integers v (any sign), floor semantics,
+    result saturated at SAT (E7, ours: exact under I-ViT's sum clamp, K3.3.2)."""
+    v = v + (v >> 1) - (v >> 4)                     # E1 v * (1 + 1/2 - 1/16)
+    v = np.maximum(v, n * x0)                       # E2 clip at 2^-n
+    z = np.floor_divide(v, x0)                      # E3 floor; z <= n
+    r = v - z * x0                                  # E4 r in (x0, 0]
+    f2 = r - 2 * x0                                 # E5 2 f = r - 2 x0 in [1 - x0, -2 x0]
+    s = n - z                                       # >= 0
+    big = s > 32                                    # f2 << (s - 1) >= 2^32 > SAT
+    sc = np.where(big, 1, s)
+    e = np.where(sc == 0, f2 >> 1, f2 << np.maximum(sc - 1, 0))   # E6 floor(f 2^(n - z))
+    return np.where(big, SAT, np.minimum(e, SAT))                 # E7
+
+
+class IvitShiftGelu(_GeluKernel):
+    name = "ivit-shiftgelu"
+    spec_section = "K3.3"
+    title = "I-ViT ShiftGELU x*sigmoid(1.702x), shift exponential, 8-bit sigmoid"
+
+    def plan(self, in_scale, in_fmt, n=None, rowmax=True):
+        """rowmax=True: I-ViT's max over the last axis (row-wise kernel). rowmax=False: our
+        elementwise variant with m = max(q, 0) per element (K3.3.3)."""
+        S = arith.check_scale("in_scale", in_scale)
+        fmt = _check_in_fmt(in_fmt)
+        Sp = IVIT_ALPHA * S
+        x0 = _plan_consts("ivit-shiftgelu", in_scale, lambda: math.floor(-1.0 / Sp))
+        if not x0 < 0 or abs(x0) >= (1 << 31):
+            raise ArithSpecError(f"ivit-shiftgelu: in_scale={in_scale!r} gives x0={x0}: out of range")
+        X = -x0
+        if n is None:      # K3.3.2: I-ViT's 23 where valid; otherwise, and for our variant, ours
+            if rowmax:
+                n = IVIT_N_MAX if X << IVIT_N_MAX <= SAT else 30 - X.bit_length()
+            else:
+                n = max(IVIT_N_MIN, (31 - X.bit_length()) // 2)
+            if n < IVIT_N_MIN:
+                raise ArithSpecError(f"ivit-shiftgelu: in_scale={in_scale!r} is too fine (x0={x0}): "
+                                     f"n would be {n} < {IVIT_N_MIN} (spec K3.3.2)")
+        n = arith.check_bits("ivit-shiftgelu n", n, 1, 30)
+        if X << n > SAT:
+            raise ArithSpecError(f"ivit-shiftgelu: n={n} with in_scale={in_scale!r} (x0={x0}) lets "
+                                 f"exp reach {X << n} > 2^31-1: the 8-bit sigmoid would overflow "
+                                 f"(spec K3.3.2)")
+        mag = max(-fmt.lo, fmt.hi)
+        out_fmt = _out_fmt_for(mag * ((1 << (SIG_BITS - 1)) - 1), "ivit-shiftgelu")
+        consts = dict(_base_consts(fmt, out_fmt), x0=x0, n=n, rowmax=int(bool(rowmax)))
+        info = {"n": n, "x0": x0, "rowmax": bool(rowmax), "clamp_free_for_m_ge_0": 2 * (X << n) <= SAT}
+        return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (SIG_BITS - 1), info)
+
+    def reference(self, q, consts):
+        """Spec K3.3.2, steps S1-S7 (S1 of K3.3.3 for the elementwise variant)."""
+        q = _ref_input(q, consts)
+        c = consts
+        if c["rowmax"]:
+            m = np.max(q, axis=-1, keepdims=True) if q.ndim else q      # S1 I-ViT: row max
+        else:
+            m = np.maximum(q, 0)                                        # S1' ours, K3.3.3
+        e1 = _exp_shift_ref(q - m, c["x0"], c["n"])                     # S2 ~ e^{1.702 (x - m)}
+        e2 = _exp_shift_ref(-m, c["x0"], c["n"])                        # S3 ~ e^{-1.702 m}
+        total = np.minimum(e1 + e2, SAT)                                # S4 I-ViT clamp
+        factor = SAT // total                                           # S5 floor
+        sig = (e1 * factor) >> SIG_SHIFT                                # S6 [0, 127] at 2^-7
+        return _ref_output(q * sig, c)                                  # S7
+
+    def fast(self, q, consts):
+        q = _fast_input(q, consts)
+        c = consts
+        shape = q.shape
+        qmin, qmax = int(q.min()), int(q.max())     # checked first: the tables index by value
+        if qmin < c["in_lo"] or qmax > c["in_hi"]:
+            _raise_range(int(np.sum((q < c["in_lo"]) | (q > c["in_hi"]))), c)
+        out = np.empty(shape, dtype=_out_dtype(c))
+        if c["rowmax"]:     # rows over the last axis, as I-ViT; a 0-d input is a row of one
+            cols = shape[-1] if q.ndim else 1
+            _ivit_rowmax(np.ascontiguousarray(q).reshape(-1, cols), c["x0"], c["n"], qmin, qmax,
+                         out.reshape(-1, cols))
+        else:
+            _ivit_elementwise(np.ascontiguousarray(q).reshape(-1), c["x0"], c["n"], qmin, qmax,
+                              out.reshape(-1))
+        return out
+
+    def cost(self, row_len=1536, plan=None):
+        """Per element (K3.3.5). With the row max (I-ViT, the default without a plan) the max and
+        e2 are once per row of row_len elements; the elementwise variant pays them per element."""
+        rowmax = plan.info["rowmax"] if plan is not None else True
+        per_exp = {"mul": 1, "shift": 3, "add": 5, "div": 1, "cmp": 3}   # E1-E7 (K3.3.5)
+        k = 1.0 / max(int(row_len), 1) if rowmax else 1.0
+        c = {kind: per_exp[kind] * (1 + k) for kind in per_exp}          # e1 + e2
+        c["cmp"] += 2          # row max (or max(q, 0)), sum clamp
+        c["add"] += 2          # q - m, e1 + e2
+        c["div"] += 1          # factor = SAT // sum (per element: the sum depends on e1)
+        c["mul"] += 2          # e1 * factor, q * sig
+        c["shift"] += 1        # >> 24
+        return c
+
+    @staticmethod
+    def error_bound(plan, x, m=None):
+        """Pointwise bound of spec K3.3.4 for an element x whose row max is m >= max(x, 0)
+        (m=None: the elementwise variant, m = max(x, 0))."""
+        return _ivit_bound(plan, np.asarray(x, dtype=np.float64), m)
+
+
+def ivit_gelu_float(x):
+    """I-ViT's float target x * sigmoid(1.702 x)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return x / (1.0 + np.exp(-IVIT_ALPHA * x))
+
+
+def _ivit_bound(plan, x, m):
+    """K3.3.4. Valid when the sum clamp cannot trigger (plan.info['clamp_free_for_m_ge_0']) and
+    m >= max(x, 0); returns inf elsewhere."""
+    S = plan.out_scale * 2.0 ** (SIG_BITS - 1)
+    n, X = plan.info["n"], -plan.info["x0"]
+    mm = np.maximum(x, 0.0) if m is None else np.asarray(m, dtype=np.float64)
+    X2n = float(X) * 2.0 ** n
+
+    def e_range(V):
+        # |v'| in [1.4375 V - 15/16, 1.4375 V + 1/2] (E1, v <= 0), P = |v'| / X, clipped at n (E2);
+        # e = floor(X 2^n 2^-P c), c = (1 - r/2) 2^r in [1, 1.0616] (E5-E6)
+        P_lo = np.maximum(1.4375 * V - 15.0 / 16.0, 0.0) / X
+        P_hi = (1.4375 * V + 0.5) / X
+        return (np.maximum(X2n * 2.0 ** -np.minimum(P_hi, n) - 1.0, 0.0),
+                X2n * CHORD_MAX * 2.0 ** -np.minimum(P_lo, n))
+
+    e1_lo, e1_hi = e_range(np.round(np.abs(x - mm) / S))
+    e2_lo, e2_hi = e_range(np.round(np.abs(mm) / S))
+    sig_hi = e1_hi / (e1_hi + e2_lo)
+    sig_lo = e1_lo / (e1_lo + e2_hi) - 2.0 ** -(SIG_BITS - 1) - e1_hi / 2.0 ** 31 - 2.0 ** -31
+    with np.errstate(over="ignore"):
+        sig_true = 1.0 / (1.0 + np.exp(-IVIT_ALPHA * x))
+    dsig = np.maximum(sig_hi - sig_true, sig_true - sig_lo)
+    ok = (mm >= np.maximum(x, 0.0)) & bool(plan.info["clamp_free_for_m_ge_0"])
+    bound = np.abs(ivit_gelu_float(x) - gelu_exact(x)) + np.abs(x) * dsig + 1e-12
+    return np.where(ok, bound, np.inf)
+
+
+@numba.njit(cache=True, inline="always")
+def _floor_div_exact(a, d):
+    """floor(a / d) for int64 |a|, |d| < 2^53, d != 0. Both convert to float64 exactly and the
+    rounded quotient lies within one of a/d, so floor of it is off by at most one and one integer
+    correction on the remainder makes it exact. Cheaper than an int64 division; the tests check it
+    against //."""
+    z = np.int64(math.floor(a / d))
+    r = a - z * d
+    if d > 0:
+        if r < 0:
+            z -= 1
+        elif r >= d:
+            z += 1
+    else:
+        if r > 0:
+            z -= 1
+        elif r <= d:
+            z += 1
+    return z
+
+
+@numba.njit(cache=True, inline="always")
+def _exp_shift1(v, x0, n):
+    v = v + (v >> 1) - (v >> 4)
+    lim = n * x0
+    if v < lim:
+        v = lim
+    z = _floor_div_exact(v, x0)
+    r = v - z * x0
+    f2 = r - 2 * x0
+    s = n - z
+    if s > 32:
+        return np.int64(SAT)
+    e = (f2 >> 1) if s == 0 else (f2 << (s - 1))
+    return e if e < SAT else np.int64(SAT)
+
+
+@numba.njit(cache=True, inline="always")
+def _ivit_finish(v, e1, e2):
+    """S4-S7 for one element."""
+    total = e1 + e2
+    if total > SAT:
+        total = SAT
+    return v * ((e1 * _floor_div_exact(np.int64(SAT), total)) >> SIG_SHIFT)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ivit_elementwise(q, x0, n, mn, mx, out):
+    """K3.3.3 over a flat array whose values lie in [mn, mx]. The result depends on v alone: when
+    there are at least twice as many elements as distinct values, tabulate and gather."""
+    tabulate = 2 * (mx - mn + 1) <= q.size
+    lo = mn if tabulate else mx + 1
+    tab = np.empty(mx - lo + 1, dtype=np.int64)
+    for k in range(tab.size):
+        v = lo + k
+        m = v if v > 0 else np.int64(0)
+        tab[k] = _ivit_finish(v, _exp_shift1(v - m, x0, n), _exp_shift1(-m, x0, n))
+    for i in range(q.size):
+        v = np.int64(q[i])
+        if tabulate:
+            out[i] = tab[v - mn]
+        else:
+            m = v if v > 0 else np.int64(0)
+            out[i] = _ivit_finish(v, _exp_shift1(v - m, x0, n), _exp_shift1(-m, x0, n))
+
+
+@numba.njit(cache=True, nogil=True)
+def _ivit_rowmax(q2, x0, n, mn, mx, out):
+    """K3.3.2 over rows of values in [mn, mx]. e1 depends on D = m - v alone, so with enough
+    elements it is tabulated once over D in [0, mx - mn]; a row spanning few values also
+    tabulates its outputs. Same scalar steps either way, so bit-identical."""
+    dmax = mx - mn
+    tabulate = 2 * (dmax + 1) <= q2.size
+    e1_tab = np.empty(dmax + 1 if tabulate else 0, dtype=np.int64)
+    for d in range(e1_tab.size):
+        e1_tab[d] = _exp_shift1(-d, x0, n)
+    for i in range(q2.shape[0]):
+        m = np.int64(q2[i, 0])
+        rmin = m
+        for j in range(q2.shape[1]):
+            v = np.int64(q2[i, j])
+            if v > m:
+                m = v
+            if v < rmin:
+                rmin = v
+        e2 = _exp_shift1(-m, x0, n)
+        span = m - rmin + 1
+        if 2 * span <= q2.shape[1]:
+            row_tab = np.empty(span, dtype=np.int64)
+            for k in range(span):
+                v = rmin + k
+                e1 = e1_tab[m - v] if tabulate else _exp_shift1(v - m, x0, n)
+                row_tab[k] = _ivit_finish(v, e1, e2)
+            for j in range(q2.shape[1]):
+                out[i, j] = row_tab[np.int64(q2[i, j]) - rmin]
+        else:
+            for j in range(q2.shape[1]):
+                v = np.int64(q2[i, j])
+                e1 = e1_tab[m - v] if tabulate else _exp_shift1(v - m, x0, n)
+                out[i, j] = _ivit_finish(v, e1, e2)
+
+
+POLY_GELU = PolyGelu()
+IBERT_GELU = IbertGelu()
+IVIT_SHIFTGELU = IvitShiftGelu()
+CANDIDATES = {k.name: k for k in (POLY_GELU, IBERT_GELU, IVIT_SHIFTGELU)}
