@@ -1,6 +1,6 @@
 """A deliberately plain, independent implementation of one transformer block's integer ops.
 
-Written from the specification text (docs/spec/core.md A2-A6, kernels_linear.md K1/K5/K6,
+Written from the specification text (docs/arithmetic.md: A2-A6, K1, K5, K6,
 softmax.md K2.1, gelu.md K3.1, layernorm.md K4.0.3/K4.2), *not* from intsim's code: Python ints,
 lists and loops only -
 no NumPy, no numba, no intsim import. Python's `>>` on ints is the floor shift of A5 and its ints

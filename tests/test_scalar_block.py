@@ -1,5 +1,5 @@
 """The spec, checked independently: tests/scalar_block.py (Python ints and loops, written from
-docs/spec/*.md) must reproduce a block of the committed golden tensors exactly, and the
+docs/arithmetic.md) must reproduce a block of the committed golden tensors exactly, and the
 program's constants must follow the spec's plan-time rules (A2, K2.1.1-2, K3.1.2, K4.2.1)."""
 import math
 from pathlib import Path

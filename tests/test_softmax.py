@@ -1,5 +1,5 @@
 """Softmax kernels (spec K2): bit-exactness of fast vs reference, the stated error and row-sum bounds,
-the accepted scale ranges, parameter errors, and the worked example of docs/spec/softmax.md."""
+the accepted scale ranges, parameter errors, and the worked example of docs/arithmetic.md (K2)."""
 from decimal import Decimal, getcontext
 from functools import lru_cache
 import math
@@ -285,7 +285,7 @@ def test_prior_art_matches_float_transcription(s, out_bits):
     np.testing.assert_array_equal(ibert_softmax.fast(q, plan.consts), expect)
 
 
-# --- the worked example of docs/spec/softmax.md ----------------------------------------------------------
+# --- the worked example of docs/arithmetic.md (K2) ----------------------------------------------------------
 
 def test_worked_example():
     q = np.array([12, 7, 0, -20])
