@@ -96,8 +96,8 @@ def cases(rng):
     q = np.rint(x / s).astype(np.int8)
     for kern in candidates("gelu").values():
         plan = kern.plan(s, I8)
-        out.append(("gelu", f"{kern.name} (197,1536)", lambda k=kern, c=plan.consts: k.fast(q, c),
-                    lambda k=kern, c=plan.consts: k.reference(q, c), lambda: gelu_f32(x), 3.0))
+        out.append(("gelu", f"{kern.name} (197,1536)", lambda k=kern, c=plan.consts, q=q: k.fast(q, c),
+                    lambda k=kern, c=plan.consts, q=q: k.reference(q, c), lambda x=x: gelu_f32(x), 3.0))
     r = rng.normal(0, 2, (T, D)).astype(np.float32)
     r[:, :8] *= 10   # outlier channels
     g = rng.normal(1, 0.2, D).astype(np.float32)
@@ -106,8 +106,8 @@ def cases(rng):
     q = np.rint(r / s).astype(np.int16)
     for kern in candidates("layernorm").values():
         plan = kern.plan(s, I16, gamma=g, beta=b, eps=1e-6)
-        out.append(("layernorm", f"{kern.name} (197,384)", lambda k=kern, c=plan.consts: k.fast(q, c),
-                    lambda k=kern, c=plan.consts: k.reference(q, c), lambda: layernorm_f32(r, g, b), 3.0))
+        out.append(("layernorm", f"{kern.name} (197,384)", lambda k=kern, c=plan.consts, q=q: k.fast(q, c),
+                    lambda k=kern, c=plan.consts, q=q: k.reference(q, c), lambda: layernorm_f32(r, g, b), 3.0))
     return out
 
 
