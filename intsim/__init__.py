@@ -1,3 +1,9 @@
 """intsim: a bit-exact integer reference simulator for integer-only Vision Transformers."""
+import os
+
+# numba/OpenMP worker threads that spin after a parallel region slow the next BLAS call several
+# times over on small machines; passive waiting costs nothing measurable here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 from .arith import SPEC_VERSION  # noqa: E402,F401

@@ -1,0 +1,226 @@
+"""The semantic graph: a ViT as a short list of named operations with float parameters.
+
+Plain data (no onnx, no torch). Produced by `onnx_import.load_onnx`, evaluated in float by
+`float_ref.run_float`, quantized and compiled by the rest of intsim. Shapes below use N = batch,
+T = tokens (patches + cls), P = patches, D = embedding dim, H = heads, Dh = D / H.
+
+    op           inputs -> outputs                          params              attrs
+    PatchEmbed   image (N,C,Hi,Wi) -> (N,P,D)              weight (D,C,p,p), bias (D,)   patch
+    ClsPos       (N,P,D) -> (N,T,D) = concat(cls, x) + pos  cls (D,), pos (T,D)
+    LayerNorm    (...,D) -> (...,D), last axis              gamma (D,), beta (D,)         eps
+    Linear       (...,In) -> (...,Out) = x @ weight.T + b   weight (Out,In), [bias (Out,)]
+    QKVSplit     (N,T,3D) -> q, k, v each (N,H,T,Dh)                                      heads
+    AttnScores   q, k -> (N,H,T,T) = scale * q @ k^T                                      scale
+    Softmax      (...) -> (...), last axis
+    AttnContext  probs (N,H,T,T), v (N,H,T,Dh) -> (N,T,D), heads merged
+    GELU         exact erf form: x/2 * (1 + erf(x/sqrt 2))
+    Add          a, b (same shape) -> a + b (residual)
+    ClsSelect    (N,T,D) -> (N,D), token 0
+
+QKVSplit follows timm: qkv.reshape(N,T,3,H,Dh).permute(2,0,3,1,4) -> q, k, v; AttnContext is
+(probs @ v).transpose(1,2).reshape(N,T,D).
+
+Tensors are named by strings; the importer names each tensor after the node producing it.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# op -> (number of inputs, number of outputs, required params, optional params, required attrs)
+OPS = {
+    "PatchEmbed": (1, 1, ("weight", "bias"), (), ("patch",)),
+    "ClsPos": (1, 1, ("cls", "pos"), (), ()),
+    "LayerNorm": (1, 1, ("gamma", "beta"), (), ("eps",)),
+    "Linear": (1, 1, ("weight",), ("bias",), ()),
+    "QKVSplit": (1, 3, (), (), ("heads",)),
+    "AttnScores": (2, 1, (), (), ("scale",)),
+    "Softmax": (1, 1, (), (), ()),
+    "AttnContext": (2, 1, (), (), ()),
+    "GELU": (1, 1, (), (), ()),
+    "Add": (2, 1, (), (), ()),
+    "ClsSelect": (1, 1, (), (), ()),
+}
+
+
+class GraphError(ValueError):
+    """A semantic graph that is malformed (unknown op, missing tensor, inconsistent shapes)."""
+
+
+@dataclass(eq=False)
+class Node:
+    op: str
+    name: str
+    inputs: list
+    outputs: list
+    params: dict = field(default_factory=dict)   # name -> float32/float64 ndarray
+    attrs: dict = field(default_factory=dict)    # name -> Python int / float
+
+    def __str__(self):
+        parts = [f"{k}{tuple(v.shape)}" for k, v in self.params.items()]
+        parts += [f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                  for k, v in self.attrs.items()]
+        extra = f"  [{', '.join(parts)}]" if parts else ""
+        return f"{self.op:<11} {self.name:<28} {', '.join(self.inputs)} -> {', '.join(self.outputs)}{extra}"
+
+
+@dataclass(eq=False)
+class Graph:
+    input_name: str
+    input_shape: tuple          # (C, H, W); batch is the only free dimension
+    nodes: list                 # Node, in execution order
+    output_name: str
+    meta: dict = field(default_factory=dict)
+
+    # --- look-ups -------------------------------------------------------------------------------
+    def node(self, name):
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        some = ", ".join(n.name for n in self.nodes[:6]) + (", ..." if len(self.nodes) > 6 else "")
+        raise KeyError(f"no node named {name!r} in the graph (nodes: {some})")
+
+    def producer(self, tensor):
+        """The node producing `tensor`, or None for the graph input."""
+        for n in self.nodes:
+            if tensor in n.outputs:
+                return n
+        if tensor == self.input_name:
+            return None
+        raise KeyError(f"no tensor named {tensor!r} in the graph")
+
+    def consumers(self, tensor):
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def ops(self):
+        return [n.op for n in self.nodes]
+
+    @property
+    def tensors(self):
+        """All tensor names: the input, then every node output in execution order."""
+        return [self.input_name] + [t for n in self.nodes for t in n.outputs]
+
+    # --- checks ---------------------------------------------------------------------------------
+    def validate(self):
+        """Check the structure (ops, arities, params, attrs, names unique, every input produced
+        before use, output produced) and the shapes (`tensor_shapes`). Returns self."""
+        if len(self.input_shape) != 3 or not all(isinstance(d, (int, np.integer)) and d > 0
+                                                 for d in self.input_shape):
+            raise GraphError(f"input_shape must be (C, H, W) of positive ints, got {self.input_shape}")
+        names, known = set(), {self.input_name}
+        for n in self.nodes:
+            if n.op not in OPS:
+                raise GraphError(f"node {n.name!r}: unknown op {n.op!r}; ops: {', '.join(OPS)}")
+            n_in, n_out, req, opt, attrs = OPS[n.op]
+            if n.name in names:
+                raise GraphError(f"node name {n.name!r} is used twice")
+            names.add(n.name)
+            if len(n.inputs) != n_in or len(n.outputs) != n_out:
+                raise GraphError(f"node {n.name!r} ({n.op}) needs {n_in} input(s) and {n_out} "
+                                 f"output(s), has {len(n.inputs)} and {len(n.outputs)}")
+            missing = [p for p in req if p not in n.params] + [a for a in attrs if a not in n.attrs]
+            unknown = [p for p in n.params if p not in req + opt]
+            if missing or unknown:
+                raise GraphError(f"node {n.name!r} ({n.op}): missing {missing}, unexpected {unknown}")
+            for p, v in n.params.items():
+                if not isinstance(v, np.ndarray) or v.dtype not in (np.float32, np.float64):
+                    raise GraphError(f"node {n.name!r}: param {p!r} must be a float32/float64 ndarray")
+                if not np.all(np.isfinite(v)):
+                    raise GraphError(f"node {n.name!r}: param {p!r} holds NaN or Inf")
+            for t in n.inputs:
+                if t not in known:
+                    raise GraphError(f"node {n.name!r} reads tensor {t!r} before it is produced")
+            for t in n.outputs:
+                if t in known:
+                    raise GraphError(f"tensor {t!r} is produced twice (again by node {n.name!r})")
+                known.add(t)
+        if self.output_name not in known:
+            raise GraphError(f"graph output {self.output_name!r} is not produced by any node")
+        self.tensor_shapes()
+        return self
+
+    def tensor_shapes(self):
+        """Shape of every tensor without the batch dimension, e.g. {'image': (3, 224, 224),
+        'blocks.0.attn.qkv': (197, 576), ...}. Raises GraphError on inconsistent shapes."""
+        shapes = {self.input_name: tuple(int(d) for d in self.input_shape)}
+        for n in self.nodes:
+            try:
+                outs = _infer(n, [shapes[t] for t in n.inputs])
+            except KeyError as e:
+                raise GraphError(f"node {n.name!r} reads unknown tensor {e}") from None
+            for t, s in zip(n.outputs, outs):
+                shapes[t] = s
+        return shapes
+
+    # --- printing -------------------------------------------------------------------------------
+    def summary(self):
+        shapes = self.tensor_shapes()
+        n_params = sum(v.size for n in self.nodes for v in n.params.values())
+        src = self.meta.get("source", "?")
+        form, opset = self.meta.get("form", "?"), self.meta.get("opset", "?")
+        lines = [f"Graph from {src} (form {form}, opset {opset}): {len(self.nodes)} nodes, "
+                 f"{n_params:,} parameters",
+                 f"  input  {self.input_name} (N, {', '.join(map(str, self.input_shape))})"]
+        for n in self.nodes:
+            outs = ", ".join(f"(N, {', '.join(map(str, shapes[t]))})" for t in n.outputs)
+            lines.append(f"  {n}  -> {outs}")
+        lines.append(f"  output {self.output_name} (N, {', '.join(map(str, shapes[self.output_name]))})")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+
+def _infer(n, ins):
+    """Output shapes (without batch) of node n from its input shapes, checking consistency."""
+    def bad(msg):
+        raise GraphError(f"node {n.name!r} ({n.op}): {msg}; input shapes {ins}")
+
+    p, a = n.params, n.attrs
+    x = ins[0]
+    if n.op == "PatchEmbed":
+        w, patch = p["weight"].shape, int(a["patch"])
+        if len(x) != 3 or len(w) != 4 or w[1] != x[0] or w[2:] != (patch, patch) or p["bias"].shape != w[:1]:
+            bad(f"weight {w} / bias {p['bias'].shape} / patch {patch} do not fit")
+        if x[1] < patch or x[2] < patch:
+            bad(f"image smaller than the patch {patch}")
+        return [((x[1] // patch) * (x[2] // patch), w[0])]
+    if n.op == "ClsPos":
+        d = p["cls"].shape
+        if len(x) != 2 or d != (x[1],) or p["pos"].shape != (x[0] + 1, x[1]):
+            bad(f"cls {d} / pos {p['pos'].shape} do not fit")
+        return [(x[0] + 1, x[1])]
+    if n.op == "LayerNorm":
+        if p["gamma"].shape != x[-1:] or p["beta"].shape != x[-1:] or not a["eps"] >= 0:
+            bad(f"gamma {p['gamma'].shape} / beta {p['beta'].shape} / eps {a['eps']} do not fit")
+        return [x]
+    if n.op == "Linear":
+        w = p["weight"].shape
+        if len(w) != 2 or w[1] != x[-1] or ("bias" in p and p["bias"].shape != w[:1]):
+            bad(f"weight {w} / bias {p['bias'].shape if 'bias' in p else None} do not fit")
+        return [x[:-1] + (w[0],)]
+    if n.op == "QKVSplit":
+        h = int(a["heads"])
+        if len(x) != 2 or h < 1 or x[1] % (3 * h):
+            bad(f"cannot split into q, k, v with {h} heads")
+        s = (h, x[0], x[1] // (3 * h))
+        return [s, s, s]
+    if n.op == "AttnScores":
+        if len(x) != 3 or ins[1] != x or not (np.isfinite(a["scale"]) and a["scale"] > 0):
+            bad(f"q and k must be equal (H,T,Dh) shapes and scale positive (scale {a['scale']})")
+        return [x[:2] + (x[1],)]
+    if n.op == "AttnContext":
+        v = ins[1]
+        if len(x) != 3 or len(v) != 3 or x != v[:2] + (v[1],):
+            bad("probs must be (H,T,T) and v (H,T,Dh)")
+        return [(v[1], v[0] * v[2])]
+    if n.op in ("Softmax", "GELU"):
+        return [x]
+    if n.op == "Add":
+        if ins[1] != x:
+            bad("residual Add needs two inputs of the same shape")
+        return [x]
+    if n.op == "ClsSelect":
+        if len(x) != 2:
+            bad("expects (T,D)")
+        return [x[1:]]
+    bad("unknown op")

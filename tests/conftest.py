@@ -1,0 +1,39 @@
+"""Shared fixtures: generated ONNX ViTs (cached on disk by models/make_models.py, so a model is
+exported once per machine, not once per test or per run)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_make_models():
+    """models/make_models.py as a module (models/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("intsim_make_models", ROOT / "models" / "make_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def make_models():
+    return load_make_models()
+
+
+@pytest.fixture(scope="session")
+def onnx_model(make_models):
+    """Factory: onnx_model(config, form, depth=None) -> Path of a generated model with seeded random
+    weights, from the cache ($INTSIM_MODEL_CACHE or ~/.cache/intsim/models). Skips the test when
+    torch (or, for the dynamo form, onnxscript) is not installed."""
+    pytest.importorskip("torch", reason="torch is needed to generate ONNX models")
+    paths = {}
+
+    def get(config, form, depth=None):
+        if form == "dynamo":
+            pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+        key = (config, form, depth)
+        if key not in paths:
+            paths[key] = make_models.generated_model(config, form, depth=depth)
+        return paths[key]
+    return get
