@@ -31,7 +31,7 @@ def add_quant_args(p):
     p.add_argument("--abits", type=int, default=8, help="activation bits, 2..8 (default 8)")
     p.add_argument("--residual-bits", type=int, default=16, help="residual stream bits (default 16)")
     p.add_argument("--logit-bits", type=int, default=16, help="softmax input bits (default 16)")
-    p.add_argument("--softmax-bits", type=int, default=8, help="softmax output bits (default 8)")
+    p.add_argument("--softmax-bits", type=int, default=16, help="softmax output bits (default 16)")
     p.add_argument("--multiplier-bits", type=int, default=31, help="requant multiplier bits (default 31)")
     p.add_argument("--act-calib", default="mse", choices=["minmax", "percentile", "mse"])
     for fam in FAMILIES:

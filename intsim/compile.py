@@ -30,6 +30,7 @@ class _Builder:
         self.ops = []
         self.tensors = {}
         self.realised = {}      # float tensor name -> integer tensor name
+        self.equalized = {}     # LayerNorm output -> (channel factors f, observer of y / f)
 
     # -- tensors -----------------------------------------------------------------------------------
     def add_tensor(self, name, fmt, scale, shape, source=""):
@@ -61,16 +62,19 @@ class _Builder:
         s = self.tensors[int_name].scale
         return np.asarray(s, dtype=np.float64)
 
-    def realise(self, float_name, fmt, scale, label):
+    def realise(self, float_name, fmt, scale, label, ratio=None):
         """The integer tensor holding float_name in format fmt at scale (scalar or per channel along
-        the last axis), adding a requantize op if the current realisation differs."""
+        the last axis), adding a requantize op if the current realisation differs. `ratio` gives
+        the integer-domain ratio when both scales carry the same channel factors."""
         cur = self.realised[float_name]
         info = self.tensors[cur]
         target = np.asarray(scale, dtype=np.float64)
         if info.fmt == fmt and np.array_equal(np.asarray(info.scale, dtype=np.float64), target):
             return cur
-        ratio = np.broadcast_to(self.scale_of(cur) / target, np.shape(target) if target.ndim
-                                else np.shape(self.scale_of(cur)))
+        if ratio is None:
+            ratio = np.broadcast_to(self.scale_of(cur) / target, np.shape(target) if target.ndim
+                                    else np.shape(self.scale_of(cur)))
+        ratio = np.asarray(ratio, dtype=np.float64)
         if ratio.ndim == 0:
             d = dyadic(float(ratio), self.cfg.multiplier_bits)
             m, k = d.m, d.k
@@ -94,8 +98,8 @@ class _Builder:
         except ArithSpecError as e:
             raise CompileError(f"node {node.name!r} ({node.op}): {e}") from None
 
-    def linear(self, node, x_int, kind, weight2d, bias, extra_attrs=None):
-        x_scale = float(self.tensors[x_int].scale)
+    def linear(self, node, x_scale, kind, weight2d, bias, extra_attrs=None):
+        """x_scale: the real value of one LSB of the integer input (scalar)."""
         w_q, w_s = quantize_weight(weight2d, self.cfg.wbits, self.cfg.weight_calib)
         acc_scale = x_scale * w_s
         consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
@@ -145,7 +149,7 @@ def _compile_node(b, node, shapes, res_fmt):
         c, h, wd = shapes[src]
         p = int(node.attrs["patch"])
         x = b.realised[src]
-        consts, attrs, acc_scale = b.linear(node, x, "patch_embed", w.reshape(w.shape[0], -1),
+        consts, attrs, acc_scale = b.linear(node, float(b.scale_of(x)), "patch_embed", w.reshape(w.shape[0], -1),
                                             node.params.get("bias"), {"patch": p})
         out_shape = ((h // p) * (wd // p), w.shape[0])
         out = b.add_tensor(f"{node.name}.acc", IntFormat(32), acc_scale, out_shape)
@@ -168,14 +172,32 @@ def _compile_node(b, node, shapes, res_fmt):
         if info.fmt.bits > 24 or isinstance(info.scale, list):
             x = b.realise(src, res_fmt, b.act_scale(src, res_fmt), f"{node.name}.in")
             info = b.tensors[x]
-        plan = kernel.plan(info.scale, info.fmt, gamma=node.params["gamma"], beta=node.params["beta"],
-                           eps=float(node.attrs.get("eps", 1e-6)))
+        f = _equalization_factors(b, node)
+        gamma, beta = node.params["gamma"], node.params["beta"]
+        if f is not None:
+            gamma, beta = gamma / f, beta / f
+        plan = kernel.plan(info.scale, info.fmt, gamma=gamma, beta=beta, eps=float(node.attrs.get("eps", 1e-6)))
         _emit_kernel(b, node, family, kernel, plan, x, shapes[src], shapes)
+        if f is not None:
+            # the integer output holds y / f: its documentary scale is per channel
+            out = b.realised[node.outputs[0]]
+            b.tensors[out].scale = [float(v) for v in plan.out_scale * f]
+            b.equalized[node.outputs[0]] = (f, b.observer(node.outputs[0]).divided(f), plan.out_scale)
     elif op == "Linear":
-        fmt = b.act_format(src, cfg.abits)
-        x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
         w = node.params["weight"]
-        consts, attrs, acc_scale = b.linear(node, x, "linear", w, node.params.get("bias"))
+        if src in b.equalized:
+            # LayerNorm output equalized (docs/quantization.md Q5): the integer tensor holds y / f,
+            # so the weight columns take the factor f
+            f, obs, ln_scale = b.equalized[src]
+            fmt = IntFormat(cfg.abits, signed=not obs.nonnegative)
+            s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
+            x = b.realise(src, fmt, s_eq * f, f"{node.name}.in", ratio=ln_scale / s_eq)
+            w = w * f[None, :]
+        else:
+            fmt = b.act_format(src, cfg.abits)
+            s_eq = b.act_scale(src, fmt)
+            x = b.realise(src, fmt, s_eq, f"{node.name}.in")
+        consts, attrs, acc_scale = b.linear(node, s_eq, "linear", w, node.params.get("bias"))
         out_shape = shapes[src][:-1] + (w.shape[0],)
         out = b.add_tensor(f"{node.name}.acc", IntFormat(32), acc_scale, out_shape)
         b.emit("linear", node.name, [x], [out], consts, attrs)
@@ -248,6 +270,25 @@ def _compile_node(b, node, shapes, res_fmt):
         _bind(b, shapes, node.outputs[0], out, shapes[src][1:])
     else:
         raise CompileError(f"node {node.name!r}: op {op!r} has no integer lowering")
+
+
+def _equalization_factors(b, node):
+    """SmoothQuant-style factors f (per channel) for a LayerNorm whose output feeds only Linear
+    layers: f_c = a_c^alpha / w_c^(1 - alpha), a_c the calibrated max |y_c|, w_c the largest
+    |weight| of input channel c over the consumers; normalised to geometric mean 1. The float
+    function is unchanged (gamma/f, beta/f, W*f); the 8-bit activation no longer has to cover
+    outlier channels. None when disabled or not applicable."""
+    alpha = float(b.cfg.equalize)
+    consumers = b.graph.consumers(node.outputs[0])
+    if alpha <= 0 or not consumers or any(c.op != "Linear" for c in consumers):
+        return None
+    a = np.asarray(b.observer(node.outputs[0]).chan_absmax, dtype=np.float64)
+    w = np.max([np.abs(c.params["weight"]).max(axis=0) for c in consumers], axis=0)
+    if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
+        return None
+    f = a ** alpha / w ** (1 - alpha)
+    f = np.clip(f / np.exp(np.mean(np.log(f))), 1e-4, 1e4)
+    return f
 
 
 def _bind(b, shapes, float_name, int_name, shape):

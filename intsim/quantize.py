@@ -21,9 +21,10 @@ class QuantConfig:
     abits: int = 8                   # activations feeding matmuls and non-linear kernels
     residual_bits: int = 16          # the residual stream (LayerNorm inputs, residual adds)
     logit_bits: int = 16             # attention logits (softmax input)
-    softmax_bits: int = 8            # softmax output (probabilities, unsigned, scale 2^-bits)
+    softmax_bits: int = 16           # softmax output (probabilities, unsigned, scale 2^-bits)
     head_bits: int = 16              # integer model output (classifier logits)
     multiplier_bits: int = 31        # width of the requantization multiplier m
+    equalize: float = 0.5            # LayerNorm->Linear channel equalization strength (0 = off)
     act_calib: str = "mse"           # activation observer: minmax | percentile | mse
     percentile: float = 99.99
     weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
@@ -41,6 +42,8 @@ class QuantConfig:
             raise ArithSpecError(f"act_calib {self.act_calib!r}: use minmax, percentile or mse")
         if self.weight_calib not in ("minmax", "mse"):
             raise ArithSpecError(f"weight_calib {self.weight_calib!r}: use minmax or mse")
+        if not 0.0 <= float(self.equalize) <= 1.0:
+            raise ArithSpecError(f"equalize must be in [0, 1], got {self.equalize}")
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ArithSpecError(f"percentile must be in (50, 100], got {self.percentile}")
 
@@ -62,38 +65,66 @@ RESERVOIR = 1 << 15
 
 
 class Observer:
-    """Streaming statistics of one float tensor: exact min/max and a seeded reservoir sample."""
+    """Streaming statistics of one float tensor: exact min/max, the max |x| of every channel of
+    the last axis, and a seeded reservoir sample of values with their channel index."""
 
     def __init__(self, name, seed=0):
         self.name = name
         self.lo = math.inf
         self.hi = -math.inf
         self.count = 0
+        self.chan_absmax = None
         self.sample = np.empty(0, dtype=np.float32)
+        self.sample_chan = np.empty(0, dtype=np.int32)
         self._keys = np.empty(0)
         self._rng = np.random.default_rng([seed, _stable_hash(name)])
 
     def update(self, x):
-        x = np.asarray(x, dtype=np.float32).ravel()
+        x = np.asarray(x, dtype=np.float32)
         if x.size == 0:
             return
         if not np.isfinite(x).all():
             raise ArithSpecError(f"calibration: tensor {self.name!r} holds NaN/Inf")
+        channels = x.shape[-1] if x.ndim else 1
+        per_chan = np.abs(x.reshape(-1, channels)).max(axis=0)
+        if self.chan_absmax is None or self.chan_absmax.shape != per_chan.shape:
+            self.chan_absmax = per_chan if self.chan_absmax is None else \
+                np.full(1, max(self.chan_absmax.max(), per_chan.max()), np.float32)
+        else:
+            self.chan_absmax = np.maximum(self.chan_absmax, per_chan)
+        x = x.ravel()
         self.lo = min(self.lo, float(x.min()))
         self.hi = max(self.hi, float(x.max()))
         # weighted reservoir (Efraimidis-Spirakis): a uniform subsample of the batch, each value
         # standing for n/s originals, competes on key u^(s/n); the largest keys are kept
         n = x.size
-        if n > RESERVOIR:
-            x = x[self._rng.integers(0, n, size=RESERVOIR)]
+        idx = self._rng.integers(0, n, size=RESERVOIR) if n > RESERVOIR else np.arange(n)
+        x, chan = x[idx], (idx % channels).astype(np.int32)
         keys_new = self._rng.random(x.size) ** (x.size / n)
         self.count += n
         keys = np.concatenate([self._keys, keys_new])
         vals = np.concatenate([self.sample, x])
+        chans = np.concatenate([self.sample_chan, chan])
         if keys.size > RESERVOIR:
             keep = np.argpartition(keys, keys.size - RESERVOIR)[keys.size - RESERVOIR:]
-            keys, vals = keys[keep], vals[keep]
-        self._keys, self.sample = keys, vals
+            keys, vals, chans = keys[keep], vals[keep], chans[keep]
+        self._keys, self.sample, self.sample_chan = keys, vals, chans
+
+    def divided(self, factors):
+        """The statistics of x / factors[channel] (channel equalization), as a new observer."""
+        f = np.asarray(factors, dtype=np.float64)
+        if self.chan_absmax is None or f.shape != self.chan_absmax.shape:
+            raise ArithSpecError(f"equalization of {self.name!r}: {f.shape} factors for "
+                                 f"{None if self.chan_absmax is None else self.chan_absmax.shape} channels")
+        out = Observer(self.name)
+        out.count = self.count
+        out.chan_absmax = (self.chan_absmax / f).astype(np.float32)
+        out.sample = (self.sample / f[self.sample_chan]).astype(np.float32)
+        out.sample_chan = self.sample_chan
+        # exact per-channel bounds are not kept; the per-channel max |x| bounds both ends
+        out.hi = float(out.chan_absmax.max())
+        out.lo = -out.hi if self.lo < 0 else 0.0
+        return out
 
     @property
     def nonnegative(self):
