@@ -138,4 +138,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the package's module so that command modules register where main() looks
+    from intsim.cli import main as _main
+    sys.exit(_main())

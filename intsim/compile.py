@@ -113,6 +113,11 @@ class _Builder:
 def compile_program(graph, observers, config=None, model_path=None, model_sha256=None):
     """Turn the float graph into an integer program (docs/quantization.md)."""
     cfg = config or QuantConfig()
+    layers = {n.name for n in graph.nodes if n.op in FAMILY_OF}
+    unknown = sorted(set(cfg.overrides) - layers)
+    if unknown:
+        raise CompileError(f"override for {', '.join(map(repr, unknown))}: not a Softmax, GELU or "
+                           f"LayerNorm layer of this model (e.g. {', '.join(sorted(layers)[:3])}, ...)")
     b = _Builder(graph, observers, cfg)
     res_fmt = IntFormat(cfg.residual_bits)
 

@@ -252,6 +252,7 @@ def evaluate(graph, program, images_u8, labels=None, batch=100, progress=None):
     f_correct = i_correct = agree = 0
     sig = noise = 0.0
     t_int = 0.0
+    execute.run(program, to_model_input(images_u8[:1]))   # untimed: numba cache load, weight copies
     bar = Progress(n, "evaluate", progress)
     for i in range(0, n, batch):
         x = to_model_input(images_u8[i:i + batch])

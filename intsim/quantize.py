@@ -131,7 +131,15 @@ class Observer:
         return self.lo >= 0.0
 
     def scale(self, fmt: IntFormat, method="mse", percentile=99.99):
-        """The real value of one LSB for this tensor in format fmt (docs/quantization.md Q2)."""
+        """The real value of one LSB for this tensor in format fmt (docs/quantization.md Q2).
+        Memoised: compiling many variants from one calibration searches each clip once."""
+        key = (fmt, method, float(percentile), self.count)
+        memo = self.__dict__.setdefault("_scale_memo", {})
+        if key not in memo:
+            memo[key] = self._scale(fmt, method, percentile)
+        return memo[key]
+
+    def _scale(self, fmt, method, percentile):
         if self.count == 0:
             raise ArithSpecError(f"calibration: tensor {self.name!r} was never observed "
                                  f"(empty calibration set?)")

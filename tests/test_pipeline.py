@@ -146,7 +146,7 @@ def test_npz_data_errors(tmp_path):
 
 
 def test_cli_run_json(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "intsim.cli", "run", "--limit", "40", "--calib", "16", "--json"],
+    out = subprocess.run([sys.executable, "-m", "intsim", "run", "--limit", "40", "--calib", "16", "--json"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
@@ -158,7 +158,7 @@ def test_cli_run_json(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not an onnx file")
-    out = subprocess.run([sys.executable, "-m", "intsim.cli", "run", str(bad), "--limit", "5"],
+    out = subprocess.run([sys.executable, "-m", "intsim", "run", str(bad), "--limit", "5"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "bad.onnx" in out.stderr and "Traceback" not in out.stderr

@@ -62,6 +62,10 @@ def matmul(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntForm
     a is checked against a_fmt here (exactness depends on it); b, a weight, is checked once when
     it is loaded. b_float: an optional float32 copy of b (weights are converted once)."""
     a, b = _check_operands(a, b, bias)
+    if a.ndim > 2 and b.ndim == 2:
+        # one large GEMM instead of a batch of small ones (NumPy loops over leading axes)
+        out = matmul(a.reshape(-1, a.shape[-1]), b, a_fmt, b_fmt, bias, acc_fmt, b_float)
+        return out.reshape(a.shape[:-1] + (b.shape[-1],))
     arith.check_fits("matmul operand a", a, a_fmt)
     k = a.shape[-1]
     bound = magnitude(a_fmt) * magnitude(b_fmt)

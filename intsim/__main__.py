@@ -1,0 +1,6 @@
+"""`python -m intsim` is the `intsim` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
