@@ -105,7 +105,10 @@ class _Builder:
         consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
         if bias is not None:
             consts["bias"] = quantize_bias(bias, acc_scale)
-        attrs = {"weight_fmt": weight_format(self.cfg.wbits).to_dict()}
+        # weight_scale is documentary (golden manifests): the real value of one weight LSB per
+        # output channel; with equalization the integers hold W * f (docs/quantization.md Q5)
+        attrs = {"weight_fmt": weight_format(self.cfg.wbits).to_dict(),
+                 "weight_scale": [float(v) for v in w_s]}
         attrs.update(extra_attrs or {})
         return consts, attrs, acc_scale
 

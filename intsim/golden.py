@@ -408,6 +408,8 @@ def _const_scale(program, op, cname):
         acc = np.asarray(program.tensors[op.outputs[0]].scale, dtype=np.float64)
         if cname == "bias":
             return _scale_json(program.tensors[op.outputs[0]].scale)
+        if "weight_scale" in op.attrs:
+            return _scale_json(op.attrs["weight_scale"])
         return _scale_json(acc / float(program.tensors[op.inputs[0]].scale))
     if op.kind == "cls_pos":
         return _scale_json(program.tensors[op.outputs[0]].scale)
