@@ -6,11 +6,16 @@ One process, one table: every ratio is measured against a peer run in the same p
 Shapes (batch 1): 197 tokens, dim 384, 6 heads (softmax rows (6, 197, 197)), MLP 1536.
 Targets (issue 2): exact integer GEMM <= 2x float32 numpy.matmul; each non-linear kernel <= 3x its
 float32 NumPy equivalent. The float peers are float32, the precision a float ViT runs in.
+BLAS runs single-threaded for both sides (INTSIM_BENCH_THREADS to change): the kernels are
+single-threaded too, and a shared machine then cannot skew one side's BLAS threads.
 """
 import argparse
 import os
 import sys
 import time
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = os.environ.get("INTSIM_BENCH_THREADS", "1")
 
 import numpy as np
 

@@ -134,7 +134,7 @@ def test_requantize_overflow_is_detected():
     with pytest.raises(IntOverflowError):
         requantize(x, (1 << 31) - 1, 40, IntFormat(8))
     with pytest.raises(ArithSpecError, match="axis"):
-        requantize(np.zeros((2, 3)), np.array([1, 2, 3]), np.array([1, 1, 1]), IntFormat(8))
+        requantize(np.zeros((2, 3), np.int32), np.array([1, 2, 3]), np.array([1, 1, 1]), IntFormat(8))
 
 
 # --- A7 boundary quantizer ------------------------------------------------------------------------------
