@@ -380,3 +380,19 @@ def test_reweighting_lemma(rho, p, u):
     assert abs(moved - p) <= bound + 1e-12
     p_star = 1 / (1 + math.sqrt(rho))
     assert abs(p_star * rho / (p_star * rho + 1 - p_star) - p_star - bound) < 1e-12
+
+
+@given(st.integers(-(1 << 52), 0), st.integers(-(1 << 40), -1))
+@settings(max_examples=500, deadline=None)
+def test_floor_div_neg_is_exact(q, x0):
+    from intsim.kernels.softmax import _floor_div_neg
+    assert _floor_div_neg(q, x0) == q // x0
+
+
+def test_floor_div_neg_edges():
+    from intsim.kernels.softmax import _floor_div_neg
+    for x0 in (-1, -3, -7, -(1 << 31) + 1, -(1 << 40) + 3):
+        for k in (0, 1, 2, 29, 30):
+            for q in (k * x0, k * x0 - 1, k * x0 + 1):
+                if q <= 0:
+                    assert _floor_div_neg(q, x0) == q // x0, (q, x0)

@@ -382,6 +382,21 @@ class IvitShiftmax(_SoftmaxKernel):
                 "cmp": 1 + 1 + 1.0 / row_len}       # row max, clip, sum clamp
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _floor_div_neg(q, x0):
+    """floor(q / x0) for q <= 0 and x0 < 0, i.e. floor(|q| / |x0|): a float64 estimate (off by at
+    most one, the operands being below 2^53) corrected exactly; the same integer as q // x0, without
+    a per-element 64-bit integer divide."""
+    aq = -q
+    ad = -x0
+    z = np.int64(np.float64(aq) / np.float64(ad))
+    if z * ad > aq:
+        z -= 1
+    elif (z + 1) * ad <= aq:
+        z += 1
+    return z
+
+
 @numba.njit(cache=True, nogil=True)
 def _ivit_rows(q2, out2, x0, n, cap, O):
     for row in range(q2.shape[0]):
@@ -395,7 +410,7 @@ def _ivit_rows(q2, out2, x0, n, cap, O):
             q = q + (q >> 1) - (q >> 4)
             if q < n * x0:
                 q = n * x0
-            z = q // x0
+            z = _floor_div_neg(q, x0)
             r = q - z * x0
             e = ((r - 2 * x0) << (n - z)) >> 1
             out2[row, j] = e
@@ -493,7 +508,7 @@ def _ibert_rows(q2, out2, x0, n, b_int, c_int, sh, e16max, O):
             q = q2[row, j] - m
             if q < n * x0:
                 q = n * x0
-            z = q // x0
+            z = _floor_div_neg(q, x0)
             r = q - z * x0
             e = (r * (r + b_int) + c_int) << (n - z)
             if e < 0:
