@@ -38,9 +38,10 @@ def _requant_rows(x3, m, k, lim, lo, hi, out3):
 
 
 def _limits(m, k):
-    """Largest |x| per channel with |x| * m * 2^max(-k, 0) + 2^62 <= 2^63 - 1 (spec A4)."""
-    return np.array([(arith.INT64_MAX - (1 << 62)) // max(1, int(mc) << max(-int(kc), 0))
-                     for mc, kc in zip(m, k)], dtype=np.int64)
+    """Largest |x| per channel with |x| * m * 2^max(-k, 0) + 2^62 <= 2^63 - 1 (spec A4).
+    m < 2^31 and -k <= 31 keep the shifted multiplier below 2^62."""
+    shifted = np.left_shift(m, np.maximum(-k, 0))
+    return np.int64(arith.INT64_MAX - (1 << 62)) // np.maximum(shifted, 1)
 
 
 def requantize(x, m, k, out_fmt: IntFormat, axis=None):
