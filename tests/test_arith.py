@@ -207,3 +207,15 @@ def test_residual_add(a, ra, rb, bits):
         ya = math.floor(Fraction(int(a[i]) * da.m, 2 ** da.k) + Fraction(1, 2))
         yb = math.floor(Fraction(int(b[i]) * db.m, 2 ** db.k) + Fraction(1, 2))
         assert ref[i] == min(max(ya + yb, fmt.lo), fmt.hi)
+
+
+@given(st.integers(1, 514), st.integers(1, 6), st.integers(1, 5), st.randoms(use_true_random=False))
+@settings(max_examples=40, deadline=None)
+def test_matmul_16bit_probabilities(k, m, n, rnd):
+    # unsigned 16-bit softmax probabilities x int8 v: the float64 path of spec K1.2
+    rng = np.random.default_rng(rnd.randint(0, 2 ** 32))
+    u16 = IntFormat(16, signed=False)
+    a = rng.integers(0, 65536 // k + 1, size=(2, m, k)).astype(np.uint16)   # rows sum <= 2^16
+    b = rng.integers(-128, 128, size=(2, k, n)).astype(np.int8)
+    a[0, 0] = 65535 // k
+    assert np.array_equal(matmul(a, b, u16, IntFormat(8)), matmul_ref(a, b))

@@ -37,15 +37,19 @@ def _round_shift1(p, k):
 
 @numba.njit(cache=True, nogil=True)
 def _residual_add(a, b, ma, ka, mb, kb, lo, hi, out):
+    # a, b: any integer dtype (widened per element, no int64 copies); out: the output storage
     for i in range(a.shape[0]):
-        y = _round_shift1(a[i] * ma, ka) + _round_shift1(b[i] * mb, kb)
+        y = _round_shift1(np.int64(a[i]) * ma, ka) + _round_shift1(np.int64(b[i]) * mb, kb)
         out[i] = lo if y < lo else (hi if y > hi else y)
 
 
 def residual_add(a, b, ma, ka, mb, kb, out_fmt: IntFormat):
     _check(a, b, ma, ka, mb, kb)
-    out = np.empty(np.size(a), dtype=np.int64)
-    _residual_add(np.ascontiguousarray(a, dtype=np.int64).ravel(), np.ascontiguousarray(b, dtype=np.int64).ravel(),
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
+        raise arith.ArithSpecError(f"residual add: integer inputs required, got {a.dtype} and {b.dtype}")
+    out = np.empty(a.size, dtype=out_fmt.storage)
+    _residual_add(np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel(),
                   np.int64(ma), np.int64(ka), np.int64(mb), np.int64(kb),
                   np.int64(out_fmt.lo), np.int64(out_fmt.hi), out)
-    return out.reshape(np.shape(a)).astype(out_fmt.storage)
+    return out.reshape(a.shape)
