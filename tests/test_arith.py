@@ -115,11 +115,13 @@ def test_requantize_ties(k, base):
 
 
 @given(hnp.arrays(np.int32, st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 4))),
-       st.lists(st.floats(2.0 ** -30, 4.0), min_size=5, max_size=5), st.integers(-3, 2))
+       st.lists(st.floats(2.0 ** -30, 2.0 ** 8), min_size=5, max_size=5), st.integers(-3, 2),
+       st.integers(2, 31))
 @FAST
-def test_requantize_per_channel(x, ratios, axis):
+def test_requantize_per_channel(x, ratios, axis, bits):
+    # narrow multipliers with large ratios give k < 0 (exact left shifts) on some channels
     assume(x.shape[axis] <= 5)
-    m, k = arith.dyadic_array(ratios[:x.shape[axis]])
+    m, k = arith.dyadic_array(ratios[:x.shape[axis]], bits)
     fmt = IntFormat(8)
     ref = requantize_ref(x, m, k, fmt, axis=axis)
     assert np.array_equal(ref, requantize(x, m, k, fmt, axis=axis))
@@ -133,6 +135,13 @@ def test_requantize_overflow_is_detected():
     x = np.array([1 << 40], dtype=np.int64)
     with pytest.raises(IntOverflowError):
         requantize(x, (1 << 31) - 1, 40, IntFormat(8))
+    # per channel, channels innermost and not: the offending element is neither first nor last
+    x = np.zeros((3, 4), dtype=np.int64)
+    x[1, 2] = -(1 << 40)
+    for axis in (-1, 0):
+        n = x.shape[axis]
+        with pytest.raises(IntOverflowError):
+            requantize(x, np.full(n, (1 << 31) - 1), np.full(n, 40), IntFormat(8), axis=axis)
     with pytest.raises(ArithSpecError, match="axis"):
         requantize(np.zeros((2, 3), np.int32), np.array([1, 2, 3]), np.array([1, 1, 1]), IntFormat(8))
 
@@ -189,8 +198,10 @@ def test_matmul_errors():
         matmul(np.zeros((0, 3)), np.zeros((3, 2)), i8, i8)
     with pytest.raises(IntOverflowError, match="operand a"):
         matmul(np.full((1, 3), 300), np.zeros((3, 2)), i8, i8)
-    with pytest.raises(IntOverflowError, match="accumulator"):
-        matmul_ref(np.full((1, 4), 127), np.full((4, 1), 127), bias=[(1 << 31) - 10])
+    for fast in (False, True):   # the bias pushes the exact sum past int32: K1.3 check, both paths
+        a, b, bias = np.full((3, 4), 127), np.full((4, 2), 127), [(1 << 31) - 10, 0]
+        with pytest.raises(IntOverflowError, match="accumulator"):
+            matmul(a, b, i8, i8, bias=bias) if fast else matmul_ref(a, b, bias=bias)
 
 
 # --- K5 residual add ---------------------------------------------------------------------------------------

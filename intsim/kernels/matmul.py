@@ -8,6 +8,7 @@ fast:      float BLAS on integer-valued operands. Exact because every partial su
            exact) are summed in float64, exact while K * max|a| * max|b| < 2^53.
 Both paths then add the bias and check the result fits the accumulator (no wrap, spec A4).
 """
+import numba
 import numpy as np
 
 from .. import arith
@@ -66,31 +67,56 @@ def matmul(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntForm
         # one large GEMM instead of a batch of small ones (NumPy loops over leading axes)
         out = matmul(a.reshape(-1, a.shape[-1]), b, a_fmt, b_fmt, bias, acc_fmt, b_float)
         return out.reshape(a.shape[:-1] + (b.shape[-1],))
-    arith.check_fits("matmul operand a", a, a_fmt)
+    if not _dtype_within(a.dtype, a_fmt):
+        arith.check_fits("matmul operand a", a, a_fmt)
     k = a.shape[-1]
     bound = magnitude(a_fmt) * magnitude(b_fmt)
     if k * bound >= FLOAT64_EXACT:
         raise arith.IntOverflowError(f"matmul: K={k} with |a|<={magnitude(a_fmt)}, |b|<={magnitude(b_fmt)} "
                                      f"exceeds the exact float64 range (spec K1.2)")
     kb = block_size(a_fmt, b_fmt)
+    out_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     if k <= kb * MAX_FLOAT32_BLOCKS:
         af = a.astype(np.float32)
         bf = b_float if b_float is not None else b.astype(np.float32)
-        if k <= kb:
-            acc = np.matmul(af, bf)
-        else:
-            acc = np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]))
-            for s in range(0, k, kb):
-                acc += np.matmul(af[..., s:s + kb], bf[..., s:s + kb, :])
+        starts = range(0, k, kb)
+        blocks = np.empty((len(starts),) + out_shape, dtype=np.float32)
+        for i, s in enumerate(starts):
+            np.matmul(af[..., s:s + kb], bf[..., s:s + kb, :], out=blocks[i])
     else:
         # many small blocks (wide operands, e.g. 16-bit probabilities) cost more than one float64
         # product, which is exact below 2^53
-        acc = np.matmul(a.astype(np.float64), b.astype(np.float64))
-    bias_max = arith.max_abs(bias) if bias is not None else 0
-    if k * bound + bias_max <= acc_fmt.hi and acc_fmt.storage == np.int32:
-        # the bound proves the sum fits: add in int32 without a range pass (spec K1.3)
-        out = acc.astype(np.int32)
-        if bias is not None:
-            out += np.asarray(bias, dtype=np.int32)
-        return out
-    return _finish(acc.astype(np.int64), bias, acc_fmt, "matmul accumulator")
+        blocks = np.matmul(a.astype(np.float64), b.astype(np.float64))[None]
+    out = np.empty(out_shape, dtype=acc_fmt.storage)
+    n_out = out_shape[-1]
+    bias_row = np.zeros(n_out, dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64)
+    if _sum_blocks(blocks.reshape(blocks.shape[0], -1, n_out), bias_row, np.int64(acc_fmt.lo),
+                   np.int64(acc_fmt.hi), out.reshape(-1, n_out)):
+        # the int64 sums are exact: redo them to name the offending value (K1.3, A4)
+        return _finish(blocks.astype(np.int64).sum(axis=0), bias, acc_fmt,
+                       "matmul accumulator")
+    return out
+
+
+def _dtype_within(dtype, fmt: IntFormat):
+    """True when no value of this storage dtype can lie outside fmt (no range pass needed)."""
+    if dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    return fmt.lo <= info.min and info.max <= fmt.hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_blocks(blocks, bias, lo, hi, out):
+    """out[r, j] = sum_b blocks[b, r, j] + bias[j] in int64, stored in out's dtype. Every block is
+    an exact integer-valued float (K1.2), so each conversion is exact and the blocks are summed as
+    integers. Returns whether any sum lies outside [lo, hi] (then out is not valid)."""
+    outside = False
+    for r in range(blocks.shape[1]):
+        for j in range(blocks.shape[2]):
+            acc = bias[j] + np.int64(blocks[0, r, j])
+            for b in range(1, blocks.shape[0]):
+                acc += np.int64(blocks[b, r, j])
+            outside |= (acc < lo) | (acc > hi)
+            out[r, j] = acc
+    return outside

@@ -16,24 +16,37 @@ def requantize_ref(x, m, k, out_fmt: IntFormat, axis=None):
 @numba.njit(cache=True, nogil=True)
 def _requant_rows(x3, m, k, lim, lo, hi, out3):
     """x3: (outer, C, inner), any integer dtype; m, k, lim: (C,) int64. The per-element body is spec
-    A6 verbatim; |x| > lim[c] would take x*m past the A4 bound, so it stops and reports the index."""
+    A6; |x| > lim[c] would take x*m past the A4 bound: the first such value is returned (0: none)."""
+    # A6 per channel as ((x*m) << left + half) >> right: k > 0 rounds (half = 2^(k-1)), k <= 0 is an
+    # exact left shift by -k
+    right = np.maximum(k, 0)
+    left = np.maximum(-k, 0)
+    half = np.zeros_like(k)
+    for c in range(k.shape[0]):
+        if right[c] > 0:
+            half[c] = np.int64(1) << (right[c] - 1)
+    # range violations are OR-ed into a flag rather than exiting early, so that the loops vectorise
+    outside = False
     for o in range(x3.shape[0]):
-        for c in range(x3.shape[1]):
-            mc = m[c]
-            kc = k[c]
-            lc = lim[c]
-            half = (np.int64(1) << (kc - 1)) if kc > 0 else np.int64(0)
-            for i in range(x3.shape[2]):
-                xv = np.int64(x3[o, c, i])
-                if xv > lc or xv < -lc:
-                    return xv
-                p = xv * mc
-                y = (p + half) >> kc if kc > 0 else p << (-kc)
-                if y < lo:
-                    y = lo
-                elif y > hi:
-                    y = hi
-                out3[o, c, i] = y
+        if x3.shape[2] == 1:        # per channel along the last axis: channels innermost
+            for c in range(x3.shape[1]):
+                xv = np.int64(x3[o, c, 0])
+                outside |= (xv > lim[c]) | (xv < -lim[c])
+                out3[o, c, 0] = min(max(((xv * m[c] << left[c]) + half[c]) >> right[c], lo), hi)
+        else:
+            for c in range(x3.shape[1]):
+                mc, sl, hc, sr, lc = m[c], left[c], half[c], right[c], lim[c]
+                for i in range(x3.shape[2]):
+                    xv = np.int64(x3[o, c, i])
+                    outside |= (xv > lc) | (xv < -lc)
+                    out3[o, c, i] = min(max(((xv * mc << sl) + hc) >> sr, lo), hi)
+    if outside:
+        for o in range(x3.shape[0]):
+            for c in range(x3.shape[1]):
+                for i in range(x3.shape[2]):
+                    xv = np.int64(x3[o, c, i])
+                    if xv > lim[c] or xv < -lim[c]:
+                        return xv
     return np.int64(0)
 
 

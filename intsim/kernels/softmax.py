@@ -71,9 +71,15 @@ def _check_common(in_scale, in_fmt, out_bits):
 
 
 def _rows(q, consts):
-    """K2.0.2: the input as (rows, L) int64 after the run-time checks (integer dtype, non-empty,
-    at least one axis, every value inside in_fmt, L <= 2^32)."""
+    """K2.0.2: the input as (rows, L) int64 after the run-time checks."""
     q = np.asarray(q)
+    _check_input(q, consts)
+    return np.ascontiguousarray(q.reshape(-1, q.shape[-1]), dtype=np.int64)
+
+
+def _check_input(q, consts):
+    """K2.0.2 run-time checks: integer dtype, non-empty, at least one axis, every value inside
+    in_fmt, L <= 2^32."""
     if q.ndim == 0:
         raise ArithSpecError("softmax needs at least one axis (it runs over the last one)")
     arith.check_nonempty("softmax input", q)
@@ -83,7 +89,6 @@ def _rows(q, consts):
         raise ArithSpecError(f"softmax row length {q.shape[-1]} exceeds 2^32 (spec K2.0)")
     arith.check_fits("softmax input", q, IntFormat(consts["in_bits"], signed=True,
                                                    narrow=bool(consts["in_narrow"])))
-    return np.ascontiguousarray(q.reshape(-1, q.shape[-1]), dtype=np.int64)
 
 
 def _row_max_sub(q2):
@@ -177,10 +182,14 @@ class _SoftmaxKernel(Kernel):
         return _finish(self._normalise_ref(e, consts), np.shape(q), consts)
 
     def fast(self, q, consts):
-        q2 = _rows(q, consts)
-        out2 = np.empty_like(q2)
+        q = np.asarray(q)
+        _check_input(q, consts)
+        # input in its own dtype and output straight into its storage dtype: the row kernels widen
+        # to int64 per element, so no int64 copies of the whole tensor are made
+        q2 = np.ascontiguousarray(q.reshape(-1, q.shape[-1]))
+        out2 = np.empty(q2.shape, dtype=IntFormat(consts["out_bits"], signed=False).storage)
         self._fast_rows(q2, out2, consts)
-        return _finish(out2, np.shape(q), consts)
+        return out2.reshape(q.shape)
 
 
 # --- K2.1 bitshift-softmax (ours) -------------------------------------------------------------------
@@ -294,29 +303,35 @@ class BitshiftSoftmax(_SoftmaxKernel):
 
 
 @numba.njit(cache=True, nogil=True)
+def _row_max(q2, row):
+    m = np.int64(q2[row, 0])
+    for j in range(1, q2.shape[1]):
+        m = max(m, np.int64(q2[row, j]))
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
 def _bitshift_rows(q2, out2, K, G, F, SB, C, DS, ZMAX, N, O):
     fmask = (np.int64(1) << F) - 1
     rmask = (np.int64(1) << (F - SB)) - 1
     half = np.int64(1) << (N - O - 1)
     hi = (np.int64(1) << O) - 1
+    e_row = np.empty(q2.shape[1], dtype=np.int64)
     for row in range(q2.shape[0]):
-        m = q2[row, 0]
-        for j in range(1, q2.shape[1]):
-            if q2[row, j] > m:
-                m = q2[row, j]
+        m = _row_max(q2, row)
         s = np.int64(0)
         for j in range(q2.shape[1]):
-            t = ((m - q2[row, j]) * K) >> G
+            t = ((m - np.int64(q2[row, j])) * K) >> G
             z = t >> F
             r = t & fmask
             i = r >> (F - SB)
             y = C[i] - (((r & rmask) * DS[i]) >> (F - SB))
             e = y >> (z if z < ZMAX else ZMAX)
-            out2[row, j] = e
+            e_row[j] = e
             s += e
         recip = (np.int64(1) << N) // s
         for j in range(q2.shape[1]):
-            v = (out2[row, j] * recip + half) >> (N - O)
+            v = (e_row[j] * recip + half) >> (N - O)
             out2[row, j] = v if v < hi else hi
 
 
@@ -399,25 +414,23 @@ def _floor_div_neg(q, x0):
 
 @numba.njit(cache=True, nogil=True)
 def _ivit_rows(q2, out2, x0, n, cap, O):
+    e_row = np.empty(q2.shape[1], dtype=np.int64)
     for row in range(q2.shape[0]):
-        m = q2[row, 0]
-        for j in range(1, q2.shape[1]):
-            if q2[row, j] > m:
-                m = q2[row, j]
+        m = _row_max(q2, row)
         s = np.int64(0)
         for j in range(q2.shape[1]):
-            q = q2[row, j] - m
+            q = np.int64(q2[row, j]) - m
             q = q + (q >> 1) - (q >> 4)
             if q < n * x0:
                 q = n * x0
             z = _floor_div_neg(q, x0)
             r = q - z * x0
             e = ((r - 2 * x0) << (n - z)) >> 1
-            out2[row, j] = e
+            e_row[j] = e
             s += e
         factor = cap // (s if s < cap else cap)
         for j in range(q2.shape[1]):
-            out2[row, j] = (out2[row, j] * factor) >> (31 - O)
+            out2[row, j] = (e_row[j] * factor) >> (31 - O)
 
 
 # --- K2.3 ibert-softmax (prior art: I-BERT i-exp) ----------------------------------------------------
@@ -498,14 +511,12 @@ class IbertSoftmax(_SoftmaxKernel):
 def _ibert_rows(q2, out2, x0, n, b_int, c_int, sh, e16max, O):
     half = np.int64(1) << (sh - 1)
     hi = (np.int64(1) << O) - 1
+    e_row = np.empty(q2.shape[1], dtype=np.int64)
     for row in range(q2.shape[0]):
-        m = q2[row, 0]
-        for j in range(1, q2.shape[1]):
-            if q2[row, j] > m:
-                m = q2[row, j]
+        m = _row_max(q2, row)
         s = np.int64(0)
         for j in range(q2.shape[1]):
-            q = q2[row, j] - m
+            q = np.int64(q2[row, j]) - m
             if q < n * x0:
                 q = n * x0
             z = _floor_div_neg(q, x0)
@@ -516,11 +527,11 @@ def _ibert_rows(q2, out2, x0, n, b_int, c_int, sh, e16max, O):
             e = (e + half) >> sh
             if e > e16max:
                 e = e16max
-            out2[row, j] = e
+            e_row[j] = e
             s += e
         factor = (np.int64(1) << 32) // s
         for j in range(q2.shape[1]):
-            v = (out2[row, j] * factor) >> (32 - O)
+            v = (e_row[j] * factor) >> (32 - O)
             out2[row, j] = v if v < hi else hi
 
 
