@@ -25,19 +25,10 @@ from intsim.kernels import candidates
 from intsim.kernels.add import residual_add, residual_add_ref
 from intsim.kernels.matmul import matmul, matmul_ref
 from intsim.kernels.requantize import requantize, requantize_ref
+from timing import median_time
 
 T, D, H, MLP = 197, 384, 6, 1536
 I8, I16, I32 = IntFormat(8), IntFormat(16), IntFormat(32)
-
-
-def timeit(fn, repeat):
-    fn()  # warm-up (and JIT cache load)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def softmax_f32(x):
@@ -129,7 +120,8 @@ def main():
     print(f"| kernel | fast ms | reference ms | float32 ms | fast/float | target | ok | reference/fast |")
     print("|---|---|---|---|---|---|---|---|")
     for group, name, fast, ref, flt, target in rows:
-        tf, tr, tp = timeit(fast, a.repeat), timeit(ref, max(3, a.repeat // 5)), timeit(flt, a.repeat)
+        tf, tp = median_time(fast, a.repeat), median_time(flt, a.repeat)
+        tr = median_time(ref, max(3, a.repeat // 5))
         ratio = tf / tp
         goal = f"<= {target:.0f}x | {'yes' if ratio <= target else 'NO'}" if target else "- | -"
         print(f"| {name} | {1e3 * tf:.3f} | {1e3 * tr:.3f} | {1e3 * tp:.3f} | {ratio:.2f}x | "

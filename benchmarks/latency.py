@@ -10,23 +10,11 @@ Target (issue 3): intsim <= 3x ONNX Runtime float32 at batch 32 on DeiT-Small.
 """
 import argparse
 import os
-import time
-
-import numpy as np
 
 import intsim.pipeline as ip
 from intsim import execute
 from intsim.data import photo_crops
-
-
-def median_time(fn, repeat):
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+from timing import median_time
 
 
 def main():

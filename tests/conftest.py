@@ -1,5 +1,5 @@
-"""Shared fixtures: generated ONNX ViTs (cached on disk by models/make_models.py, so a model is
-exported once per machine, not once per test or per run)."""
+"""Shared fixtures: the repository scripts as modules, and generated ONNX ViTs (cached on disk by
+models/make_models.py, so a model is exported once per machine, not once per test or per run)."""
 import importlib.util
 from pathlib import Path
 
@@ -8,9 +8,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_make_models():
-    """models/make_models.py as a module (models/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("intsim_make_models", ROOT / "models" / "make_models.py")
+def load_script(relative_path):
+    """A repository script (models/, scripts/: not packages) as a module."""
+    path = ROOT / relative_path
+    spec = importlib.util.spec_from_file_location(f"intsim_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -18,7 +19,12 @@ def load_make_models():
 
 @pytest.fixture(scope="session")
 def make_models():
-    return load_make_models()
+    return load_script("models/make_models.py")
+
+
+@pytest.fixture(scope="session")
+def make_golden():
+    return load_script("scripts/make_golden.py")
 
 
 @pytest.fixture(scope="session")

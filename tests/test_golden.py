@@ -1,6 +1,5 @@
 """Golden dumps: formats, manifest, determinism, atomic writes, load, compare, CLI, committed sets."""
 import hashlib
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -370,19 +369,11 @@ def test_golden_cli_bad_inputs_fail_cleanly(toy, tmp_path, capsys):
 
 # --- the shipped model and the committed sets -----------------------------------------------------
 
-def _make_golden_module():
-    spec = importlib.util.spec_from_file_location("make_golden", REPO / "scripts" / "make_golden.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def regenerated(tmp_path_factory):
-    mg = _make_golden_module()
+def regenerated(tmp_path_factory, make_golden):
     out = tmp_path_factory.mktemp("regen")
-    mg.make(out)
-    return mg, out
+    make_golden.make(out)
+    return make_golden, out
 
 
 @pytest.mark.parametrize("name", ["fmnist_w8a8", "fmnist_w4a8"])

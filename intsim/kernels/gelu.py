@@ -95,6 +95,17 @@ def _out_dtype(consts):
     return IntFormat(consts["out_bits"]).storage
 
 
+def _run_elementwise(jit_kernel, q, consts, *kernel_consts):
+    """Fast path of an elementwise GELU: jit_kernel(q_flat, in_lo, in_hi, *kernel_consts, out)
+    writes out in the declared storage and returns how many inputs lie outside in_fmt."""
+    q = _fast_input(q, consts)
+    out = np.empty(q.size, dtype=_out_dtype(consts))
+    bad = jit_kernel(np.ascontiguousarray(q).reshape(-1), consts["in_lo"], consts["in_hi"],
+                     *kernel_consts, out)
+    _raise_range(bad, consts)
+    return out.reshape(q.shape)
+
+
 def _ref_output(y, consts):
     """The proven bound says y fits out_fmt; the reference checks it anyway (never wrap, A4)."""
     fmt = IntFormat(consts["out_bits"])
@@ -319,13 +330,9 @@ class PolyGelu(_GeluKernel):
         return _ref_output(q * E, c)                      # P6 out = q E
 
     def fast(self, q, consts):
-        q = _fast_input(q, consts)
         c = consts
-        out = np.empty(q.size, dtype=_out_dtype(c))
-        bad = _poly_fast(np.ascontiguousarray(q).reshape(-1), c["in_lo"], c["in_hi"], c["GL"],
-                         c["GR"], c["B"], c["S2"], c["mA"], c["kA"], c["TWO_ONE"], out)
-        _raise_range(bad, c)
-        return out.reshape(q.shape)
+        return _run_elementwise(_poly_fast, q, c, c["GL"], c["GR"], c["B"], c["S2"], c["mA"],
+                                c["kA"], c["TWO_ONE"])
 
     def cost(self, row_len=None, plan=None):
         # |q| (cmp + add), shift, min (cmp), sub, d*d, shift, d2s^2, *mA, shift, sign select
@@ -415,13 +422,8 @@ class IbertGelu(_GeluKernel):
         return _ref_output(-(q * (y + c["one"])), c)                   # I4-I5
 
     def fast(self, q, consts):
-        q = _fast_input(q, consts)
         c = consts
-        out = np.empty(q.size, dtype=_out_dtype(c))
-        bad = _ibert_fast(np.ascontiguousarray(q).reshape(-1), c["in_lo"], c["in_hi"], c["b_int"],
-                          c["c_int"], c["n"], c["one"], out)
-        _raise_range(bad, c)
-        return out.reshape(q.shape)
+        return _run_elementwise(_ibert_fast, q, c, c["b_int"], c["c_int"], c["n"], c["one"])
 
     def cost(self, row_len=None, plan=None):
         # |q| (cmp + add), min (cmp), +b_int, square, +c_int, sign (cmp + add), >>n, +one, q*(.),

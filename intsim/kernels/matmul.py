@@ -5,8 +5,10 @@ fast:      float BLAS on integer-valued operands. Exact because every partial su
            in any order and with or without FMA, is an integer of magnitude at most
            K_block * max|a| * max|b| <= 2^24 (float32) - all such integers are representable, so no
            operation rounds. K is split into blocks of at most K_block; the block results (each
-           exact) are summed in float64, exact while K * max|a| * max|b| < 2^53.
-Both paths then add the bias and check the result fits the accumulator (no wrap, spec A4).
+           exact) are converted to int64 and summed as integers with the bias in one pass. Wide
+           operands that would need many blocks use one float64 product instead (exact below 2^53).
+Both paths check the result fits the accumulator (no wrap, spec A4); the fast path skips the check
+when the static bound K * max|a| * max|b| + max|bias| already proves it (K1.3).
 """
 import numba
 import numpy as np

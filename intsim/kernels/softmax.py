@@ -96,8 +96,13 @@ def _row_max_sub(q2):
     return q2.max(axis=1, keepdims=True) - q2
 
 
+def _out_storage(consts):
+    """Storage dtype of the unsigned O-bit probabilities."""
+    return IntFormat(consts["out_bits"], signed=False).storage
+
+
 def _finish(out2, shape, consts):
-    return out2.reshape(shape).astype(IntFormat(consts["out_bits"], signed=False).storage)
+    return out2.reshape(shape).astype(_out_storage(consts))
 
 
 def _float_softmax(x):
@@ -187,7 +192,7 @@ class _SoftmaxKernel(Kernel):
         # input in its own dtype and output straight into its storage dtype: the row kernels widen
         # to int64 per element, so no int64 copies of the whole tensor are made
         q2 = np.ascontiguousarray(q.reshape(-1, q.shape[-1]))
-        out2 = np.empty(q2.shape, dtype=IntFormat(consts["out_bits"], signed=False).storage)
+        out2 = np.empty(q2.shape, dtype=_out_storage(consts))
         self._fast_rows(q2, out2, consts)
         return out2.reshape(q.shape)
 
