@@ -3,19 +3,26 @@ shifts, saturation and overflow checks. Every kernel builds on these and nothing
 
 Spec sections: A1 (formats), A2 (dyadic multipliers), A3 (rounding), A4 (widths and overflow),
 A5 (shifts and division), A6 (requantize).
+
+Each run-time rule has two twins side by side: a NumPy one for whole arrays (the reference paths)
+and a numba one for one int64 value (`*1`: round_shift1, floor_div1, saturate1), which every jitted
+fast path inlines. The fast paths never re-derive a rule of their own.
 """
 from dataclasses import dataclass
 from fractions import Fraction
 import math
 
+import numba
 import numpy as np
+
+from .errors import IntsimError
 
 SPEC_VERSION = "1.0"
 
 INT64_MAX = (1 << 63) - 1
 
 
-class ArithSpecError(ValueError):
+class ArithSpecError(IntsimError):
     """A parameter or value outside what docs/arithmetic.md defines (bad width, scale, overflow)."""
 
 
@@ -100,6 +107,12 @@ def saturate(x, fmt):
     return np.clip(x, fmt.lo, fmt.hi).astype(fmt.storage)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def saturate1(v, lo, hi):
+    """saturate for one int64 value (the jitted twin)."""
+    return lo if v < lo else (hi if v > hi else v)
+
+
 # --- A2: dyadic multipliers ----------------------------------------------------------------------
 
 MULTIPLIER_BITS_DEFAULT = 31
@@ -127,14 +140,14 @@ def dyadic(real, bits=MULTIPLIER_BITS_DEFAULT):
     bits = check_bits("multiplier width", bits, 2, 31)
     f, e = math.frexp(check_scale("requantization ratio", real))   # real = f * 2^e, f in [0.5, 1)
     k = bits - e
-    m = math.floor(Fraction(f) * (1 << bits) + Fraction(1, 2))       # exact: f is a binary fraction
+    m = round_half_up(Fraction(f) * (1 << bits))                     # exact: f is a binary fraction
     if m == (1 << bits):
         m, k = 1 << (bits - 1), k - 1
     if k > SHIFT_MAX:
         # denormal: keep k = SHIFT_MAX and let m lose leading bits; a ratio that rounds to m = 0
         # would silence the tensor, so it is an error
         k = SHIFT_MAX
-        m = math.floor(Fraction(real) * (1 << SHIFT_MAX) + Fraction(1, 2))
+        m = round_half_up(Fraction(real) * (1 << SHIFT_MAX))
         if m == 0:
             raise ArithSpecError(f"ratio {real!r} is below 2^-63: it rounds to a zero multiplier")
     if k < SHIFT_MIN:
@@ -152,6 +165,12 @@ def dyadic_array(reals, bits=MULTIPLIER_BITS_DEFAULT):
 
 
 # --- A3: rounding ---------------------------------------------------------------------------------
+
+def round_half_up(x: Fraction):
+    """An exact rational rounded half up (ties toward +inf): the offline twin of round_shift,
+    used wherever a plan turns a real constant into an integer."""
+    return math.floor(x + Fraction(1, 2))
+
 
 def round_shift(x, k):
     """x / 2^k rounded half up (ties toward +inf), the one rounding rule of requantization (A3).
@@ -171,17 +190,45 @@ def round_shift(x, k):
     return np.where(k > 0, (x + half) >> pos, x << np.maximum(-k, 0))
 
 
-def floor_shift(x, k):
-    """floor(x / 2^k) for k >= 0: arithmetic shift right (A5)."""
-    return np.asarray(x, dtype=np.int64) >> np.int64(k)
+@numba.njit(cache=True, nogil=True, inline="always")
+def round_shift1(x, k):
+    """round_shift for one int64 value (the jitted twin): k > 0 rounds half up, k <= 0 shifts left."""
+    if k > 0:
+        return (x + (np.int64(1) << (k - 1))) >> k
+    return x << (-k)
 
 
-def floor_div(a, b):
-    """floor(a / b) for b > 0 (A5). Division by zero is a spec violation and raises."""
-    b = np.asarray(b, dtype=np.int64)
-    if np.any(b <= 0):
-        raise ArithSpecError("floor_div: divisor must be positive (spec A5)")
-    return np.floor_divide(np.asarray(a, dtype=np.int64), b)
+# --- A5: shifts and division ------------------------------------------------------------------------
+
+def floor_div(a, d):
+    """floor(a / d) elementwise in int64 (Python's //), d != 0: the one division rule (A5).
+    Division by zero is a spec violation and raises."""
+    d = np.asarray(d, dtype=np.int64)
+    if np.any(d == 0):
+        raise ArithSpecError("floor_div: division by zero (spec A5)")
+    return np.floor_divide(np.asarray(a, dtype=np.int64), d)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def floor_div1(a, d):
+    """floor(a / d) for one pair of int64 with |a|, |d| < 2^53 and d != 0 (the jitted twin).
+
+    Both operands convert to float64 exactly and the rounded quotient lies within one of a/d, so its
+    floor is off by at most one; one integer correction on the remainder makes it exact. Cheaper
+    than a 64-bit integer divide, and the same integer as Python's a // d."""
+    z = np.int64(math.floor(a / d))
+    r = a - z * d
+    if d > 0:
+        if r < 0:
+            z -= 1
+        elif r >= d:
+            z += 1
+    else:
+        if r > 0:
+            z -= 1
+        elif r <= d:
+            z += 1
+    return z
 
 
 # --- A4: widths and overflow ------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""The op registry: one OpDef per op kind, one file each (see base.py for the interface).
+
+    semantic_op("Linear")   the OpDef of a semantic graph op (GraphError if unknown)
+    program_op("linear")    the OpDef of an integer program op kind (ProgramError if unknown)
+
+Adding an op kind is one new file here, one line in OPS, a spec section and its tests
+(docs/architecture.md, "Adding an op")."""
+from ..errors import GraphError, ProgramError
+from .add import Add
+from .attn_context import AttnContext
+from .attn_scores import AttnScores
+from .base import KernelOp, OpCost, OpDef
+from .cls_pos import ClsPos
+from .cls_select import ClsSelect
+from .gelu import Gelu
+from .layernorm import LayerNorm
+from .linear import Linear
+from .patch_embed import PatchEmbed
+from .qkv_split import QKVSplit
+from .requant import Requant
+from .softmax import Softmax
+
+OPS = (PatchEmbed(), ClsPos(), LayerNorm(), Linear(), QKVSplit(), AttnScores(), Softmax(),
+       AttnContext(), Gelu(), Add(), ClsSelect(), Requant())
+SEMANTIC = {op.semantic: op for op in OPS if op.semantic}
+KINDS = {op.kind: op for op in OPS}
+
+__all__ = ["KINDS", "OPS", "SEMANTIC", "KernelOp", "OpCost", "OpDef", "program_op", "semantic_op"]
+
+
+def semantic_op(name, node=None):
+    if name not in SEMANTIC:
+        where = f"node {node!r}: " if node else ""
+        raise GraphError(f"{where}unknown op {name!r}; ops: {', '.join(SEMANTIC)}")
+    return SEMANTIC[name]
+
+
+def program_op(kind, where=""):
+    if kind not in KINDS:
+        raise ProgramError(f"{where}unknown op kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return KINDS[kind]
