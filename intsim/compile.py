@@ -10,11 +10,9 @@ import numpy as np
 from .arith import ArithSpecError, IntFormat
 from .errors import CompileError
 from .kernels import REQUANTIZE, candidates, get_kernel
-from .ops import KINDS, SEMANTIC, semantic_op
+from .ops import REQUANT, SEMANTIC, semantic_op
 from .program import Op, Program, TensorInfo, new_meta
 from .quantize import QuantConfig
-
-REQUANT = KINDS["requant"]
 
 
 class Builder:

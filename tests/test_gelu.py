@@ -55,6 +55,7 @@ def planned_input(draw):
     return CANDIDATES[name], plan, q
 
 
+@pytest.mark.slow
 @given(planned_input())
 @settings(max_examples=200, deadline=None)
 def test_fast_equals_reference(case):

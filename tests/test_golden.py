@@ -17,46 +17,14 @@ from intsim.arith import IntFormat
 from intsim.cli import main
 from intsim.execute import run_program
 from intsim.golden import GoldenError, TFormat
-from intsim.kernels import get_kernel
-from intsim.program import Op, Program, TensorInfo, new_meta
+from conftest import toy_input, toy_program
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-# --- a small synthetic program: linear -> per-channel requant -> bitshift softmax ----------------
-
-def _program(seed=0):
-    rng = np.random.default_rng(seed)
-    s8, s32 = IntFormat(8), IntFormat(32)
-    wfmt = IntFormat(8, narrow=True)
-    sm = get_kernel("softmax", "bitshift-softmax").plan(0.05, s8, out_bits=8)
-    tensors = {
-        "x": TensorInfo("x", s8, 0.02, (3, 8)),
-        "fc.acc": TensorInfo("fc.acc", s32, [0.001, 0.002, 0.003, 0.004], (3, 4)),
-        "fc.out": TensorInfo("fc.out", s8, 0.05, (3, 4)),
-        "sm": TensorInfo("sm", sm.out_fmt, sm.out_scale, (3, 4)),
-    }
-    ops = [
-        Op("linear", "fc", ["x"], ["fc.acc"],
-           {"weight": rng.integers(-127, 128, (4, 8)).astype(np.int8),
-            "bias": rng.integers(-500, 500, 4).astype(np.int64)},
-           {"weight_fmt": wfmt.to_dict()}, "K1"),
-        Op("requant", "fc.out", ["fc.acc"], ["fc.out"],
-           {"m": np.array([1 << 30] * 4, dtype=np.int64), "k": np.array([32, 33, 34, 35], dtype=np.int64)},
-           {}, "A6"),
-        Op("softmax", "sm", ["fc.out"], ["sm"], sm.consts,
-           {"family": "softmax", "kernel": "bitshift-softmax"}, "K2.1"),
-    ]
-    return Program(ops, tensors, "x", "sm", new_meta({"wbits": 8}, "/somewhere/toy.onnx", "ab" * 32))
-
-
-def _input(n=2, seed=1):
-    return np.random.default_rng(seed).integers(-128, 128, (n, 3, 8)).astype(np.int8)
-
-
 @pytest.fixture
 def toy(tmp_path):
-    prog, q = _program(), _input()
+    prog, q = toy_program(), toy_input()
     m = golden.dump(prog, q, tmp_path / "g", ("npy", "bin", "hex"))
     return prog, q, tmp_path / "g", m
 
@@ -190,7 +158,7 @@ def test_every_format_reads_back_identically(toy, tmp_path):
 
 def test_dumps_are_deterministic(toy, tmp_path):
     prog, q, root, _ = toy
-    golden.dump(_program(), q.copy(), tmp_path / "again", ("npy", "bin", "hex"))
+    golden.dump(toy_program(), q.copy(), tmp_path / "again", ("npy", "bin", "hex"))
     assert _files(root) == _files(tmp_path / "again")
 
 
@@ -328,7 +296,7 @@ def test_compare_uses_the_other_manifest_and_warns(toy, tmp_path):
     golden.dump(prog, q, tmp_path / "p4", ("hex",), pack=4)
     r = golden.compare(root, tmp_path / "p4")             # packing from the other manifest
     assert r.ok and not r.warnings
-    prog2 = _program(seed=5)                                # other weights: warns, then differs
+    prog2 = toy_program(seed=5)                               # other weights: warns, then differs
     golden.dump(prog2, q, tmp_path / "w", ("npy",))
     r = golden.compare(root, tmp_path / "w")
     assert not r.ok and any("integer program" in w for w in r.warnings)
@@ -405,6 +373,7 @@ def test_committed_golden_sets_are_reproduced_bit_for_bit(name, tmp_path):
     assert (tmp_path / name / "manifest.json").read_bytes() == (committed / "manifest.json").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", COMMITTED)
 def test_recalibrating_gives_the_committed_program_structure(regenerated, name):
     """Calibrating the shipped model again (this machine's float BLAS) gives the same program up to
@@ -436,6 +405,7 @@ def test_load_program_refuses_a_tampered_dump(tmp_path):
         golden.load_program(dst)
 
 
+@pytest.mark.slow
 def test_cli_in_a_second_process_matches_the_script_byte_for_byte(regenerated, tmp_path):
     """Determinism across processes, and `intsim golden` = scripts/make_golden.py."""
     mg, out = regenerated

@@ -204,6 +204,7 @@ def _variant_model(torch, mm, seed=3):
     return model.eval(), vit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", FORMS)
 def test_exporter_variants(form, tmp_path, make_models):
     torch = pytest.importorskip("torch")

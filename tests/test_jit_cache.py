@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 PROBE = r"""
 import json, numpy as np, numba
 from numba.core.registry import CPUDispatcher
@@ -35,6 +37,7 @@ def run_probe():
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_second_process_does_not_recompile():
     run_probe()                      # populates the cache if this checkout has none yet
     second = run_probe()

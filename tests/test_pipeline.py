@@ -145,6 +145,7 @@ def test_npz_data_errors(tmp_path):
         ip.open_data(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_cli_run_json(tmp_path):
     out = subprocess.run([sys.executable, "-m", "intsim", "run", "--limit", "40", "--calib", "16", "--json"],
                          capture_output=True, text=True, timeout=600)
@@ -155,6 +156,7 @@ def test_cli_run_json(tmp_path):
     assert r["images"] == 40
 
 
+@pytest.mark.slow
 def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not an onnx file")

@@ -182,6 +182,7 @@ def test_program_cost_counts_kernels_and_matmuls(model):
     assert c8["nonlinear_ops"] - c4["nonlinear_ops"] == pytest.approx(4 * 50 * 192 * diff)
 
 
+@pytest.mark.slow
 def test_measure_matches_independent_measurements(model):
     """Q of the baseline equals analysis.tensor_sqnr; P of a variant equals the KL of a separately
     compiled program with that one override; C follows kernel.cost."""

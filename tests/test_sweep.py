@@ -126,6 +126,7 @@ def test_resume_skips_finished_points_and_reruns_broken_ones(ctx, tmp_path, monk
     assert sw.run_grid(c, grid, tmp_path, context, workers=1)[1] == 0
 
 
+@pytest.mark.slow
 def test_parallel_and_serial_sweeps_agree(ctx, tmp_path):
     c, context = ctx
     grid = sw.grid_points({"wbits": [8, 4], "abits": [8, 6]})
@@ -136,6 +137,7 @@ def test_parallel_and_serial_sweeps_agree(ctx, tmp_path):
         assert not diff, diff
 
 
+@pytest.mark.slow
 def test_plots_and_heatmap(ctx, tmp_path):
     pytest.importorskip("matplotlib")
     c, context = ctx

@@ -17,15 +17,17 @@ from .layernorm import LayerNorm
 from .linear import Linear
 from .patch_embed import PatchEmbed
 from .qkv_split import QKVSplit
+from .relu import Relu
 from .requant import Requant
 from .softmax import Softmax
 
+REQUANT = Requant()       # the compiler inserts it wherever a consumer needs another format or scale
 OPS = (PatchEmbed(), ClsPos(), LayerNorm(), Linear(), QKVSplit(), AttnScores(), Softmax(),
-       AttnContext(), Gelu(), Add(), ClsSelect(), Requant())
+       AttnContext(), Gelu(), Add(), ClsSelect(), Relu(), REQUANT)
 SEMANTIC = {op.semantic: op for op in OPS if op.semantic}
 KINDS = {op.kind: op for op in OPS}
 
-__all__ = ["KINDS", "OPS", "SEMANTIC", "KernelOp", "OpCost", "OpDef", "program_op", "semantic_op"]
+__all__ = ["KINDS", "OPS", "REQUANT", "SEMANTIC", "KernelOp", "OpCost", "OpDef", "program_op", "semantic_op"]
 
 
 def semantic_op(name, node=None):
