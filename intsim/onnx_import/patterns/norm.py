@@ -73,10 +73,11 @@ def _affine(m, out, d):
          expects="a LayerNorm written out: ReduceMean -> Sub -> Pow 2 -> ReduceMean -> Add eps -> Sqrt "
                  "-> Div, then optional * gamma + beta, over the last axis")
 def layernorm_decomposed(m, n):
-    x = n.inputs[0]
-    applies(_over_last_axis(m, n, x), "it does not average over the last axis")
-    sub = m.sole(n.outputs[0], ("Sub",))
-    need(sub.inputs == [x, n.outputs[0]], f"{sub!r} does not subtract the mean from {x!r}")
+    x, readers = n.inputs[0], m.cons(n.outputs[0])
+    applies(_over_last_axis(m, n, x) and n.outputs[0] != m.f.out_name and len(readers) == 1
+            and readers[0].op == "Sub" and readers[0].inputs == [x, n.outputs[0]],
+            "it is not a mean over the last axis that only a Sub from its input reads")
+    sub = readers[0]
     dev = sub.outputs[0]
     sq, nrm = _square(m, dev)
     var = m.sole(sq.outputs[0], ("ReduceMean",))
