@@ -146,7 +146,8 @@ def test_broken_patch_conv_names_pattern_and_finding():
     conv = next(n for n in proto.graph.node if n.op_type == "Conv")
     next(a for a in conv.attribute if a.name == "pads").ints[:] = [1, 1, 1, 1]   # still 7x7 patches
     with pytest.raises(OnnxImportError, match=rf"at Conv node '{conv.name}': expected the patch-embedding "
-                                              r"Conv .* got kernel \[4, 4\], strides \[4, 4\], pads \[1, 1, 1, 1\]"):
+                                              r"Conv .* got kernel \[4, 4\], strides \[4, 4\], "
+                                              r"pads \[1, 1, 1, 1\]"):
         load_onnx(proto)
 
 

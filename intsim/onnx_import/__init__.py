@@ -102,7 +102,8 @@ def _meta(model, source, folded, m, names, roles, scoped):
     return dict(source=source, opset=opset_of(model),
                 form="dynamo" if dynamo else "legacy" if producer == "pytorch" else producer,
                 producer=producer, producer_version=model.producer_version,
-                layernorm="fused" if any(n.op == "LayerNormalization" for n in folded.nodes) else "decomposed",
+                layernorm=("fused" if any(n.op == "LayerNormalization" for n in folded.nodes)
+                           else "decomposed"),
                 onnx_input=folded.in_name, onnx_output=folded.out_name,
                 names="onnx scopes" if scoped else "canonical",
                 roles={names[k]: r for k, r in roles.items()},

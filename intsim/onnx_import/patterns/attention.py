@@ -68,8 +68,8 @@ def _post_scale(m, t):
 
 def _check_split(m, na, nb, a, b, src, heads):
     """The data movement from src to a and b is q and k^T of timm's qkv split."""
-    for nodes, tgt, which, want in ((na, a, "q", lambda l: split_heads(l, heads)[0]),
-                                    (nb, b, "k^T", lambda l: split_heads(l, heads)[1].swapaxes(-1, -2))):
+    for nodes, tgt, which, want in ((na, a, "q", lambda x: split_heads(x, heads)[0]),
+                                    (nb, b, "k^T", lambda x: split_heads(x, heads)[1].swapaxes(-1, -2))):
         label, env = m.run_layout(nodes, src)
         got, exp = env[tgt], want(label)
         need(got.shape == exp.shape and np.array_equal(got, exp),
@@ -134,7 +134,8 @@ def attn_context(m, n):
     need(m.is_layout(first), f"its output goes to {first!r}, not to a Transpose/Reshape merging the heads")
     chain = m.match_chain(m.chain_from(first), n.outputs[0],
                           lambda x: x.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[2], -1))
-    need(chain is not None, "the data movement after it does not merge the heads as transpose(1, 2).reshape(N, T, D)")
+    need(chain is not None,
+         "the data movement after it does not merge the heads as transpose(1, 2).reshape(N, T, D)")
     m.emit("AttnContext", [m.sem(p), split.outputs[2]], 1, [n] + nv + chain, [chain[-1].outputs[0]],
            role="context", scope=n.scope)
 

@@ -18,6 +18,6 @@ def cls_select(m, n):
     x = n.inputs[0]
     applies(m.is_layout(n) and len(m.shapes[x]) == 3 and len(n.outputs) == 1,
             "it is not data movement of one (N, T, D) tensor")
-    chain = m.match_chain(m.chain_from(n), x, lambda l: l[:, 0])
+    chain = m.match_chain(m.chain_from(n), x, lambda x: x[:, 0])
     applies(chain is not None, "the data movement from it does not select token 0")
     m.emit("ClsSelect", [m.sem(x)], 1, chain, [chain[-1].outputs[0]], role="cls_select", scope=n.scope)

@@ -189,7 +189,8 @@ def _run_on_labels(protos, src, label, const, known, opset_imports):
         [numpy_helper.from_array(np.asarray(const[t]), t) for t in sorted(inputs)])
     outs = [t for t in known if t != src]
     try:
-        values = ReferenceEvaluator(helper.make_model(graph, opset_imports=opset_imports)).run(outs, {src: label})
+        evaluator = ReferenceEvaluator(helper.make_model(graph, opset_imports=opset_imports))
+        values = evaluator.run(outs, {src: label})
     except Exception as e:
         raise Broken(f"the data movement from {src!r} fails on labels ({type(e).__name__}: {e})") from None
     return {src: label, **dict(zip(outs, values))}

@@ -25,7 +25,8 @@ def _emit_linear(m, n, x, params, n_out):
     m.emit("Linear", [m.sem(x)], 1, claimed, [out], params, role="linear", scope=n.scope)
 
 
-@matcher("MatMul", claims=("Add",), expects="a Linear layer: MatMul by a constant 2-D weight, optional bias Add")
+@matcher("MatMul", claims=("Add",),
+         expects="a Linear layer: MatMul by a constant 2-D weight, optional bias Add")
 def linear(m, n):
     x, w = n.inputs
     applies(x in m.live and w not in m.live, "its second input is not a constant weight")
