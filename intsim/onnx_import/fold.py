@@ -19,6 +19,11 @@ from onnx.reference import ReferenceEvaluator
 
 from .errors import OnnxImportError
 
+try:  # optional: faster and lighter on memory than the reference evaluator
+    import onnxruntime
+except ImportError:  # pragma: no cover
+    onnxruntime = None
+
 NOOPS = ("Identity", "Dropout", "Cast")   # bypassed on the image path (Cast only to the same type)
 SHAPE_ONLY = ("Shape", "Size")          # read the shape of an image-dependent tensor, not its data
 SMALL = 4096                            # constants up to this size go to shape inference with values
@@ -57,18 +62,26 @@ def constant_inputs(path, live):
 
 
 def evaluate(model, feeds, names):
-    """{name: value} of tensors `names` (any in the graph) on `feeds`, by ONNX Runtime if it is
-    installed, else by the ONNX reference evaluator."""
+    """{name: value} of tensors `names` (any in the graph) on `feeds`: by ONNX Runtime if it is
+    installed (and ENGINE is "auto") and can run the model, else by the ONNX reference evaluator."""
+    failed = ""
+    if onnxruntime is not None and ENGINE == "auto":
+        try:
+            return _run_onnxruntime(model, feeds, names)
+        except Exception as e:   # e.g. an opset newer than this ONNX Runtime: try the reference
+            failed = f"ONNX Runtime: {_one_line(e)}; "
     try:
-        import onnxruntime   # optional: faster and lighter on memory than the reference evaluator
-    except ImportError:
-        onnxruntime = None
-    if onnxruntime is None or ENGINE == "reference":
         return dict(zip(names, ReferenceEvaluator(model).run(list(names), feeds)))
-    return _run_onnxruntime(onnxruntime, model, feeds, names)
+    except Exception as e:
+        raise RuntimeError(f"{failed}onnx.reference: {_one_line(e)}") from None
 
 
-def _run_onnxruntime(ort, model, feeds, names):
+def _one_line(e, limit=400):
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _run_onnxruntime(model, feeds, names):
     outputs = list(model.graph.output)
     del model.graph.output[:]                # serialise with the wanted tensors as outputs
     model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in names)
@@ -77,10 +90,10 @@ def _run_onnxruntime(ort, model, feeds, names):
     finally:
         del model.graph.output[:]
         model.graph.output.extend(outputs)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # as written
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL   # as written
     opts.log_severity_level = 4         # failures are raised, not logged
-    session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     return dict(zip(names, session.run(list(names), feeds)))
 
 
@@ -134,10 +147,8 @@ def bypass_noops(path, types, out_name):
 def _engine_run(model, source, feeds, names, batch):
     try:
         return evaluate(model, feeds, names)
-    except Exception as e:
-        msg = " ".join(str(e).split())
-        raise OnnxImportError(f"{source}: evaluating the ONNX graph at batch {batch} failed: "
-                              f"{type(e).__name__}: {msg[:600]}") from None
+    except RuntimeError as e:
+        raise OnnxImportError(f"{source}: evaluating the ONNX graph at batch {batch} failed: {e}") from None
 
 
 def _wiring(nodes, live):
