@@ -99,7 +99,7 @@ def _graph(model, source, folded, m):
 def _meta(model, source, folded, m, names, roles, scoped):
     producer = model.producer_name or "?"
     dynamo = any(p.key.startswith("pkg.torch.onnx") for n in model.graph.node for p in n.metadata_props)
-    return dict(source=source, opset=opset_of(model),
+    return dict(source=source, opset=opset_of(model.opset_import),
                 form="dynamo" if dynamo else "legacy" if producer == "pytorch" else producer,
                 producer=producer, producer_version=model.producer_version,
                 layernorm=("fused" if any(n.op == "LayerNormalization" for n in folded.nodes)

@@ -62,8 +62,9 @@ def _check(model, source, what):
         raise OnnxImportError(f"{source}: the ONNX checker rejects the model: {e}") from None
 
 
-def opset_of(model):
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+def opset_of(opset_imports):
+    """The version of the default ONNX domain among a model's opset imports (0 if absent)."""
+    return next((o.version for o in opset_imports if o.domain in ("", "ai.onnx")), 0)
 
 
 def image_input(model, source):

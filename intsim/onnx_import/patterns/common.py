@@ -8,6 +8,7 @@ from onnx.reference import ReferenceEvaluator
 
 from ...graph import Node
 from ..errors import Broken, Miss, Upstream
+from ..model import opset_of
 
 # Data-movement ops: one image-dependent data input (input 0), all other inputs constant.
 LAYOUT = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split", "Slice", "Gather")
@@ -32,7 +33,7 @@ class Matching:
         self.live, self.const, self.shapes = folded.live, folded.const, folded.shapes
         self.producer, self.batch = folded.producer, folded.batch
         self.opset_imports = list(opset_imports)
-        self.opset = next((o.version for o in opset_imports if o.domain in ("", "ai.onnx")), 0)
+        self.opset = opset_of(opset_imports)
         self.nodes, self.info, self.claimed = [], {}, set()
         self.sem_of = {folded.in_name: "%in"}     # ONNX tensor -> semantic tensor
         self.splits = {}                           # qkv ONNX tensor -> its QKVSplit node
