@@ -13,7 +13,7 @@ the seed and ZOO_INIT_VERSION; the model's metadata_props record the same and th
 
 Names are SOURCE-FAMILY-SIZE: source `timm` (timm.create_model(..., pretrained=False)) or `hf`
 (Hugging Face transformers, Model(Config(...))); size `tiny` (2 blocks, width 64, 32x32 to 56x56
-images: exports in about a second, for the default test tier) or `full` (the published shape at
+images: exports in a few seconds, for the default test tier) or `full` (the published shape at
 224x224: ViT-S/16, DeiT-S, Swin-T, BEiT-B/16, DINOv2-S/14, CLIP ViT-B/32 ...).
 
 Forms: `legacy` (TorchScript exporter, opset 14: LayerNorm decomposed, as the users' DeiT exports and
@@ -209,22 +209,20 @@ def _timm_builder(model_name, **kwargs):
     return lambda: _modules()[0](_timm().create_model(model_name, pretrained=False, **kwargs))
 
 
+def _hf_model(model_class, config_class, **config):
+    tf = _transformers()
+    cfg = getattr(tf, config_class)(**config)
+    cfg._attn_implementation = "eager"        # explicit MatMul -> Softmax -> MatMul attention
+    return getattr(tf, model_class)(cfg)
+
+
 def _hf_builder(model_class, config_class, fields, **config):
-    def build():
-        tf = _transformers()
-        cfg = getattr(tf, config_class)(**config)
-        cfg._attn_implementation = "eager"
-        return _modules()[0](getattr(tf, model_class)(cfg), fields)
-    return build
+    return lambda: _modules()[0](_hf_model(model_class, config_class, **config), fields)
 
 
 def _hf_saliency_builder(patch, widths, **config):
-    def build():
-        tf = _transformers()
-        cfg = tf.Dinov2Config(**config)
-        cfg._attn_implementation = "eager"
-        return _modules()[1](tf.Dinov2Model(cfg), patch, widths)
-    return build
+    """Saliency widths: the ConvTranspose outputs, then the 3x3 Conv's."""
+    return lambda: _modules()[1](_hf_model("Dinov2Model", "Dinov2Config", **config), patch, widths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,7 +611,7 @@ def check(name, form, seed=0):
     except Exception as err:        # an exporter failure is a result here, recorded with its reason
         record["error"] = _reason(err)
         return record
-    record["export_s"] = round(time.perf_counter() - t0, 2)
+    record["export_s"] = round(time.perf_counter() - t0, 2) if form != "shipped" else None
     record["mb"] = round(path.stat().st_size / 2**20, 2)
     record.update(describe(path))
     batch = record["inputs"][0][1][0]
@@ -716,8 +714,9 @@ def write_inventory(records, out=INVENTORY):
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", "",
              "Legacy = TorchScript exporter, opset 14; dynamo = torch.export, opset 18; batch dynamic. "
              "ORT ran every exported file on a seeded batch of 2 images; `err` = max |ORT - torch| / "
-             "range of the torch output (float32). Export time includes building the model and "
-             "writing the file (seconds, 2 shared cores).", "",
+             "range of the torch output (float32). Export time: seconds to build the model and write "
+             "the file (the first model of each library also imports it), on 2 cores shared with "
+             "other jobs (load average 4-7 when this was measured): upper bounds.", "",
              "## Models", "",
              "| model | form | export s | MB | nodes | opset | input | outputs (ORT, batch 2) | finite | err |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -728,7 +727,7 @@ def write_inventory(records, out=INVENTORY):
         outs = ", ".join(f"{k} {_fmt_shape(v['shape'])}" for k, v in r["ort_outputs"].items())
         inp = ", ".join(f"{n} {_fmt_shape(s)}" for n, s in r["inputs"])
         err = f"{r['max_err_vs_torch']:.1e}" if "max_err_vs_torch" in r else "-"
-        lines.append(f"| {r['name']} | {r['form']} | {r['export_s']} | {r['mb']} | {r['nodes']} | "
+        lines.append(f"| {r['name']} | {r['form']} | {r['export_s'] or '-'} | {r['mb']} | {r['nodes']} | "
                      f"{r['opset'].get('ai.onnx')} | {inp} | {outs} | "
                      f"{all(v['finite'] for v in r['ort_outputs'].values())} | {err} |")
     failures = [r for r in records if "error" in r]
@@ -781,6 +780,8 @@ def main(argv=None):
         return
     if args.inventory:
         sizes = args.sizes.split(",")
+        if not set(sizes) <= set(SIZES):
+            ap.error(f"--sizes: choose from {', '.join(SIZES)}, got {args.sizes!r}")
         records = []
         for n in names():
             if entry(n).size not in sizes:
@@ -794,7 +795,7 @@ def main(argv=None):
                 records.append(check(n, form, args.seed))
                 r = records[-1]
                 print(f"{n:26s} {form:8s} " + (r["error"][:150] if "error" in r else
-                      f"{r['export_s']:7.2f} s {r['mb']:8.2f} MB {r['nodes']:5d} nodes"), flush=True)
+                      f"{r['export_s'] or 0:7.2f} s {r['mb']:8.2f} MB {r['nodes']:5d} nodes"), flush=True)
         print(write_inventory(records))
         return
     if not args.names:
