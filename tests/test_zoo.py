@@ -68,8 +68,11 @@ def test_full_size_model_exports_and_runs(name, form):
 def test_recorded_export_failures_still_fail(name, form, reason, tmp_path):
     """A form the zoo leaves out is one whose exporter really fails, for the reason recorded."""
     _needs_libraries(name, form)
-    with pytest.raises(Exception, match=reason):
+    with pytest.raises(ValueError, match=f"does not export in the {form} form"):
         zoo.model_path(name, form, cache=tmp_path)
+    with pytest.raises(Exception, match=reason):
+        zoo.export(name, form, tmp_path / "model.onnx")
+    assert not any(tmp_path.iterdir())
 
 
 def test_names_and_sizes():
