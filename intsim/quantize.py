@@ -33,6 +33,8 @@ class QuantConfig:
     gelu: str = "poly-gelu"
     softmax: str = "bitshift-softmax"
     layernorm: str = "isqrt-layernorm"
+    sigmoid: str = "bitshift-sigmoid"
+    quickgelu: str = "bitshift-quickgelu"
     overrides: dict = field(default_factory=dict)   # layer name -> candidate name
 
     def __post_init__(self):

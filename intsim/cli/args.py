@@ -96,8 +96,8 @@ def config_from_args(a):
         overrides[layer] = cand
     return QuantConfig(wbits=a.wbits, abits=a.abits, residual_bits=a.residual_bits,
                        logit_bits=a.logit_bits, softmax_bits=a.softmax_bits,
-                       multiplier_bits=a.multiplier_bits, act_calib=a.act_calib, gelu=a.gelu,
-                       softmax=a.softmax, layernorm=a.layernorm, overrides=overrides)
+                       multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
+                       overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
 def build_program(a, config, graph=None, data=None):

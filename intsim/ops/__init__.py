@@ -17,13 +17,15 @@ from .layernorm import LayerNorm
 from .linear import Linear
 from .patch_embed import PatchEmbed
 from .qkv_split import QKVSplit
+from .quickgelu import QuickGelu
 from .relu import Relu
 from .requant import Requant
+from .sigmoid import Sigmoid
 from .softmax import Softmax
 
 REQUANT = Requant()       # the compiler inserts it wherever a consumer needs another format or scale
 OPS = (PatchEmbed(), ClsPos(), LayerNorm(), Linear(), QKVSplit(), AttnScores(), Softmax(),
-       AttnContext(), Gelu(), Add(), ClsSelect(), Relu(), REQUANT)
+       AttnContext(), Gelu(), Add(), ClsSelect(), Relu(), Sigmoid(), QuickGelu(), REQUANT)
 SEMANTIC = {op.semantic: op for op in OPS if op.semantic}
 KINDS = {op.kind: op for op in OPS}
 
