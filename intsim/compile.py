@@ -30,13 +30,16 @@ class Builder:
         self.equalized = {}     # LayerNorm output -> (channel factors f, observer of y / f, scale)
 
     # -- tensors -----------------------------------------------------------------------------------
-    def add_tensor(self, name, fmt, scale, shape, source=""):
+    def add_tensor(self, name, fmt, scale, shape, source="", axis=-1):
+        """A new integer tensor; a per-channel scale lies along `axis` (from the end: -1 the last
+        axis, -3 the C of (N, C, H, W))."""
         if name in self.tensors:
             raise CompileError(f"tensor {name!r} defined twice")
         if isinstance(scale, np.ndarray):
             scale = [float(s) for s in scale]
-        self.tensors[name] = TensorInfo(name, fmt, scale if isinstance(scale, list) else float(scale),
-                                        tuple(int(s) for s in shape), source)
+        per_channel = isinstance(scale, list)
+        self.tensors[name] = TensorInfo(name, fmt, scale if per_channel else float(scale),
+                                        tuple(int(s) for s in shape), source, axis if per_channel else -1)
         return name
 
     def bind(self, float_name, int_name, shape):
@@ -89,13 +92,18 @@ class Builder:
             raise CompileError(f"node {node.name!r} ({node.op}): {e}") from None
 
     def realise(self, float_name, fmt, scale, label, ratio=None):
-        """The integer tensor holding float_name in format fmt at scale (scalar or per channel along
-        the last axis), adding a requantize op if the current realisation differs. `ratio` gives
-        the integer-domain ratio when both scales carry the same channel factors."""
+        """The integer tensor holding float_name in format fmt at scale (scalar, or per channel along
+        the last axis), adding a requantize op if the current realisation differs. A current
+        realisation per channel along another axis (a convolution's output channels) is requantized
+        along that axis. `ratio` gives the integer-domain ratio when both scales carry the same
+        channel factors."""
         cur = self.realised[float_name]
         info = self.tensors[cur]
         if info.fmt == fmt and np.array_equal(self.scale_of(cur), np.asarray(scale, dtype=np.float64)):
             return cur
+        if info.axis != -1 and np.ndim(scale):
+            raise CompileError(f"tensor {cur!r} is scaled per channel along axis {info.axis}; it cannot "
+                               f"be requantized to per-channel scales along the last axis")
         try:
             plan = REQUANTIZE.plan(self.scale_of(cur), info.fmt, scale, fmt, self.cfg.multiplier_bits, ratio)
         except ArithSpecError as e:
@@ -103,7 +111,8 @@ class Builder:
                                f"{float(np.max(self.scale_of(cur))):.3g}) cannot be requantized to "
                                f"{label!r} (scale {float(np.max(np.asarray(scale))):.3g}): {e}") from None
         out = self.add_tensor(label, fmt, scale, info.shape, float_name)
-        self.emit(REQUANT.kind, label, [cur], [out], plan.consts, {}, REQUANT.spec)
+        attrs = {"axis": info.axis} if info.axis != -1 else {}
+        self.emit(REQUANT.kind, label, [cur], [out], plan.consts, attrs, REQUANT.spec)
         return out
 
 

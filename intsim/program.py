@@ -24,21 +24,30 @@ PROGRAM_SCHEMA = 1
 class TensorInfo:
     name: str
     fmt: IntFormat
-    scale: object               # float, or list of floats (per channel along the last axis)
+    scale: object               # float, or list of floats (per channel along `axis`)
     shape: tuple                # without the batch dimension
     source: str = ""            # the float graph tensor this integer tensor realises
+    axis: int = -1              # channel axis of a per-channel scale, from the end (-3: NCHW's C)
 
     def to_dict(self):
-        return {"name": self.name, "fmt": self.fmt.to_dict(), "scale": self.scale,
-                "shape": list(self.shape), "source": self.source}
+        d = {"name": self.name, "fmt": self.fmt.to_dict(), "scale": self.scale,
+             "shape": list(self.shape), "source": self.source}
+        return d | ({"axis": self.axis} if self.axis != -1 else {})
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["name"], IntFormat(**d["fmt"]), d["scale"], tuple(d["shape"]), d.get("source", ""))
+        return cls(d["name"], IntFormat(**d["fmt"]), d["scale"], tuple(d["shape"]), d.get("source", ""),
+                   int(d.get("axis", -1)))
 
     def dequantize(self, q):
         """Real values of an integer tensor (offline analysis only; never on the integer path)."""
-        return np.asarray(q, dtype=np.float64) * np.asarray(self.scale, dtype=np.float64)
+        return np.asarray(q, dtype=np.float64) * channel_scale(self.scale, self.axis)
+
+
+def channel_scale(scale, axis=-1):
+    """A documentary scale shaped to broadcast against a tensor: per channel along `axis` (< 0)."""
+    s = np.asarray(scale, dtype=np.float64)
+    return s.reshape(s.shape + (1,) * (-1 - axis)) if s.ndim else s
 
 
 @dataclass

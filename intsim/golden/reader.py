@@ -202,7 +202,7 @@ def load_program(path):
         if e.get("kind") in ("input", "activation"):
             fmt = IntFormat(int(e["bits"]), bool(e["signed"]), bool(e.get("narrow", False)))
             tensors[e["name"]] = TensorInfo(e["name"], fmt, e.get("scale"), tuple(e["shape"][1:]),
-                                            e.get("source", ""))
+                                            e.get("source", ""), int(e.get("axis", -1)))
             names[tid] = e["name"]
     ops = [Op(o.kind, o.name, [names[t] for t in o.input_ids], [names[t] for t in o.output_ids],
               {c: _program_const(v, c, o.attrs) for c, v in o.consts.items()}, o.attrs, o.spec)

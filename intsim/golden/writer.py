@@ -185,7 +185,8 @@ class _Recorder:
         info = self.program.tensors[name]
         self.ids[name] = self.w.add(act_id(name), arr, TFormat.of(info.fmt),
                                     {"kind": kind, "name": name, "op": producer,
-                                     "scale": _scale_json(info.scale), "source": info.source})
+                                     "scale": _scale_json(info.scale), "source": info.source}
+                                    | ({"axis": info.axis} if info.axis != -1 else {}))
 
     def constants(self, i, op):
         d = program_op(op.kind)

@@ -48,7 +48,8 @@ def _check_operands(a, b, bias):
     return a, b
 
 
-def _finish(acc, bias, acc_fmt, what):
+def finish_accumulator(acc, bias, acc_fmt, what):
+    """acc (+ bias) in int64, checked against the accumulator format (A4: never a wrap), stored."""
     acc = acc.astype(np.int64) if acc.dtype != np.int64 else acc
     if bias is not None:
         acc = acc + np.asarray(bias, dtype=np.int64)
@@ -59,7 +60,7 @@ def _finish(acc, bias, acc_fmt, what):
 def matmul_ref(a, b, bias=None, acc_fmt: IntFormat = ACC32):
     """acc = a @ b (+ bias) in exact int64, checked against acc_fmt. Spec K1.1."""
     a, b = _check_operands(a, b, bias)
-    return _finish(np.matmul(a.astype(np.int64), b.astype(np.int64)), bias, acc_fmt, "matmul accumulator")
+    return finish_accumulator(np.matmul(a.astype(np.int64), b.astype(np.int64)), bias, acc_fmt, "matmul accumulator")
 
 
 def matmul(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntFormat = ACC32, b_float=None):
@@ -98,7 +99,7 @@ def matmul(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntForm
     if _sum_blocks(blocks.reshape(blocks.shape[0], -1, n_out), bias_row, np.int64(acc_fmt.lo),
                    np.int64(acc_fmt.hi), out.reshape(-1, n_out)):
         # the int64 sums are exact: redo them to name the offending value (K1.3, A4)
-        return _finish(blocks.astype(np.int64).sum(axis=0), bias, acc_fmt,
+        return finish_accumulator(blocks.astype(np.int64).sum(axis=0), bias, acc_fmt,
                        "matmul accumulator")
     return out
 

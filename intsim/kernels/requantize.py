@@ -108,18 +108,19 @@ class Requantize(Kernel):
                           in_scale, {"ratio": np.asarray(ratio, dtype=np.float64)})
 
     @staticmethod
-    def _axis(consts):
-        return -1 if np.ndim(consts["m"]) else None
+    def _axis(plan):
+        """The channel axis of per-channel (m, k): plan.info["axis"] (from the end), default -1."""
+        return int(plan.info.get("axis", -1)) if np.ndim(plan.consts["m"]) else None
 
     def reference(self, inputs, plan):
         x, = inputs
         c = plan.consts
-        return requantize_ref(x, c["m"], c["k"], plan.out_fmt, self._axis(c))
+        return requantize_ref(x, c["m"], c["k"], plan.out_fmt, self._axis(plan))
 
     def fast(self, inputs, plan):
         x, = inputs
         c = plan.consts
-        return requantize(x, c["m"], c["k"], plan.out_fmt, self._axis(c))
+        return requantize(x, c["m"], c["k"], plan.out_fmt, self._axis(plan))
 
     def cost(self, shape, plan=None):
         return {"mul": 1.0, "shift": 1.0, "add": 1.0, "div": 0.0, "cmp": 2.0}

@@ -12,7 +12,10 @@ from .attn_scores import AttnScores
 from .base import KernelOp, OpCost, OpDef
 from .cls_pos import ClsPos
 from .cls_select import ClsSelect
+from .conv import Conv
+from .conv_transpose import ConvTranspose
 from .gelu import Gelu
+from .global_avg_pool import GlobalAveragePool
 from .layernorm import LayerNorm
 from .linear import Linear
 from .patch_embed import PatchEmbed
@@ -20,12 +23,14 @@ from .qkv_split import QKVSplit
 from .quickgelu import QuickGelu
 from .relu import Relu
 from .requant import Requant
+from .resize import Resize
 from .sigmoid import Sigmoid
 from .softmax import Softmax
 
 REQUANT = Requant()       # the compiler inserts it wherever a consumer needs another format or scale
 OPS = (PatchEmbed(), ClsPos(), LayerNorm(), Linear(), QKVSplit(), AttnScores(), Softmax(),
-       AttnContext(), Gelu(), Add(), ClsSelect(), Relu(), Sigmoid(), QuickGelu(), REQUANT)
+       AttnContext(), Gelu(), Add(), ClsSelect(), Relu(), Sigmoid(), QuickGelu(), Conv(),
+       ConvTranspose(), Resize(), GlobalAveragePool(), REQUANT)
 SEMANTIC = {op.semantic: op for op in OPS if op.semantic}
 KINDS = {op.kind: op for op in OPS}
 

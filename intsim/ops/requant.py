@@ -1,6 +1,7 @@
 """Requant: y = sat(round_shift(x * m, k)) (spec A6), per tensor or per channel along the last
-axis. An integer-program op only: the compiler inserts one wherever a consumer needs a tensor in
-another format or at another scale (compile's `realise`), so it has no semantic twin."""
+axis (or along attrs["axis"], counted from the end: -3 for the C of (N, C, H, W)). An
+integer-program op only: the compiler inserts one wherever a consumer needs a tensor in another
+format or at another scale (compile's `realise`), so it has no semantic twin."""
 from ..kernels import REQUANTIZE, KernelPlan
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 
@@ -11,7 +12,7 @@ class Requant(OpDef):
 
     def bind(self, op, program):
         return KernelPlan(REQUANTIZE.name, op.consts, program.tensors[op.inputs[0]].fmt,
-                          program.tensors[op.outputs[0]].fmt)
+                          program.tensors[op.outputs[0]].fmt, info={"axis": int(op.attrs.get("axis", -1))})
 
     def run(self, op, inputs, plan, path):
         return [run_kernel(REQUANTIZE, path, inputs, plan)]
