@@ -11,6 +11,9 @@ import re
 
 ATTN_ROLES = ("qkv", "split", "scores", "softmax", "context", "proj")
 MLP_ROLES = ("fc1", "act", "fc2")
+ACTIVATIONS = ("GELU", "QuickGELU")      # the MLP's activation between fc1 and fc2
+# ops around the backbone (decoders, heads): outside the blocks, named after their module scope
+SCOPED_OPS = ("Conv", "ConvTranspose", "Relu", "Sigmoid", "QuickGELU", "Resize", "GlobalAveragePool")
 
 
 def scope_of(proto):
@@ -45,8 +48,9 @@ def _wiring(nodes):
 def _linear_role(s, producer, consumers):
     feeds = lambda op: any(c.op == op for c in consumers.get(s.outputs[0], []))       # noqa: E731
     fed_by = lambda op: any(t in producer and producer[t].op == op for t in s.inputs)  # noqa: E731
-    return ("qkv" if feeds("QKVSplit") else "proj" if fed_by("AttnContext") else "fc1" if feeds("GELU")
-            else "fc2" if fed_by("GELU") else "head" if fed_by("ClsSelect") else "linear")
+    return ("qkv" if feeds("QKVSplit") else "proj" if fed_by("AttnContext")
+            else "fc1" if any(feeds(a) for a in ACTIVATIONS) else "fc2" if any(fed_by(a) for a in ACTIVATIONS)
+            else "head" if fed_by("ClsSelect") else "linear")
 
 
 def roles(nodes, role):
@@ -128,6 +132,8 @@ def _scoped_name(s, r, scope, block, in_block):
         prefix = os.path.commonprefix([v + "." for v in block.values()])
         prefix = prefix[:prefix.rfind(".")] if "." in prefix else ""
         return _join(prefix, r) if prefix else None
+    if s.op in SCOPED_OPS and not in_block:
+        return scope or r
     return None if in_block else r
 
 
@@ -144,7 +150,14 @@ def scoped_names(nodes, role, scope, block_of):
         if name is None:
             return None
         names[s.name] = name
-    return names if len(set(names.values())) == len(names) else None
+    around = {s.name for s in nodes if s.op in SCOPED_OPS and s.name not in block_of}
+    taken = list(names.values())
+    for s in nodes:    # a functional op shares its module's scope: add its role
+        if s.name in around and taken.count(names[s.name]) > 1 and scope[s.name]:
+            names[s.name] = _join(scope[s.name], role[s.name])
+    # names repeated by ops around the backbone (two functional relus) are numbered by name_nodes
+    clash = [n for n in names if n not in around and list(names.values()).count(names[n]) > 1]
+    return None if clash else names
 
 
 def name_nodes(nodes, role, scope):

@@ -10,6 +10,7 @@ claimed; otherwise the error names the likely cause (report.py).
 """
 from ..errors import Miss, OnnxImportError
 from . import attention, block, embed, linear, mlp, norm  # noqa: F401  (register the matchers)
+from . import activation, conv, resize  # noqa: F401,E402  (after embed: a Conv is first tried as the patch embedding)
 from .common import Matching
 from .registry import MATCHERS
 from .report import unmatched_error
@@ -19,12 +20,14 @@ PATTERN_OPS = tuple(sorted(set(MATCHERS) | {op for ps in MATCHERS.values() for p
 
 
 def _try_patterns(m, n):
-    """Run the matchers anchored at n's op until one matches: [] or the (pattern, miss) of each."""
+    """Run the matchers anchored at n's op until one matches: the (pattern, miss) of each that did
+    not (kept when a later one matched: the error report names a pattern that broke at a node
+    another pattern then took, e.g. a Conv that is not the patch embedding)."""
     tried = []
     for pattern in MATCHERS.get(n.op, ()):
         try:
             pattern.fn(m, n)
-            return []
+            return tried
         except Miss as e:
             tried.append((pattern, e))
     return tried

@@ -31,7 +31,7 @@ def patch_embed(m, n):
     applies(n.inputs[0] == m.f.in_name, "its input is not the image")
     w = m.c(n.inputs[1])
     p = patch_size(n, w)
-    need(p is not None, f"only the patch-embedding Conv is supported ({PATCH_CONV}); got {_geometry(n, w)}")
+    need(p is not None, f"it is not a patchify Conv ({PATCH_CONV}); got {_geometry(n, w)}")
     b = m.c(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else np.zeros(w.shape[0], w.dtype)
     first = m.sole(n.outputs[0])
     need(m.is_layout(first), f"its output goes to {first!r}, not to a Reshape/Flatten")

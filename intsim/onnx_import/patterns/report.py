@@ -16,7 +16,19 @@ def likely_cause(m, left, misses):
         if any(isinstance(e, Broken) for _, e in misses.get(id(n), ())):
             return n
     compute = [n for n in left if n.op not in LAYOUT]
-    return next((n for n in compute if _fed(m, n)), compute[0] if compute else left[0])
+    return next((n for n in compute if _fed(m, n)), next((n for n in left if _fed(m, n) and _taken_after_break(
+        m, n, misses)), compute[0] if compute else left[0]))
+
+
+def _taken_after_break(m, n, misses):
+    """The notes on n's producers that one pattern took after another broke there."""
+    notes = []
+    for t in dict.fromkeys(n.inputs):
+        p = m.producer.get(t)
+        if p is not None and id(p) in m.claimed:
+            notes += [f"at {p!r}: expected {pat.expects}, but {e}; another pattern took it"
+                      for pat, e in misses.get(id(p), ()) if isinstance(e, Broken)]
+    return notes
 
 
 def _explain(n, tried):
@@ -31,7 +43,9 @@ def _explain(n, tried):
 
 def unmatched_error(m, left, misses, source):
     cause = likely_cause(m, left, misses)
+    notes = _taken_after_break(m, cause, misses)
     others = [n for n in left if n is not cause]
     more = f"; also unmatched: {', '.join(repr(n) for n in others[:3])}" if others else ""
     more += f" and {len(others) - 3} more" if len(others) > 3 else ""
-    return OnnxImportError(f"{source}: {_explain(cause, misses.get(id(cause), []))}{more}")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    return OnnxImportError(f"{source}: {_explain(cause, misses.get(id(cause), []))}{note}{more}")
