@@ -16,6 +16,13 @@ T = tokens (patches + cls), P = patches, D = embedding dim, H = heads, Dh = D / 
     GELU         exact erf form: x/2 * (1 + erf(x/sqrt 2))
     Add          a, b (same shape) -> a + b (residual)
     ClsSelect    (N,T,D) -> (N,D), token 0
+    Relu, Sigmoid                elementwise
+    QuickGELU    x * sigmoid(alpha x)                                                     alpha
+    Conv         (N,C,H,W) -> (N,Co,Ho,Wo)                 weight (Co,C/g,kh,kw), [bias]  kernel_shape,
+    ConvTranspose (N,C,H,W) -> (N,Co,Ho,Wo)                weight (C,Co/g,kh,kw), [bias]  strides, pads,
+                                                           dilations, group (+ output_padding)
+    Resize       (N,C,H,W) -> (N,C,Ho,Wo)        mode, coordinate_transformation_mode, nearest_mode, size
+    GlobalAveragePool (N,C,...) -> (N,C,1,...)
 
 QKVSplit follows timm: qkv.reshape(N,T,3,H,Dh).permute(2,0,3,1,4) -> q, k, v; AttnContext is
 (probs @ v).transpose(1,2).reshape(N,T,D).
