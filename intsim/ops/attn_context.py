@@ -6,6 +6,7 @@ import numpy as np
 from ..kernels import MATMUL
 from .attn_scores import ACC, activation_product_plan, matmul_cost
 from .base import OpDef, run_kernel
+from .matmul import product_operand
 
 
 def merge_heads(y):
@@ -30,7 +31,7 @@ class AttnContext(OpDef):
         return [merge_heads(p @ v)]
 
     def lower(self, node, b):
-        p, v = (b.realised[i] for i in node.inputs)
+        p, v = product_operand(b, node.inputs[0], f"{node.name}.in0"), b.realised[node.inputs[1]]
         s = float(b.scale_of(p)) * float(b.scale_of(v))
         shape = self.infer(node, [b.shapes[t] for t in node.inputs])[0]
         out = b.add_tensor(f"{node.name}.acc", ACC, s, shape)

@@ -309,3 +309,21 @@ def reduce_mean(m, n):
 def global_average_pool(m, n):
     x = _data(m, n)
     _emit_mean(m, n, x, range(2, len(m.shapes[x])), 1)
+
+
+@fallback("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
+          expects="data movement within each sample (checked on labels)")
+def index_map(m, n):
+    """Any other data movement of one tensor that keeps each sample's values within the sample
+    (e.g. torch's as_strided exported as Gather over a flattened batch): the sample flattened, then
+    a Gather of the constant per-sample index map that the labels show."""
+    x, out = _data(m, n), n.outputs[0]
+    applies(len(n.outputs) == 1, "it has several outputs")
+    idx = _per_sample_map(m, n, x, out)
+    sx, so = m.sem_shape(x), m.sem_shape(out)
+    src = m.sem(x)
+    if len(sx) != 1:
+        src = m.emit("Reshape", [src], 1, [], [None], attrs=dict(shape=[int(np.prod(sx))]),
+                     role="reshape", scope=n.scope).outputs[0]
+    m.emit("Gather", [src], 1, [n], [out], attrs=dict(axis=0, indices=idx.reshape(so).tolist()),
+           role="gather", scope=n.scope)
