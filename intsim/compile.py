@@ -28,6 +28,10 @@ class Builder:
         self.realised = {}      # float tensor name -> integer tensor name
         self.shapes = {}        # float tensor name -> shape without the batch
         self.equalized = {}     # LayerNorm output -> (channel factors f, observer of y / f, scale)
+        self.readers = {}       # float tensor -> the nodes reading it
+        for n in graph.nodes:
+            for t in n.inputs:
+                self.readers.setdefault(t, []).append(n)
 
     # -- tensors -----------------------------------------------------------------------------------
     def add_tensor(self, name, fmt, scale, shape, source="", axis=-1):
@@ -67,6 +71,49 @@ class Builder:
             if w or src is None or self.tensors[src].scale != self.tensors[name].scale:
                 return "from " + " <- ".join(chain)
             name = src
+
+    def producer_op(self, int_name):
+        """The integer op that wrote int_name (None for the model input)."""
+        return next((o for o in reversed(self.ops) if int_name in o.outputs), None)
+
+    def sole_reader(self, float_name, node):
+        """Whether `node` is the only reader of float_name, which is no graph output: its integer
+        tensor may then be re-interpreted in place (a scale folded into it)."""
+        return (self.readers.get(float_name) == [node] and float_name not in self.graph.outputs
+                and float_name != self.graph.input_name)
+
+    def infer(self, node):
+        """Output shapes of a node from the shapes realised so far."""
+        return semantic_op(node.op, node.name).infer(node, [self.shapes[t] for t in node.inputs])
+
+    def carry_bits(self, float_name):
+        """The width at which data movement carries float_name when it must be requantized first:
+        `abits` when every reader, through further data movement, realises it at abits anyway (a
+        product or GELU), else residual_bits (residual adds, LayerNorm, constant adds, outputs)."""
+        seen, todo = set(), [float_name]
+        while todo:
+            t = todo.pop()
+            if t in self.graph.outputs:
+                return self.cfg.residual_bits
+            for n in self.readers.get(t, []):
+                d = SEMANTIC[n.op]
+                if d.movement:
+                    todo.extend(o for o in n.outputs if o not in seen)
+                    seen.update(n.outputs)
+                elif not d.reads_narrow:
+                    return self.cfg.residual_bits
+        return self.cfg.abits
+
+    def per_tensor(self, float_name, label):
+        """The integer tensor of float_name at one real scale and at most residual_bits wide, as
+        data movement needs it: an accumulator or a per-channel scale is requantized first, at the
+        width `carry_bits` and the calibrated scale of float_name."""
+        cur = self.realised[float_name]
+        info = self.tensors[cur]
+        if not isinstance(info.scale, list) and info.fmt.bits <= self.cfg.residual_bits:
+            return cur
+        fmt = self.act_format(float_name, self.carry_bits(float_name))
+        return self.realise(float_name, fmt, self.act_scale(float_name, fmt), label)
 
     def scale_of(self, int_name):
         return np.asarray(self.tensors[int_name].scale, dtype=np.float64)
@@ -134,12 +181,25 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
             if isinstance(e, CompileError) and node.name in str(e):
                 raise
             raise CompileError(f"node {node.name!r} ({node.op}): {e}") from e
-    # boundary: the classifier output, requantized to head_bits at its calibrated scale
+    # boundary: each output requantized to head_bits at its calibrated scale
     out_fmt = IntFormat(cfg.head_bits)
-    out = b.realise(graph.output_name, out_fmt, b.act_scale(graph.output_name, out_fmt), "logits")
+    outs = [b.realise(t, out_fmt, b.act_scale(t, out_fmt), label)
+            for t, label in zip(graph.outputs, output_labels(graph, b.shapes))]
     meta = new_meta(cfg.to_dict(), model_path, model_sha256)
     meta["graph"] = dict(graph.meta) if getattr(graph, "meta", None) else {}
-    return Program(b.ops, b.tensors, graph.input_name, out, meta)
+    return Program(b.ops, b.tensors, graph.input_name, outs[0] if len(outs) == 1 else outs, meta)
+
+
+def output_labels(graph, shapes):
+    """Names of the program's output tensors: "logits" for a single class vector (a rank-1 output:
+    the name every golden set uses), "output" for a single other tensor, "output.<ONNX output
+    name>" (or "output.<i>") for each of several outputs."""
+    outs = graph.outputs
+    if len(outs) == 1:
+        return ["logits" if len(shapes[outs[0]]) == 1 else "output"]
+    onnx = graph.meta.get("onnx_output") if getattr(graph, "meta", None) else None
+    names = onnx if isinstance(onnx, list) and len(onnx) == len(outs) else [str(i) for i in range(len(outs))]
+    return [f"output.{name}" for name in names]
 
 
 def nonlinear_layers(graph):

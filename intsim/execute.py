@@ -5,7 +5,8 @@
     q_out = exe.run(q_in, observe=None)   # integers in, integers out
     y = exe.infer(images)                 # float images in, float output out (boundary A7)
 
-`observe(op, inputs, outputs)` is called after each op: golden dumps, comparators and per-layer
+A program with several outputs returns a tuple of arrays where a single-output program returns one
+array (`as_outputs` turns either into a list). `observe(op, inputs, outputs)` is called after each op: golden dumps, comparators and per-layer
 SQNR are consumers of this hook, not separate paths. `path="reference"` runs every kernel's plain
 NumPy reference instead of its fast path; both give identical integers. The Executable is the one,
 explicit place where run-time state lives (nothing is stashed on the Program).
@@ -37,11 +38,11 @@ class Executable:
                 self.steps.append((d, d.bind(op, program)))
             except (ArithSpecError, ValueError, KeyError) as e:
                 raise ProgramError(f"{where}{op.kind}: cannot prepare it ({e})") from None
-        self.last = last_uses(program.ops, lambda op: op.inputs, keep=[program.output_name])
+        self.last = last_uses(program.ops, lambda op: op.inputs, keep=program.outputs)
 
     def run(self, q_input, observe=None, check=True):
-        """The integer output for a quantized input batch. check=True verifies that every op
-        output is an integer array within its declared format."""
+        """The integer output (a tuple for several) for a quantized input batch. check=True
+        verifies that every op output is an integer array within its declared format."""
         program = self.program
         env = {program.input_name: check_input(program, q_input)}
         for idx, (op, (d, bound)) in enumerate(zip(program.ops, self.steps)):
@@ -59,10 +60,11 @@ class Executable:
             for t in op.inputs:     # free what no later op reads (bounded memory on deep models)
                 if self.last.get(t) == idx and t != program.input_name:
                     env.pop(t, None)
-        return env[program.output_name]
+        outs = tuple(env[t] for t in program.outputs)
+        return outs[0] if len(outs) == 1 else outs
 
     def infer(self, images_float, observe=None):
-        """Float images in, float output out (the model boundary, spec A7); integers in between."""
+        """Float images in, float output(s) out (the model boundary, spec A7); integers between."""
         q = quantize_input(self.program, images_float)
         return dequantize_output(self.program, self.run(q, observe))
 
@@ -105,8 +107,15 @@ def quantize_input(program, images_float):
     return arith.quantize(images_float, program.input.scale, program.input.fmt)
 
 
+def as_outputs(result):
+    """The outputs of a run as a list, whether the model has one output or several."""
+    return list(result) if isinstance(result, tuple) else [result]
+
+
 def dequantize_output(program, q):
-    return arith.dequantize(q, program.output.scale)
+    outs = tuple(arith.dequantize(v, program.tensors[t].scale)
+                 for t, v in zip(program.outputs, as_outputs(q)))
+    return outs[0] if len(outs) == 1 else outs
 
 
 def run(program, images_float, path="fast", observe=None):

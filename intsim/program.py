@@ -66,7 +66,7 @@ class Program:
     ops: list
     tensors: dict               # name -> TensorInfo
     input_name: str
-    output_name: str
+    output_name: object         # a tensor name, or a list of names for several outputs
     meta: dict = field(default_factory=dict)
 
     @property
@@ -74,8 +74,14 @@ class Program:
         return self.tensors[self.input_name]
 
     @property
+    def outputs(self):
+        """The output tensor names, in order (one or several)."""
+        return [self.output_name] if isinstance(self.output_name, str) else list(self.output_name)
+
+    @property
     def output(self):
-        return self.tensors[self.output_name]
+        """The TensorInfo of the output (of the first output when there are several)."""
+        return self.tensors[self.outputs[0]]
 
     def op(self, name):
         for op in self.ops:
@@ -167,7 +173,9 @@ class Program:
             ops.append(Op(d["kind"], d["name"], list(d["inputs"]), list(d["outputs"]), consts,
                           dict(d["attrs"]), d["spec"]))
         tensors = {t["name"]: TensorInfo.from_dict(t) for t in doc["tensors"]}
-        return cls(ops, tensors, doc["input"], doc["output"], doc.get("meta", {}))
+        output = doc["output"]
+        return cls(ops, tensors, doc["input"], output if isinstance(output, str) else list(output),
+                   doc.get("meta", {}))
 
     def fingerprint(self):
         """SHA-256 over every op, attribute and constant: equal programs, equal fingerprints."""

@@ -104,7 +104,8 @@ def build_program(a, config, graph=None, data=None):
     """model + data + settings -> (graph, data, program, images calibrated on): the shared front
     half of run/golden."""
     graph = graph or ip.load(a.model)
-    data = data or ip.open_data(a.data)
+    c, h, w = graph.input_shape
+    data = data or ip.open_data(a.data, image_size=h if h == w and c == 3 else 224)
     calib = data.calibration(a.calib)
     if len(calib) < a.calib:
         print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "

@@ -169,7 +169,9 @@ class GoldenSet:
 
     @property
     def output(self):
-        return self.tensors[self.manifest["output"]]
+        """The output tensor (the first one when the program has several)."""
+        out = self.manifest["output"]
+        return self.tensors[out if isinstance(out, str) else out[0]]
 
 
 def load(path):
@@ -209,7 +211,9 @@ def load_program(path):
            for o in g.ops]
     meta = {"spec_version": m.get("spec_version"), "config": m.get("config", {}),
             "model": (m.get("model") or {}).get("file"), "model_sha256": (m.get("model") or {}).get("sha256")}
-    program = Program(ops, tensors, names[m["input"]["tensor"]], names[m["output"]], meta)
+    out = m["output"]
+    program = Program(ops, tensors, names[m["input"]["tensor"]],
+                      names[out] if isinstance(out, str) else [names[t] for t in out], meta)
     if program.fingerprint() != m.get("program_fingerprint"):
         raise GoldenError(f"{path}: the program rebuilt from the dump has fingerprint "
                           f"{program.fingerprint()[:16]}..., the manifest records "

@@ -231,7 +231,8 @@ class _Recorder:
                                   "spec": op.spec} for op in program.ops if "kernel" in op.attrs},
             "input": {"tensor": self.ids[program.input_name], "images": int(q_input.shape[0]),
                       "source": input_source},
-            "output": self.ids[program.output_name],
+            "output": (self.ids[program.output_name] if isinstance(program.output_name, str)
+                       else [self.ids[t] for t in program.output_name]),
             "formats": list(self.formats),
             "byte_order": "little",
             "hex": {"pack": self.pack,

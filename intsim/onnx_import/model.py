@@ -94,9 +94,9 @@ def image_input(model, source):
     return inp.name, chw, batch, onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
 
 
-def output_name(model, source):
-    outs = list(model.graph.output)
-    if len(outs) != 1:
-        raise OnnxImportError(f"{source}: expected one output (the logits), found {len(outs)} "
-                              f"({', '.join(o.name for o in outs)})")
-    return outs[0].name
+def output_names(model, source):
+    """The graph's output names, in order (one or several, each a distinct tensor)."""
+    outs = [o.name for o in model.graph.output]
+    if not outs or len(set(outs)) != len(outs):
+        raise OnnxImportError(f"{source}: expected one or more distinct outputs, found {outs}")
+    return outs

@@ -14,6 +14,10 @@ MLP_ROLES = ("fc1", "act", "fc2")
 ACTIVATIONS = ("GELU", "QuickGELU")      # the MLP's activation between fc1 and fc2
 # ops around the backbone (decoders, heads): outside the blocks, named after their module scope
 SCOPED_OPS = ("Conv", "ConvTranspose", "Relu", "Sigmoid", "QuickGELU", "Resize", "GlobalAveragePool")
+# the generic ops (patterns/generic.py): named after their module scope and their op, numbered
+# when a module has several ("blocks.0.attn.reshape", "blocks.0.attn.reshape_2")
+GENERIC_ROLES = ("reshape", "transpose", "slice", "gather", "pad", "concat", "matmul", "mul",
+                 "scale", "channel_mul", "const_add", "reduce_mean")
 
 
 def scope_of(proto):
@@ -122,6 +126,8 @@ def _scoped_name(s, r, scope, block, in_block):
     of its block's parametrised nodes to their scopes."""
     if s.op in ("Linear", "LayerNorm"):
         return scope
+    if r in GENERIC_ROLES:
+        return None if scope is None else _join(scope, r)
     if s.op == "PatchEmbed":
         return _parent(scope) or scope
     if r in ("split", "scores", "softmax", "context") and "qkv" in block:
@@ -143,12 +149,15 @@ def scoped_names(nodes, role, scope, block_of):
     scopes = _block_scopes(nodes, role, scope, block_of)
     if scopes is None:
         return None
-    names = {}
+    names, count = {}, {}
     for s in nodes:
         name = _scoped_name(s, role[s.name], scope[s.name], scopes.get(block_of.get(s.name), {}),
                             s.name in block_of)
         if name is None:
             return None
+        if role[s.name] in GENERIC_ROLES:
+            count[name] = count.get(name, 0) + 1
+            name = name if count[name] == 1 else f"{name}_{count[name]}"
         names[s.name] = name
     around = {s.name for s in nodes if s.op in SCOPED_OPS and s.name not in block_of}
     taken = list(names.values())

@@ -41,11 +41,18 @@ class OpDef:
     kind = ""               # op kind in the integer program ("linear")
     family = ""             # kernel family of a KernelOp ("gelu"); "" for every other op
     spec = ""               # docs/arithmetic.md section of the integer form
-    n_inputs = 1
+    n_inputs = 1            # None: any number >= 1 (Concat)
     n_outputs = 1
     params = ()             # required float parameters of the semantic node
     optional_params = ()
     attrs = ()              # required attributes of the semantic node
+    movement = False        # data movement: integers move, nothing is computed (spec K6)
+    reads_narrow = False    # realises its inputs at `abits` (a product or GELU reads them): what a
+                            # data-movement op carrying an accumulator into it requantizes to
+
+    def allowed_params(self, node):
+        """Parameter names a node of this op may carry besides the required ones."""
+        return tuple(self.optional_params)
 
     # --- the semantic (float) op ---------------------------------------------------------------
     def infer(self, node, in_shapes):
@@ -121,3 +128,35 @@ class KernelOp(OpDef):
                              for k, v in plan.info.items()}
         b.emit(self.kind, node.name, [x], [out], plan.consts, attrs, kernel.spec_section)
         b.bind(node.outputs[0], out, shape)
+
+
+class MovementOp(OpDef):
+    """Data movement of one tensor (spec K6): the integers are moved, never changed, so the output
+    keeps the input's format and scale. `move(x, attrs)` (x with the batch axis first) is the one
+    definition, used by the float interpreter and the integer executor alike.
+
+    Lowering: an input at one scale and at most residual_bits wide moves as it is; an accumulator
+    (wider) or a per-channel scale is first requantized to one scale (`Builder.per_tensor`)."""
+    movement = True
+
+    def move(self, x, attrs):
+        raise NotImplementedError
+
+    def evaluate(self, node, inputs, dtype):
+        return [self.move(inputs[0], node.attrs)]
+
+    def lower(self, node, b):
+        x = b.per_tensor(node.inputs[0], f"{node.name}.in")
+        info = b.tensors[x]
+        shape = b.infer(node)[0]
+        out = b.add_tensor(node.name, info.fmt, info.scale, shape)
+        b.emit(self.kind, node.name, [x], [out], {}, dict(node.attrs), self.spec)
+        b.bind(node.outputs[0], out, shape)
+
+    def run(self, op, inputs, bound, path):
+        return [self.move(inputs[0], op.attrs)]
+
+
+def batch_axes(axes):
+    """Array axes (batch first) of per-sample axes."""
+    return [int(a) + 1 for a in axes]

@@ -11,6 +11,7 @@ class Gelu(KernelOp):
     semantic = "GELU"
     kind = family = "gelu"
     spec = "K3"
+    reads_narrow = True
 
     def infer(self, node, in_shapes):
         return [in_shapes[0]]

@@ -38,6 +38,7 @@ class Linear(OpDef):
     spec = "K1"
     params = ("weight",)
     optional_params = ("bias",)
+    reads_narrow = True
 
     def infer(self, node, in_shapes):
         x, w = in_shapes[0], node.params["weight"].shape

@@ -14,6 +14,7 @@ class QuickGelu(KernelOp):
     semantic = "QuickGELU"
     kind = family = "quickgelu"
     spec = "K8.2"
+    reads_narrow = True
     attrs = ("alpha",)
 
     def infer(self, node, in_shapes):

@@ -24,6 +24,7 @@ class Resize(OpDef):
     semantic = "Resize"
     kind = "resize"
     spec = "K9"
+    reads_narrow = True
     attrs = ATTRS
 
     def infer(self, node, in_shapes):

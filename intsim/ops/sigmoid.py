@@ -19,6 +19,7 @@ class Sigmoid(KernelOp):
     semantic = "Sigmoid"
     kind = family = "sigmoid"
     spec = "K8.1"
+    reads_narrow = True
 
     def infer(self, node, in_shapes):
         return [in_shapes[0]]

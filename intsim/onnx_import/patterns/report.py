@@ -10,25 +10,26 @@ def _fed(m, n):
     return all(t not in m.live or t == m.f.in_name or id(m.producer[t]) in m.claimed for t in n.inputs)
 
 
+def _explained(m, n):
+    """Whether every image-dependent input of n is a tensor of the semantic graph."""
+    return all(t not in m.live or t in m.sem_of for t in n.inputs)
+
+
 def likely_cause(m, left, misses):
-    """The unclaimed node most likely to be the cause, in order of evidence."""
-    for n in left:
-        if any(isinstance(e, Broken) for _, e in misses.get(id(n), ())):
+    """The unclaimed node most likely to be the cause, in order of evidence: a pattern broke at a
+    node whose inputs are explained; a node outside every pattern whose inputs are explained; a
+    pattern broke; a node outside every pattern."""
+    broken = [n for n in left if any(isinstance(e, Broken) for _, e in misses.get(id(n), ()))]
+    for n in broken:
+        if _explained(m, n):
             return n
+    for n in left:
+        if n not in broken and n.op not in LAYOUT and _explained(m, n):
+            return n
+    if broken:
+        return broken[0]
     compute = [n for n in left if n.op not in LAYOUT]
-    return next((n for n in compute if _fed(m, n)), next((n for n in left if _fed(m, n) and _taken_after_break(
-        m, n, misses)), compute[0] if compute else left[0]))
-
-
-def _taken_after_break(m, n, misses):
-    """The notes on n's producers that one pattern took after another broke there."""
-    notes = []
-    for t in dict.fromkeys(n.inputs):
-        p = m.producer.get(t)
-        if p is not None and id(p) in m.claimed:
-            notes += [f"at {p!r}: expected {pat.expects}, but {e}; another pattern took it"
-                      for pat, e in misses.get(id(p), ()) if isinstance(e, Broken)]
-    return notes
+    return next((n for n in compute if _fed(m, n)), compute[0] if compute else left[0])
 
 
 def _explain(n, tried):
@@ -43,9 +44,7 @@ def _explain(n, tried):
 
 def unmatched_error(m, left, misses, source):
     cause = likely_cause(m, left, misses)
-    notes = _taken_after_break(m, cause, misses)
     others = [n for n in left if n is not cause]
     more = f"; also unmatched: {', '.join(repr(n) for n in others[:3])}" if others else ""
     more += f" and {len(others) - 3} more" if len(others) > 3 else ""
-    note = f" ({'; '.join(notes)})" if notes else ""
-    return OnnxImportError(f"{source}: {_explain(cause, misses.get(id(cause), []))}{note}{more}")
+    return OnnxImportError(f"{source}: {_explain(cause, misses.get(id(cause), []))}{more}")
