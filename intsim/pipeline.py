@@ -19,8 +19,9 @@ from .data import open_data
 from .errors import DataError
 from .execute import Executable, as_outputs
 from .float_ref import run_float
+from .graph import fold_input_normalisation
 from .images import check_batch, model_input
-from .model_files import resolve_model
+from .model_files import input_normalisation, resolve_model
 from .onnx_import import load_onnx
 from .progress import bar
 from .quantize import Observer, QuantConfig
@@ -33,6 +34,9 @@ def load(model=None):
     """The semantic graph of an ONNX ViT (default: the shipped Fashion-MNIST model)."""
     path = resolve_model(model)
     graph = load_onnx(path)
+    norm = input_normalisation(model)
+    if norm is not None:
+        fold_input_normalisation(graph, *norm)
     graph.meta.setdefault("path", str(path))
     if path.exists():
         graph.meta.setdefault("sha256", hashlib.sha256(path.read_bytes()).hexdigest())
