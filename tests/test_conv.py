@@ -280,3 +280,17 @@ def test_global_average_pool_is_an_exact_sum_with_the_count_in_the_scale():
 def test_bad_nodes_are_named(node, msg):
     with pytest.raises(GraphError, match=msg):
         Graph("image", (3, 8, 8), [node], node.outputs[0]).validate()
+
+
+def test_golden_dump_keeps_the_channel_axis(tmp_path):
+    from intsim import golden
+    from intsim.execute import quantize_input
+    g = decoder_graph()
+    images = np.random.default_rng(1).integers(0, 256, (18, 3, 16, 16)).astype(np.uint8)
+    p = ip.compile(g, ip.calibrate(g, images[:16]), QuantConfig())
+    q = quantize_input(p, ip.to_model_input(images[16:]))
+    golden.dump(p, q, tmp_path / "gold", ("npy",), 1, False, "test")
+    back = golden.load_program(tmp_path / "gold")
+    assert back.tensors["conv1.acc"].axis == -3 and back.tensors["relu1"].axis == -3
+    assert back.tensors["up.in"].axis == -1
+    np.testing.assert_array_equal(Executable(back).run(q), Executable(p).run(q))
