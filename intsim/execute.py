@@ -11,6 +11,7 @@ from . import arith
 from .arith import IntFormat, ArithSpecError
 from .kernels import get_kernel
 from .kernels.add import residual_add, residual_add_ref
+from .kernels import gemm
 from .kernels.matmul import matmul, matmul_ref
 from .kernels.requantize import requantize, requantize_ref
 
@@ -19,17 +20,18 @@ class ExecutionError(RuntimeError):
     """An op failed; the message names the op (index, kind, name) and the cause."""
 
 
-def _weight_float(ctx, op):
-    key = ("wf", op.name)
+def _prepared_weight(ctx, op, w_fmt):
+    """The weight (In, Out) checked and laid out once per engine (gemm.prepare_weight)."""
+    key = ("weight", op.name, gemm.scoped_engine())
     if key not in ctx:
-        ctx[key] = np.ascontiguousarray(op.consts["weight"].T, dtype=np.float32)
+        ctx[key] = gemm.prepare_weight(op.consts["weight"].T, w_fmt)
     return ctx[key]
 
 
-def _matmul(path, a, b, a_fmt, b_fmt, bias=None, b_float=None):
+def _matmul(path, a, b, a_fmt, b_fmt, bias=None, b_prepared=None):
     if path == "reference":
         return matmul_ref(a, b, bias)
-    return matmul(a, b, a_fmt, b_fmt, bias=bias, b_float=b_float)
+    return matmul(a, b, a_fmt, b_fmt, bias=bias, b_prepared=b_prepared)
 
 
 def _unfold_patches(x, p):
@@ -45,8 +47,9 @@ def op_linear(op, ins, fmts, ctx, path):
     w = op.consts["weight"]                                 # (Out, In)
     if op.kind == "patch_embed":
         x = _unfold_patches(x, op.attrs["patch"])
-    wf = _weight_float(ctx, op) if path == "fast" else None
-    return [_matmul(path, x, w.T, fmts[0], IntFormat(**op.attrs["weight_fmt"]), op.consts.get("bias"), wf)]
+    w_fmt = IntFormat(**op.attrs["weight_fmt"])
+    prepared = _prepared_weight(ctx, op, w_fmt) if path == "fast" else None
+    return [_matmul(path, x, w.T, fmts[0], w_fmt, op.consts.get("bias"), prepared)]
 
 
 def op_requant(op, ins, fmts, ctx, path, out_fmt):
