@@ -2,7 +2,8 @@
 
     python benchmarks/gemm.py [--repeat 10] [--engines ort,blas,numba,reference] [--tiny]
 
-Each row is one product: the time of every engine (ms) and its ratio to NumPy float32 `matmul` on
+Each row is one product: the median time of every engine (ms, measured in interleaved rounds with
+the peer, so load changes hit both) and its ratio to NumPy float32 `matmul` on
 the same integer values, converted to float32 beforehand (the float peer pays no conversion; the
 engines get int8 / uint16 arrays as the executor hands them over, weights prepared once with
 prepare_weight). Every engine's result is compared with the first engine's before timing.
@@ -23,7 +24,7 @@ import numpy as np
 
 from intsim.arith import IntFormat
 from intsim.kernels import gemm as G
-from timing import median_time
+from timing import median_time, median_times
 
 I8, W8, U16 = IntFormat(8), IntFormat(8, narrow=True), IntFormat(16, signed=False)
 T, D, MLP, H, DH, B = 197, 384, 1536, 6, 64, 32
@@ -74,15 +75,13 @@ def table(rows, engines, repeat):
         for e, r in results.items():
             if not np.array_equal(r, first):
                 sys.exit(f"{name}: engine {e} differs from {next(iter(results))}")
-        tp = median_time(peer, repeat)
-        cells = []
-        for e in engines:
-            if e not in runs:
-                cells.append("-")
-                continue
-            t = median_time(runs[e], repeat if e not in ("numba", "reference") else max(1, repeat // 5))
-            cells.append(f"{1e3 * t:.2f} ({t / tp:.2f}x)")
-        print(f"| {name} | {1e3 * tp:.2f} | " + " | ".join(cells) + " |", flush=True)
+        fast = [e for e in engines if e in runs and e not in ("numba", "reference")]
+        slow = [e for e in engines if e in runs and e in ("numba", "reference")]
+        times = dict(zip(["peer"] + fast, median_times([peer] + [runs[e] for e in fast], repeat)))
+        times.update(zip(slow, median_times([runs[e] for e in slow], max(1, repeat // 5))))
+        cells = [f"{1e3 * times[e]:.2f} ({times[e] / times['peer']:.2f}x)" if e in times else "-"
+                 for e in engines]
+        print(f"| {name} | {1e3 * times['peer']:.2f} | " + " | ".join(cells) + " |", flush=True)
 
 
 def tiny(engines, repeat):

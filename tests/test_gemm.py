@@ -108,6 +108,31 @@ def test_ort_with_7_bit_digits_equals_the_reference(case):
         G._ORT_RUNTIME.update(saved)
 
 
+@pytest.mark.parametrize("fmt,n_digits", [(IntFormat(8), 1), (IntFormat(8, narrow=True), 1), (IntFormat(2), 1),
+                                           (IntFormat(8, signed=False), 2), (IntFormat(15), 2),
+                                           (IntFormat(14, signed=False), 2), (IntFormat(16), 3),
+                                           (IntFormat(15, signed=False), 3), (IntFormat(16, signed=False), 3)])
+def test_balanced_digits_recombine_every_code(fmt, n_digits):
+    codes = np.arange(fmt.lo, fmt.hi + 1).reshape(1, -1)                 # (K, N) = (1, codes)
+    side_by_side, weights = G._signed_digits(codes, fmt)                 # (1, Db N)
+    digits = side_by_side.reshape(len(weights), -1)
+    assert len(weights) == n_digits and digits.dtype == np.int8
+    assert np.array_equal(sum(w * d.astype(np.int64) for w, d in zip(weights, digits)), codes[0])
+
+
+@pytest.mark.parametrize("digit_bits", [8, 7])
+@pytest.mark.parametrize("fmt", [IntFormat(8), IntFormat(3), IntFormat(16), IntFormat(12),
+                                 IntFormat(16, signed=False), IntFormat(8, signed=False), IntFormat(1, signed=False)])
+def test_unsigned_digits_recombine_every_code(fmt, digit_bits):
+    codes = np.arange(fmt.lo, fmt.hi + 1).astype(fmt.storage).reshape(1, 1, -1)   # (G, M, K)
+    stacked, weights, offset = G._unsigned_digits(codes, fmt, digit_bits)         # (G, Da M, K)
+    digits = stacked.reshape(len(weights), -1)
+    assert digits.dtype == np.uint8 and int(digits.max()) < 1 << digit_bits
+    assert len(weights) == -(-fmt.bits // digit_bits)
+    assert offset == (1 << (fmt.bits - 1) if fmt.signed else 0)
+    assert np.array_equal(sum(w * d.astype(np.int64) for w, d in zip(weights, digits)) - offset, codes[0, 0])
+
+
 def python_product(a, b):
     return [[sum(int(a[i, t]) * int(b[t, j]) for t in range(a.shape[1])) for j in range(b.shape[1])]
             for i in range(a.shape[0])]

@@ -160,10 +160,8 @@ def prepare_weight(b, b_fmt: IntFormat, engine="auto", b_float=None):
         if not _ort_applicable(b.shape[0], runtime):
             raise arith.ArithSpecError(f"engine 'ort': K={b.shape[0]} exceeds the int32 digit-product "
                                        f"bound (spec K1.5); use engine 'auto' or 'blas'")
-        digits, weights = _signed_digits(b, b_fmt)
-        # the digits side by side along N: one product gives every digit's partial (K1.5)
-        stacked = np.ascontiguousarray(np.concatenate(list(digits), axis=1))
-        return PreparedWeight(b, b_fmt, engine, colsum, session=_weight_session(runtime, stacked),
+        digits, weights = _signed_digits(b, b_fmt)       # side by side along N (K1.5.2)
+        return PreparedWeight(b, b_fmt, engine, colsum, session=_weight_session(runtime, digits),
                               b_digit_weights=weights)
     return PreparedWeight(b, b_fmt, engine, colsum)
 
@@ -210,8 +208,10 @@ def gemm(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntFormat
     m, n = a.shape[-2], b.shape[-1]
     if engine == "auto":
         engine = choose_engine(m, k, n, a_fmt, b_fmt, int(np.prod(out_batch, dtype=np.int64)))
-    partials, weights, row_bias = ENGINE_FUNCTIONS[engine](a, b, a_fmt, b_fmt, bias, b_prepared, out_batch)
-    return _finish_partials(partials, weights, row_bias, acc_fmt, out_batch + (m, n))
+    partials, a_weights, b_weights, row_bias = ENGINE_FUNCTIONS[engine](a, b, a_fmt, b_fmt, bias, b_prepared,
+                                                                        out_batch)
+    return _finish_partials(partials, a_weights, b_weights, row_bias, acc_fmt, out_batch + (m, n),
+                            k * magnitude(a_fmt) * magnitude(b_fmt))
 
 
 def available_engines():
@@ -266,45 +266,50 @@ def _batched(x, batch_shape):
 
 
 def _bias_row(bias, n):
-    return np.zeros((1, n), dtype=np.int64) if bias is None else np.asarray(bias, dtype=np.int64).reshape(1, n)
+    return None if bias is None else np.asarray(bias, dtype=np.int64).reshape(1, n)
 
 
 # --- the shared epilogue -----------------------------------------------------------------------------
 
-def _finish_partials(partials, weights, row_bias, acc_fmt, out_shape):
-    """acc = row_bias + sum_p weights[p] * partials[p] in int64 (spec K1.2, K1.5), checked
-    against acc_fmt. partials: (P, G, M, N) exact integers (float or int); row_bias (1 or G, N)."""
-    p, g, m, n = partials.shape
-    if p == 1 and partials.dtype == acc_fmt.storage and partials[0].flags.c_contiguous:
-        out = partials[0]                    # in place: each element is read before it is written
-    else:
-        out = np.empty((g, m, n), dtype=acc_fmt.storage)
-    smallest, largest = _combine(partials, np.asarray(weights, dtype=np.int64), row_bias, out)
+def _finish_partials(partials, a_weights, b_weights, row_bias, acc_fmt, out_shape, bound):
+    """acc = row_bias + sum_pq a_weights[p] b_weights[q] partials[:, p, :, q] in int64 (spec K1.2,
+    K1.5), checked against acc_fmt. partials: (G, Pa, M, Pb, N) C-contiguous exact integers (float
+    or int), the layout in which ONNX Runtime returns digit products (K1.5.2); row_bias: (1 or G, N)
+    or None; bound: a proven bound on |a @ b| (K A Bm)."""
+    g, pa, m, pb, n = partials.shape
+    single = (pa, pb) == (1, 1) and a_weights[0] == b_weights[0] == 1 and partials.dtype == acc_fmt.storage
+    if single and row_bias is None and acc_fmt.lo <= -bound and bound <= acc_fmt.hi:
+        return partials.reshape(out_shape)    # already the accumulator, proven in range (K1.3)
+    out = partials.reshape(g, m, n) if single else np.empty((g, m, n), dtype=acc_fmt.storage)  # see _combine
+    if row_bias is None:
+        row_bias = np.zeros((1, n), dtype=np.int64)
+    smallest, largest = _combine(partials, np.asarray(a_weights, dtype=np.int64),
+                                 np.asarray(b_weights, dtype=np.int64), row_bias, out)
     # the extremes of the exact int64 sums: one outside acc_fmt is an overflow (K1.3, A4)
     arith.check_fits("matmul accumulator", np.array([smallest, largest]), acc_fmt)
     return out.reshape(out_shape)
 
 
 @numba.njit(cache=True, nogil=True)
-def _combine(partials, weights, bias, out):
-    """out[g, r, j] = bias[g or 0, j] + sum_p weights[p] * partials[p, g, r, j] in int64, stored in
-    out's dtype. Every partial is an exact integer (float blocks of K1.2 convert exactly). Returns
-    the smallest and largest sum (out is valid only if both fit its dtype).
+def _combine(partials, a_weights, b_weights, bias, out):
+    """out[g, r, j] = bias[g or 0, j] + sum_pq a_weights[p] b_weights[q] partials[g, p, r, q, j]
+    in int64, stored in out's dtype. Every partial is an exact integer (float blocks of K1.2
+    convert exactly). Returns the smallest and largest sum (out is valid only if both fit).
     A row is summed into an int64 buffer first and then stored: the loops vectorise, and out may
-    be partials[0] (each row is read whole before it is written)."""
-    n_parts, n_groups, n_rows, n = partials.shape
+    be partials itself (each row is read whole before it is written)."""
+    n_groups, n_a, n_rows, n_b, n = partials.shape
     row = np.empty(n, dtype=np.int64)
     smallest, largest = np.int64(INT64_MAX), np.int64(-INT64_MAX)
     for g in range(n_groups):
         brow = bias[g if bias.shape[0] > 1 else 0]
         for r in range(n_rows):
-            src, w = partials[0, g, r], weights[0]
             for j in range(n):
-                row[j] = brow[j] + w * np.int64(src[j])
-            for p in range(1, n_parts):
-                src, w = partials[p, g, r], weights[p]
-                for j in range(n):
-                    row[j] += w * np.int64(src[j])
+                row[j] = brow[j]
+            for p in range(n_a):
+                for q in range(n_b):
+                    src, w = partials[g, p, r, q], a_weights[p] * b_weights[q]
+                    for j in range(n):
+                        row[j] += w * np.int64(src[j])
             dst = out[g, r]
             for j in range(n):
                 smallest = min(smallest, row[j])
@@ -319,28 +324,30 @@ def _blas_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
     k = a.shape[-1]
     kb = block_size(a_fmt, b_fmt)
     m, n = a.shape[-2], b.shape[-1]
+    g = int(np.prod(out_batch, dtype=np.int64))
     if magnitude(a_fmt) * magnitude(b_fmt) <= FLOAT32_EXACT and k <= kb * MAX_FLOAT32_BLOCKS:
         af = a.astype(np.float32)
         bf = prepared.b_float if prepared is not None and prepared.b_float is not None else b.astype(np.float32)
         starts = range(0, k, kb)
-        blocks = np.empty((len(starts),) + out_batch + (m, n), dtype=np.float32)
+        blocks = np.empty(out_batch + (len(starts), m, n), dtype=np.float32)
         for i, s in enumerate(starts):
-            np.matmul(af[..., s:s + kb], bf[..., s:s + kb, :], out=blocks[i])
+            np.matmul(af[..., s:s + kb], bf[..., s:s + kb, :], out=blocks[..., i, :, :])
+        blocks = blocks.reshape(g, len(starts), m, 1, n)                    # the epilogue's layout
     else:
         # many small blocks (wide operands, e.g. 16-bit probabilities) cost more than one float64
         # product, which is exact below 2^53; and a single product beyond 2^24 (16 x 16 bits) is
         # not exact in float32 at all
-        blocks = np.matmul(a.astype(np.float64), b.astype(np.float64))[None]
-    return blocks.reshape(blocks.shape[0], -1, m, n), np.ones(blocks.shape[0]), _bias_row(bias, n)
+        blocks = np.matmul(a.astype(np.float64), b.astype(np.float64)).reshape(g, 1, m, 1, n)
+    return blocks, [1] * blocks.shape[1], [1], _bias_row(bias, n)
 
 
 # --- numba and reference (int64) ---------------------------------------------------------------------------
 
 def _numba_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
     a3, b3 = _batched(a, out_batch), _batched(b, out_batch)
-    acc = np.zeros((1,) + (a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int64)
-    _int64_product(a3, b3, acc[0])
-    return acc, np.ones(1), _bias_row(bias, b.shape[-1])
+    acc = np.zeros((a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int64)
+    _int64_product(a3, b3, acc)
+    return acc.reshape(acc.shape[0], 1, acc.shape[1], 1, acc.shape[2]), [1], [1], _bias_row(bias, b.shape[-1])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -393,18 +400,22 @@ def _probe_ort():
 
 def _probe_exact(runtime):
     """The extreme digit products that a saturating int16 pair sum would get wrong, through both
-    kinds of session (a constant weight is packed differently), GEMV and GEMM shapes."""
+    kinds of session (a constant weight is packed differently), GEMV and GEMM shapes, with and
+    without a zero point."""
     top = (1 << runtime[1]) - 1
     for m, k, n in ((1, 64, 16), (33, 67, 5)):
         a = np.full((m, k), top, dtype=np.uint8)
         for bv in (127, -128):
             b = np.full((k, n), bv, dtype=np.int8)
             b[::3, 1] = -bv - (bv < 0)
-            want = a.astype(np.int64) @ b.astype(np.int64)
-            got_pair = _pair_session(runtime).run(None, {"a": a[None, None, None], "b": b[None, None, None]})[0][0, 0, 0]
-            got_weight = _weight_session(runtime, b).run(None, {"a": a})[0]
-            if not (np.array_equal(got_pair, want) and np.array_equal(got_weight, want)):
-                return False
+            for zp in (0, (top + 1) // 2):
+                want = (a.astype(np.int64) - zp) @ b.astype(np.int64)
+                zero_point = np.array(zp, dtype=np.uint8)
+                got_pair = _pair_session(runtime).run(None, {"a": a[None], "b": b[None],
+                                                             "a_zero_point": zero_point})[0][0]
+                got_weight = _weight_session(runtime, b).run(None, {"a": a, "a_zero_point": zero_point})[0]
+                if not (np.array_equal(got_pair, want) and np.array_equal(got_weight, want)):
+                    return False
     return True
 
 
@@ -447,11 +458,13 @@ def _session_options(ort, threads):
 
 
 def _session(runtime, graph_inputs, initializers):
+    """One MatMulInteger y = (a - a_zero_point) @ b, int32; a_zero_point is a uint8 scalar input."""
     from onnx import TensorProto, helper
     ort = runtime[0]
+    zero_point = helper.make_tensor_value_info("a_zero_point", TensorProto.UINT8, [])
     y = helper.make_tensor_value_info("y", TensorProto.INT32, None)
-    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "gemm",
-                              graph_inputs, [y], initializers)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b", "a_zero_point"], ["y"])],
+                              "gemm", graph_inputs + [zero_point], [y], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ORT_OPSET)])
     model.ir_version = ORT_IR_VERSION
     return ort.InferenceSession(model.SerializeToString(), _session_options(ort, engine_threads()),
@@ -466,90 +479,100 @@ def _weight_session(runtime, b_digits):
 
 
 def _pair_session(runtime):
-    """a (Da, 1, G, M, K) uint8 @ b (1, Db, G, K, N) int8 -> (Da, Db, G, M, N) int32: every digit
-    pair of every batch in one call."""
+    """a (G, M, K) uint8 @ b (G, K, N) int8 -> (G, M, N) int32: a batch of products of two run-time
+    operands (every digit pair of every batch entry) in one call."""
     key = (runtime[1], engine_threads())
     if key not in _PAIR_SESSIONS:
         from onnx import TensorProto, helper
-        a = helper.make_tensor_value_info("a", TensorProto.UINT8, ["da", 1, "g", "m", "k"])
-        b = helper.make_tensor_value_info("b", TensorProto.INT8, [1, "db", "g", "k", "n"])
+        a = helper.make_tensor_value_info("a", TensorProto.UINT8, ["g", "m", "k"])
+        b = helper.make_tensor_value_info("b", TensorProto.INT8, ["g", "k", "n"])
         _PAIR_SESSIONS[key] = _session(runtime, [a, b], [])
     return _PAIR_SESSIONS[key]
 
 
 def _unsigned_digits(a, a_fmt, digit_bits):
-    """u = a + offset >= 0 (offset 2^(bits-1) for a signed format, else 0) as digits of digit_bits
-    bits, least significant first: (uint8 (D, *a.shape), digit weights, offset). K1.5."""
+    """u = a + offset >= 0 (offset 2^(bits-1) for a signed format, else 0) as Da digits of
+    digit_bits bits, least significant first, stacked along M: a (G, M, K) -> (uint8 (G, Da M, K),
+    digit weights, offset). K1.5.1-2."""
     offset = 1 << (a_fmt.bits - 1) if a_fmt.signed else 0
     n_digits = -(-a_fmt.bits // digit_bits)
     weights = tuple(1 << (digit_bits * i) for i in range(n_digits))
     if n_digits == 1 and a.dtype == np.uint8 and offset == 0:
-        return a[None], weights, offset
+        return a, weights, offset
     if n_digits == 1 and a.dtype == np.int8 and offset == 128:
-        return (a.view(np.uint8) ^ np.uint8(128))[None], weights, offset   # a + 128 mod 256 = a + 128
-    u = a.astype(np.int64) + offset if offset else a
+        return a.view(np.uint8) ^ np.uint8(128), weights, offset     # a + 128 mod 256 = a + 128
+    g, m, k = a.shape
+    digits = np.empty((g, n_digits, m * k), dtype=np.uint8)
+    _split_digits(np.ascontiguousarray(a).reshape(g, m * k), offset, digit_bits, digits)
+    return digits.reshape(g, n_digits * m, k), weights, offset
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_digits(a, offset, digit_bits, out):
+    """out[g, i, t] = floor((a[g, t] + offset) / 2^(digit_bits i)) mod 2^digit_bits."""
     mask = (1 << digit_bits) - 1
-    digits = np.empty((n_digits,) + a.shape, dtype=np.uint8)
-    for i in range(n_digits):
-        np.bitwise_and(u >> (digit_bits * i), mask, out=digits[i], casting="unsafe")
-    return digits, weights, offset
+    for g in range(a.shape[0]):
+        for i in range(out.shape[1]):
+            shift = digit_bits * i
+            src, dst = a[g], out[g, i]
+            for t in range(src.size):
+                dst[t] = ((np.int64(src[t]) + offset) >> shift) & mask
 
 
 def _signed_digits(b, b_fmt):
-    """b as balanced base-256 digits in [-128, 127], least significant first: (int8 (D, *b.shape),
-    digit weights). One digit when b_fmt lies within int8. K1.5."""
+    """b (..., K, N) as Db balanced base-256 digits in [-128, 127], least significant first, side by
+    side along N: (int8 (..., K, Db N) C-contiguous, digit weights). K1.5.2."""
     n_digits = len(_signed_digit_range(b_fmt))
     weights = tuple(1 << (8 * j) for j in range(n_digits))
     if n_digits == 1:
-        return (b if b.dtype == np.int8 else b.astype(np.int8))[None], weights
+        return np.ascontiguousarray(b, dtype=np.int8), weights
     x = b.astype(np.int64)
-    digits = np.empty((n_digits,) + b.shape, dtype=np.int8)
-    for j in range(n_digits):
+    digits = []
+    for _ in range(n_digits):
         low = ((x + 128) & 255) - 128
-        digits[j] = low
+        digits.append(low.astype(np.int8))
         x = (x - low) >> 8                 # exact: x - low is a multiple of 256
-    return digits, weights
+    return np.concatenate(digits, axis=-1), weights
 
 
 def _ort_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
+    """Every digit pair in one call (K1.5.2): a's digits stacked along M, b's side by side along N,
+    so (G, Da M, K) @ (G, K, Db N) -> (G, Da M, Db N) holds partial (i, j) in block (i, j)."""
     runtime = _ort_runtime(required=True)
     k, m, n = a.shape[-1], a.shape[-2], b.shape[-1]
     if not _ort_applicable(k, runtime, a_fmt, b_fmt):
         raise arith.ArithSpecError(f"engine 'ort': K={k} with {a_fmt.describe()} x {b_fmt.describe()} "
                                    f"exceeds its int32/int64 bounds (spec K1.5); use engine 'auto' or 'blas'")
-    a_digits, a_weights, offset = _unsigned_digits(a, a_fmt, runtime[1])
+    u, a_weights, offset = _unsigned_digits(_batched(a, out_batch), a_fmt, runtime[1])
+    # one digit: ONNX Runtime subtracts the offset itself (a_zero_point, K1.5.1); several: the
+    # epilogue subtracts offset x colsum(b)
+    zero_point = np.array(offset if len(a_weights) == 1 else 0, dtype=np.uint8)
     if prepared is not None and prepared.engine == "ort":
         b_weights, colsum = prepared.b_digit_weights, prepared.colsum[None]
-        # (Da M, K) @ (K, Db N) -> (Da, M, Db, N) -> (Da, Db, M, N)
-        y = prepared.session.run(None, {"a": a_digits.reshape(-1, k)})[0]
-        parts = y.reshape(len(a_weights), m, len(b_weights), n).transpose(0, 2, 1, 3)
-        parts = parts.reshape(-1, 1, m, n) if parts.shape[:2] != (1, 1) else y.reshape(1, 1, m, n)
+        y = prepared.session.run(None, {"a": u.reshape(-1, k), "a_zero_point": zero_point})[0][None]
     else:
-        b_digits, b_weights = _signed_digits(b, b_fmt)
-        ua = np.stack([_batched(d, out_batch) for d in a_digits])[:, None]
-        sb = np.stack([_batched(d, out_batch) for d in b_digits])[None]
-        y = _pair_session(runtime).run(None, {"a": ua, "b": sb})[0]         # (Da, Db, G, M, N)
-        parts = y.reshape((-1,) + y.shape[2:])
-        colsum = _column_sums(sb[0], np.asarray(b_weights, dtype=np.int64)) if offset else None
-    weights = [wa * wb for wa in a_weights for wb in b_weights]
+        b3 = _batched(b, out_batch)
+        sb, b_weights = _signed_digits(b3, b_fmt)
+        y = _pair_session(runtime).run(None, {"a": u, "b": sb, "a_zero_point": zero_point})[0]
+        colsum = _column_sums(b3) if offset and not zero_point else None
+    parts = y.reshape(y.shape[0], len(a_weights), m, len(b_weights), n)     # a view: no copy
     row_bias = _bias_row(bias, n)
-    if offset:
-        row_bias = row_bias - offset * colsum          # (a + offset) b - offset colsum(b) = a b
-    return parts, weights, row_bias
+    if offset and not zero_point:
+        # (a + offset) b - offset colsum(b) = a b
+        row_bias = (0 if row_bias is None else row_bias) - offset * colsum
+    return parts, a_weights, b_weights, row_bias
 
 
 @numba.njit(cache=True, nogil=True)
-def _column_sums(digits, weights):
-    """sum_t b[g, t, j] for b = sum_d weights[d] digits[d] (D, G, K, N): (G, N) int64."""
-    out = np.zeros((digits.shape[1], digits.shape[3]), dtype=np.int64)
-    for d in range(digits.shape[0]):
-        w = np.int64(weights[d])
-        for g in range(digits.shape[1]):
-            row = out[g]
-            for t in range(digits.shape[2]):
-                src = digits[d, g, t]
-                for j in range(digits.shape[3]):
-                    row[j] += w * np.int64(src[j])
+def _column_sums(b):
+    """sum_t b[g, t, j]: (G, N) int64."""
+    out = np.zeros((b.shape[0], b.shape[2]), dtype=np.int64)
+    for g in range(b.shape[0]):
+        row = out[g]
+        for t in range(b.shape[1]):
+            src = b[g, t]
+            for j in range(b.shape[2]):
+                row[j] += src[j]
     return out
 
 
