@@ -28,8 +28,7 @@ from timing import median_times
 def engine_label(engine):
     if engine != "auto":
         return engine
-    runtime = gemm._ort_runtime()
-    return "auto: ort" if runtime is not None else "auto: blas"
+    return "auto: ort" if "ort" in gemm.available_engines() else "auto: blas"
 
 
 def op_role(op):
@@ -45,6 +44,7 @@ def per_op_times(program, x, engine, repeat):
     runs = []
     for _ in range(repeat + 1):          # the first run warms up
         times = collections.Counter()
+        q = execute.quantize_input(program, x)
         last = [time.perf_counter()]
 
         def observe(op, ins, outs):
@@ -52,7 +52,7 @@ def per_op_times(program, x, engine, repeat):
             times[op_role(op)] += now - last[0]
             last[0] = now
         with gemm.use_engine(engine):
-            execute.run_program(program, execute.quantize_input(program, x), observe=observe)
+            execute.run_program(program, q, observe=observe)
         runs.append(times)
     roles = sorted(set().union(*runs[1:]), key=lambda r: -sum(t[r] for t in runs[1:]))
     return {r: sorted(t[r] for t in runs[1:])[len(runs[1:]) // 2] for r in roles}

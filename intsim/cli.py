@@ -78,14 +78,19 @@ def cmd_run(argv):
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--save-program", default=None, help="write the integer program (PATH.json + PATH.npz)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    from .kernels import gemm
+    p.add_argument("--engine", default="auto", choices=gemm.ENGINES,
+                   help="matmul engine (spec K1.5; default auto: the fastest exact one here)")
     a = p.parse_args(argv)
     from . import pipeline as ip
     graph, data, program = build_program(a)
     if a.save_program:
         program.save(a.save_program)
     images, labels = data.evaluation(a.limit)
-    report = ip.evaluate(graph, program, images, labels, batch=a.batch)
-    report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"])
+    with gemm.use_engine(a.engine):
+        report = ip.evaluate(graph, program, images, labels, batch=a.batch)
+    report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"],
+                  engine=gemm.describe_engine(a.engine))
     if a.json:
         print(json.dumps(report))
         return 0
@@ -99,7 +104,8 @@ def cmd_run(argv):
         print(f"integer top-1  {100 * report['int_top1']:.2f} %")
     print(f"agreement      {100 * report['agreement']:.2f} %")
     print(f"logit SQNR     {report['logit_sqnr_db']:.2f} dB")
-    print(f"speed          {report['images_per_s']:.1f} images/s (integer path)")
+    print(f"speed          {report['images_per_s']:.1f} images/s (integer path, matmul engine "
+          f"{report['engine']})")
     return 0
 
 

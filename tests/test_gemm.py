@@ -1,5 +1,6 @@
 """The exact GEMM engines (spec K1.1-K1.5): every engine returns the int64 reference's integers, or
 every engine raises the same overflow."""
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from intsim import execute, golden
+from intsim.cli import main
 from intsim.arith import ArithSpecError, IntFormat, IntOverflowError
 from intsim.kernels import gemm as G
 from intsim.kernels.matmul import matmul
@@ -68,7 +70,7 @@ def products(draw):
 
 
 @given(products())
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 def test_every_engine_equals_the_reference(case):
     a, b, a_fmt, b_fmt, bias = case
     want = outcome(lambda: G.gemm_reference(a, b, bias))
@@ -304,3 +306,15 @@ def test_committed_golden_sets_every_k1_op_on_every_engine(name):
             assert np.array_equal(got, want), (name, view.name, engine)
         checked += 1
     assert checked >= 10
+
+
+@pytest.mark.slow
+def test_cli_run_engine_is_selectable_and_changes_no_integer(capsys):
+    reports = {}
+    for engine in ENGINES[:2]:
+        assert main(["run", "--limit", "24", "--calib", "16", "--json", "--engine", engine]) == 0
+        reports[engine] = json.loads(capsys.readouterr().out)
+    first, second = reports.values()
+    for key in ("int_top1", "agreement", "logit_sqnr_db"):
+        assert first[key] == second[key]
+    assert [r["engine"].split(":")[0].split(" ")[0] for r in reports.values()] == ENGINES[:2]

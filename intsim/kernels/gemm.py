@@ -238,6 +238,16 @@ def scoped_engine():
     return _SCOPED_ENGINE.get()
 
 
+def describe_engine(engine="auto"):
+    """What `engine` runs here, for reports: e.g. 'auto (ort: onnxruntime 1.32.0, 8-bit digits)'."""
+    runtime = _ort_runtime()
+    ort = (f"ort: onnxruntime {runtime[0].__version__}, {runtime[1]}-bit digits" if runtime is not None
+           else f"blas; ort unavailable: {_ORT_RUNTIME['why']}")
+    if engine == "auto":
+        return f"auto ({ort}; blas below {ORT_MIN_MACS} multiply-adds)"
+    return ort if engine == "ort" else engine
+
+
 def choose_engine(m, k, n, a_fmt, b_fmt, batch=1):
     """The engine 'auto' runs for a (batch x) M x K x N product: ort when it is available and exact
     for these formats and the product is large enough to amortise its call, else blas. (numba never
