@@ -6,7 +6,8 @@
 Models are the seeded random-weight DeiT graphs of models/make_models.py (generated with torch on
 first use, then cached). intsim is calibrated on 16 photo crops and compiled at W8A8 with the
 default kernels; its timed part is the integer program alone (input quantizer to output
-dequantizer). ONNX Runtime runs the float ONNX file with its default CPU settings (all cores).
+dequantizer). ONNX Runtime runs the float ONNX file with its default CPU settings (all cores), or
+with INTSIM_BENCH_THREADS threads, as BLAS, numba and intsim's ONNX Runtime engine then do.
 Each batch times ONNX Runtime and every engine in interleaved rounds (timing.median_times).
 --engines: the matmul engines to run intsim with (intsim.kernels.gemm.use_engine), e.g. blas,ort;
 'auto' is the default choice (the engine it ran is printed).
@@ -17,6 +18,11 @@ import argparse
 import collections
 import os
 import time
+
+_THREADS = os.environ.get("INTSIM_BENCH_THREADS")
+if _THREADS:       # before NumPy / numba load: BLAS, numba and both ONNX Runtime uses get this many
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_var] = _THREADS
 
 import intsim.pipeline as ip
 from intsim import execute
@@ -68,7 +74,8 @@ def main():
     a = p.parse_args()
     import onnxruntime as ort
     engines = a.engines.split(",")
-    print(f"# cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, onnxruntime {ort.__version__}")
+    print(f"# cores {os.cpu_count()}, threads {_THREADS or 'default'}, load average {os.getloadavg()[0]:.1f}, "
+          f"onnxruntime {ort.__version__}")
     print("| model | batch | engine | intsim ms/image | onnxruntime fp32 ms/image | ratio | target |")
     print("|---|---|---|---|---|---|---|")
     breakdowns = []
@@ -76,7 +83,10 @@ def main():
         path = ip.resolve_model(name)
         graph = ip.load(path)
         program = ip.compile(graph, ip.calibrate(graph, photo_crops(16, seed=0), batch=8))
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if _THREADS:
+            options.intra_op_num_threads = int(_THREADS)
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = sess.get_inputs()[0].name
         for batch in (int(b) for b in a.batches.split(",")):
             x = ip.to_model_input(photo_crops(batch, seed=2))

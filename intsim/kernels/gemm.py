@@ -79,18 +79,14 @@ def check_operands(a, b, bias):
     return a, b
 
 
-def finish(acc, bias, acc_fmt, what):
-    acc = acc.astype(np.int64) if acc.dtype != np.int64 else acc
-    if bias is not None:
-        acc = acc + np.asarray(bias, dtype=np.int64)
-    arith.check_fits(what, acc, acc_fmt)
-    return acc.astype(acc_fmt.storage)
-
-
 def gemm_reference(a, b, bias=None, acc_fmt: IntFormat = ACC32):
     """acc = a @ b (+ bias) in exact int64, checked against acc_fmt. Spec K1.1."""
     a, b = check_operands(a, b, bias)
-    return finish(np.matmul(a.astype(np.int64), b.astype(np.int64)), bias, acc_fmt, "matmul accumulator")
+    acc = np.matmul(a.astype(np.int64), b.astype(np.int64))
+    if bias is not None:
+        acc += np.asarray(bias, dtype=np.int64)
+    arith.check_fits("matmul accumulator", acc, acc_fmt)
+    return acc.astype(acc_fmt.storage)
 
 
 def dtype_within(dtype, fmt: IntFormat):
@@ -134,10 +130,9 @@ class PreparedWeight:
         return prepare_weight, (self.b, self.b_fmt, self.engine)
 
 
-def prepare_weight(b, b_fmt: IntFormat, engine="auto", b_float=None):
+def prepare_weight(b, b_fmt: IntFormat, engine="auto"):
     """Check a constant right operand against b_fmt once and lay it out for `engine` ('auto': the
-    use_engine scope's engine, else the one `choose_engine` takes for large products).
-    b_float: an existing float32 copy to reuse."""
+    use_engine scope's engine, else the one `choose_engine` takes for large products)."""
     b = np.asarray(b)
     if b.ndim != 2:
         raise arith.ArithSpecError(f"prepare_weight: a weight is (K, N), got shape {b.shape}")
@@ -149,12 +144,11 @@ def prepare_weight(b, b_fmt: IntFormat, engine="auto", b_float=None):
     if engine == "auto":
         engine = _SCOPED_ENGINE.get()
     if engine == "auto":
-        engine = _large_engine(b.shape[0], None, b_fmt)
+        engine = _large_engine(b.shape[0], None, b_fmt)      # any a_fmt: checked again per call
     b = np.ascontiguousarray(b, dtype=b_fmt.storage)
     colsum = b.sum(axis=0, dtype=np.int64)
     if engine == "blas":
-        bf = np.ascontiguousarray(b_float if b_float is not None else b, dtype=np.float32)
-        return PreparedWeight(b, b_fmt, engine, colsum, b_float=bf)
+        return PreparedWeight(b, b_fmt, engine, colsum, b_float=b.astype(np.float32))
     if engine == "ort":
         runtime = _ort_runtime(required=True)
         if not _ort_applicable(b.shape[0], runtime):
@@ -259,9 +253,7 @@ def choose_engine(m, k, n, a_fmt, b_fmt, batch=1):
 
 def _large_engine(k, a_fmt, b_fmt):
     runtime = _ort_runtime()
-    if runtime is None or (k is not None and not _ort_applicable(k, runtime, a_fmt, b_fmt)):
-        return "blas"
-    return "ort"
+    return "ort" if runtime is not None and _ort_applicable(k, runtime, a_fmt, b_fmt) else "blas"
 
 
 def _check_engine_name(engine):
@@ -351,7 +343,7 @@ def _blas_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
     return blocks, [1] * blocks.shape[1], [1], _bias_row(bias, n)
 
 
-# --- numba and reference (int64) ---------------------------------------------------------------------------
+# --- numba (int64) ---------------------------------------------------------------------------------------------
 
 def _numba_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
     a3, b3 = _batched(a, out_batch), _batched(b, out_batch)
