@@ -1,10 +1,10 @@
-"""2-D convolution and transposed convolution as exact integer products (spec K1.5, K1.6).
+"""2-D convolution and transposed convolution as exact integer products (spec K1.6, K1.7).
 
-conv2d (K1.5):           the input is unfolded (im2col) into one row of C/g * kh * kw values per
+conv2d (K1.6):           the input is unfolded (im2col) into one row of C/g * kh * kw values per
                          output pixel, features in (C, kh, kw) order (the weight's flattened order);
                          padding inserts exact zeros (no zero points, A1). Each group is one K1
                          product with its slice of the bias.
-conv_transpose2d (K1.6): each input pixel times the weight of its group, (Cin/g) x (Cout/g * kh *
+conv_transpose2d (K1.7): each input pixel times the weight of its group, (Cin/g) x (Cout/g * kh *
                          kw), one K1 product per group (no bias); every product is then added into
                          the output position it lands on (col2im) in int64, the bias added, and the
                          sum checked against the accumulator (A4).
@@ -19,8 +19,9 @@ import numpy as np
 
 from .. import arith
 from ..arith import IntFormat
-from .base import Kernel, KernelPlan
-from .matmul import MATMUL, PreparedOperand, finish_accumulator
+from .base import Consts, Kernel, KernelPlan
+from .gemm import PreparedWeight
+from .matmul import MATMUL
 
 ACC32 = IntFormat(32)
 CHUNK_ELEMENTS = 1 << 24      # im2col rows of at most this many values per product (memory only)
@@ -171,8 +172,16 @@ def conv_transpose2d_float(x, weight, bias, geo):
                            lambda acc, c: acc if c is None else acc + c[:, None, None])
 
 
+def _finish(acc, bias, acc_fmt):
+    """col2im sums (int64) plus the bias per output channel, checked against the accumulator (A4)."""
+    if bias is not None:
+        acc = acc + np.asarray(bias, np.int64)[:, None, None]
+    arith.check_fits("conv_transpose accumulator", acc, acc_fmt)
+    return acc.astype(acc_fmt.storage)
+
+
 def _shape(w):
-    return (w.values if isinstance(w, PreparedOperand) else np.asarray(w)).shape
+    return (w.b if isinstance(w, PreparedWeight) else np.asarray(w)).shape
 
 
 def _bias_groups(bias, group):
@@ -212,8 +221,14 @@ class _ConvKernel(Kernel):
     def fast(self, inputs, plan):
         return self._run(inputs, plan, "fast")
 
+    def check_consts(self, plan):
+        """At most a bias, one int32 per output channel (K1)."""
+        c = Consts(self, plan.consts, ("bias",) if "bias" in plan.consts else ())
+        if "bias" in plan.consts:
+            c.vector("bias", np.size(plan.consts["bias"]), ACC32.lo, ACC32.hi)
+
     def error_bound(self, plan, inputs):
-        """Exact (K1.5, K1.6): no error beyond the operands' own."""
+        """Exact (K1.6, K1.7): no error beyond the operands' own."""
         x, w = inputs
         return np.zeros((np.shape(x)[0], self.out_channels(w, plan)) + self.out_hw(plan, np.shape(x)[2:]))
 
@@ -228,7 +243,7 @@ class _ConvKernel(Kernel):
 
 class Conv2d(_ConvKernel):
     name = "conv2d"
-    spec_section = "K1.5"
+    spec_section = "K1.6"
     title = "2-D convolution: im2col, one exact K1 product per group (+ bias), int32"
 
     def prepare(self, weight, w_fmt, group):
@@ -261,7 +276,7 @@ class Conv2d(_ConvKernel):
 
 class ConvTranspose2d(_ConvKernel):
     name = "conv_transpose2d"
-    spec_section = "K1.6"
+    spec_section = "K1.7"
     title = "2-D transposed convolution: one exact K1 product per group, col2im sums in int64, int32"
 
     def prepare(self, weight, w_fmt, group):
@@ -273,9 +288,7 @@ class ConvTranspose2d(_ConvKernel):
         x = self._input(x, plan)
         ws = weights if isinstance(weights, list) else self.prepare(weights, plan.in_fmt[1], geo.group)
         return _conv_transpose(x, ws, geo, self._product(plan, path), plan.consts.get("bias"),
-                               lambda acc, bias: finish_accumulator(
-                                   acc + (0 if bias is None else np.asarray(bias, np.int64)[:, None, None]),
-                                   None, plan.out_fmt, "conv_transpose accumulator"))
+                               lambda acc, bias: _finish(acc, bias, plan.out_fmt))
 
     @staticmethod
     def out_channels(weight, plan):
@@ -298,5 +311,5 @@ class ConvTranspose2d(_ConvKernel):
 
 CONV2D = Conv2d()
 CONV_TRANSPOSE2D = ConvTranspose2d()
-__all__ = ["CONV2D", "CONV_TRANSPOSE2D", "ConvGeometry", "PreparedOperand", "col2im", "conv2d_float",
+__all__ = ["CONV2D", "CONV_TRANSPOSE2D", "ConvGeometry", "col2im", "conv2d_float",
            "conv_transpose2d_float", "im2col"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import ArithSpecError, IntFormat
-from .base import Kernel, KernelPlan
+from .base import Consts, Kernel, KernelPlan
 
 MODES = ("nearest", "linear")
 COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
@@ -149,6 +149,21 @@ class Resize(Kernel):
             consts.update(iy1=y1, wy=wy, ix1=x1, wx=wx, P=p)
         return KernelPlan(self.name, consts, in_fmt, in_fmt, s, {"mode": mode}, s,
                           {"lam_y": ly, "lam_x": lx})
+
+    def check_consts(self, plan):
+        """K9.0 tables: source indices inside the input (plan.info["in_hw"]), i0 <= i1 <= i0 + 1,
+        weights in [0, 2^P], P in 1..20; the output format is the input's."""
+        linear = "P" in plan.consts
+        c = Consts(self, plan.consts, ("iy0", "ix0") + (("iy1", "wy", "ix1", "wx", "P") if linear else ()))
+        c.require(plan.in_fmt == plan.out_fmt, "the output format must be the input's")
+        p = c.scalar("P", 1, 20) if linear else 0
+        for axis, n_in in zip("yx", plan.info.get("in_hw", (1 << 30, 1 << 30))):
+            n_out = np.size(plan.consts[f"i{axis}0"])
+            i0 = c.vector(f"i{axis}0", n_out, 0, n_in - 1)
+            if linear:
+                i1 = c.vector(f"i{axis}1", n_out, 0, n_in - 1)
+                c.vector(f"w{axis}", n_out, 0, 1 << p)
+                c.require(bool(np.all((i1 >= i0) & (i1 <= i0 + 1))), f"i{axis}1 is not i{axis}0 or its next index")
 
     @staticmethod
     def _input(x, plan):

@@ -18,9 +18,9 @@ import numpy as np
 
 from .. import arith, floatfn
 from ..arith import ArithSpecError, IntFormat, IntOverflowError
-from .base import Kernel, KernelPlan
-from .softmax import (BS_CSD_MAX_K, BS_CSD_MAX_SLOPE, bitshift_exp1, bitshift_exp_plan,
-                      bitshift_exp_ref)
+from .base import Consts, Kernel, KernelPlan
+from .softmax import (BS_CSD_MAX_K, BS_CSD_MAX_SLOPE, BS_F, BS_Q, BS_SEG_BITS, BS_Z_MAX, bitshift_exp1,
+                      bitshift_exp_plan, bitshift_exp_ref, bitshift_tables)
 
 IN_BITS_MAX = 16
 OUT_BITS_RANGE = (2, 16)
@@ -111,6 +111,27 @@ class _SigmoidBase(Kernel):
             _input(what, q, c)          # names the count and the domain
         return out.reshape(q.shape)
 
+    def out_fmt_for(self, in_fmt, out_bits):
+        return IntFormat(out_bits, signed=False)
+
+    def check_consts(self, plan):
+        """K8.0 formats and K8.1.1 constants: the K2.1 tables and fixed widths, G <= 62, D*K <= 2^62."""
+        c = Consts(self, plan.consts, ("in_lo", "in_hi", "out_bits", "K", "G", "F", "Q", "SEG_BITS", "C",
+                                       "DS", "Z_MAX"))
+        lo, hi = c.scalar("in_lo", -(1 << 15), 0), c.scalar("in_hi", 1, (1 << 16) - 1)
+        o = c.scalar("out_bits", *OUT_BITS_RANGE)
+        c.require((plan.in_fmt.lo, plan.in_fmt.hi) == (lo, hi) and plan.out_fmt == self.out_fmt_for(plan.in_fmt, o),
+                  f"constants say [{lo}, {hi}] and {o} output bits, the program's tensors are "
+                  f"{plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
+        for name, value in (("F", BS_F), ("Q", BS_Q), ("SEG_BITS", BS_SEG_BITS), ("Z_MAX", BS_Z_MAX)):
+            c.fixed(name, value)
+        table, slopes = bitshift_tables()
+        c.fixed("C", table)
+        c.fixed("DS", slopes)
+        c.scalar("G", 0, arith.SHIFT_MAX)
+        k = c.scalar("K", 1, 1 << 62)
+        c.require(max(-lo, hi) * k <= 1 << 62, f"D*K up to {max(-lo, hi) * k} > 2^62")
+
     def sigmoid_error(self, plan, q):
         """K8.1.4 per element: |sigmoid out * 2^-O - sigma(a S q)| bounded by the table error
         delta(|q|) plus half an output LSB, or 2^-O where the output saturates."""
@@ -187,6 +208,9 @@ class BitshiftQuickGelu(_SigmoidBase):
         consts, info = _consts(self.name, s, a, in_fmt, out_bits)
         return KernelPlan(self.name, consts, in_fmt, quickgelu_out_fmt(in_fmt, out_bits),
                           s * 2.0 ** -out_bits, info, s, {"gain": a})
+
+    def out_fmt_for(self, in_fmt, out_bits):
+        return quickgelu_out_fmt(in_fmt, out_bits)
 
     def reference(self, inputs, plan):
         q = _input("quickgelu input", inputs[0], plan.consts)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, ProgramError
 from ..kernels import KernelPlan, get_kernel
 
 
@@ -66,6 +66,10 @@ class OpDef:
         raise NotImplementedError
 
     def bind(self, op, program):
+        """Run-time state (default: none). Every op checks here that its constants and attributes
+        are what its lowering can produce; this one has no constants."""
+        if op.consts:
+            raise ProgramError(f"{self.kind} has no constants, got {sorted(op.consts)}")
         return None
 
     def run(self, op, inputs, bound, path):
@@ -102,12 +106,26 @@ class KernelOp(OpDef):
     def kernel(self, op):
         return get_kernel(op.attrs["family"], op.attrs["kernel"])
 
+    def infer(self, node, in_shapes):
+        return [in_shapes[0]]          # elementwise or along the last axis: the shape is kept
+
+    def lower_at(self, b, node, fmt, **options):
+        """The usual lowering: the input requantized to `fmt` at its calibrated scale, the layer's
+        candidate planned for that scale with the family's options, the kernel op emitted."""
+        src = node.inputs[0]
+        kernel = b.kernel_for(node, self.family)
+        x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
+        self.emit(b, node, kernel, kernel.plan(float(b.scale_of(x)), fmt, **options), x, b.shapes[src])
+
     def bind(self, op, program):
-        """The candidate and its KernelPlan rebuilt from the program (integers and formats only)."""
+        """The candidate and its KernelPlan rebuilt from the program (integers and formats only),
+        its constants checked against what any plan of the candidate can hold."""
         out = program.tensors[op.outputs[0]]
         plan = KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt, out.fmt,
                           out.scale, op.attrs.get("info", {}))
-        return self.kernel(op), plan
+        kernel = self.kernel(op)
+        kernel.check_consts(plan)
+        return kernel, plan
 
     def run(self, op, inputs, bound, path):
         kernel, plan = bound

@@ -1,5 +1,5 @@
 """Conv: 2-D convolution of (N, C, H, W) with any kernel, strides, pads, dilations and groups
-(spec K1.5: im2col and the exact K1 product into int32, one product per group).
+(spec K1.6: im2col and the exact K1 product into int32, one product per group).
 
 Lowering: the input is requantized to `abits` at its calibrated scale (unsigned when never
 negative); the weight (Cout, C/g, kh, kw) is quantized per output channel as a Linear's, the bias at
@@ -40,7 +40,7 @@ def conv_input(b, node):
 class Conv(Linear):
     semantic = "Conv"
     kind = "conv"
-    spec = "K1.5"
+    spec = "K1.6"
     params = ("weight",)
     optional_params = ("bias",)
     attrs = GEOMETRY_ATTRS
@@ -92,6 +92,7 @@ class Conv(Linear):
         plan = self.kernel.plan((1.0, 1.0), (program.tensors[op.inputs[0]].fmt, w_fmt), geo,
                                 program.tensors[op.outputs[0]].fmt, op.consts.get("bias"),
                                 self.inner(op, geo))
+        self.kernel.check_consts(plan)
         return self.kernel.prepare(op.consts["weight"], w_fmt, geo.group), plan
 
     def run(self, op, inputs, bound, path):

@@ -59,8 +59,11 @@ class Resize(OpDef):
         b.bind(y, out, shape)
 
     def bind(self, op, program):
-        fmt = program.tensors[op.inputs[0]].fmt
-        return KernelPlan(RESIZE.name, op.consts, fmt, fmt)
+        x = program.tensors[op.inputs[0]]
+        plan = KernelPlan(RESIZE.name, op.consts, x.fmt, program.tensors[op.outputs[0]].fmt,
+                          info={"in_hw": tuple(x.shape[-2:])})
+        RESIZE.check_consts(plan)
+        return plan
 
     def run(self, op, inputs, plan, path):
         return [run_kernel(RESIZE, path, inputs, plan)]
