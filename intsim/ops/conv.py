@@ -12,6 +12,7 @@ from ..arith import IntFormat
 from ..kernels.conv import CONV2D, ConvGeometry, conv2d_float
 from .base import OpCost, run_kernel, tensor_elements
 from .linear import ACC, Linear, quantize_linear
+from .patch_embed import fold_normalisation_into_conv
 
 GEOMETRY_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "group")
 
@@ -83,6 +84,11 @@ class Conv(Linear):
     @staticmethod
     def out_hw(geo, hw):
         return geo.out_size(hw)
+
+    def fold_input_normalisation(self, node, mean, std):
+        if self.kind != "conv" or any(node.attrs["pads"]) or node.attrs["group"] != 1:
+            super().fold_input_normalisation(node, mean, std)
+        fold_normalisation_into_conv(node, mean, std)
 
     # --- run -----------------------------------------------------------------------------------
     def bind(self, op, program):
