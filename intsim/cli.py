@@ -106,7 +106,7 @@ def cmd_run(argv):
 def _load_commands():
     """Command modules register themselves with @command when imported."""
     import importlib
-    for mod in ("golden_cli", "select", "sweep"):
+    for mod in ("golden_cli", "select", "sweep", "conformance_cli", "coverage_cli"):
         try:
             importlib.import_module(f"{__package__}.{mod}")
         except ModuleNotFoundError as e:
