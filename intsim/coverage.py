@@ -423,7 +423,11 @@ class Coverage:
             if not self.ops.get(s):
                 lines.append(f"{head}  (not in this dump)")
                 continue
-            lines.append(head + ("  complete" if not miss else f"  missed: {compress(miss)}"))
+            hit = [b for b in all_bins(s) if b not in miss]
+            lines.append(head + ("  complete" if not miss else ""))
+            lines.append(f"      hit:    {compress(hit) or '-'}")
+            if miss:
+                lines.append(f"      missed: {compress(miss)}")
         total = sum(len(all_bins(s)) for s in BINS)
         hit = sum(len(all_bins(s)) - len(self.missed(s)) for s in BINS)
         lines.append(f"total {hit}/{total} bins" + ("  COMPLETE" if self.complete() else ""))

