@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from intsim import conformance, coverage
+from intsim.arith import IntFormat
 from intsim.golden import load, read_file, FORMATS
 from intsim.execute import OPS, _NEEDS_OUT_FMT
 from intsim.program import Op
@@ -47,7 +48,6 @@ def test_expected_outputs_are_the_fast_paths_too(conf):
     g = load(conf)
     for o in g.ops:
         e_out = g.tensors.entry(o.output_ids[0])
-        from intsim.arith import IntFormat
         out_fmt = IntFormat(e_out["bits"], signed=e_out["signed"])
         fmts = [IntFormat(g.tensors.entry(t)["bits"], signed=g.tensors.entry(t)["signed"],
                           narrow=g.tensors.entry(t)["narrow"]) for t in o.input_ids]
