@@ -13,7 +13,6 @@ they actually do, from the dumped inputs and constants alone.
 """
 from dataclasses import dataclass, field
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
