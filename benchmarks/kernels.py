@@ -85,16 +85,16 @@ def cases(rng):
                 print(f"  (softmax {kern.name} at {fmt.bits}-bit input: {e})", file=sys.stderr)
                 continue
             out.append(("softmax", f"{kern.name} {fmt.bits}b in (6,197,197)",
-                        lambda k=kern, q=q, c=plan.consts: k.fast(q, c),
-                        lambda k=kern, q=q, c=plan.consts: k.reference(q, c),
+                        lambda k=kern, q=q, p=plan: k.fast([q], p),
+                        lambda k=kern, q=q, p=plan: k.reference([q], p),
                         lambda: softmax_f32(logits), 3.0))
     x = rng.normal(0, 1.7, (T, MLP)).astype(np.float32)
     s = float(np.abs(x).max()) / 127
     q = np.rint(x / s).astype(np.int8)
     for kern in candidates("gelu").values():
         plan = kern.plan(s, I8)
-        out.append(("gelu", f"{kern.name} (197,1536)", lambda k=kern, c=plan.consts, q=q: k.fast(q, c),
-                    lambda k=kern, c=plan.consts, q=q: k.reference(q, c), lambda x=x: gelu_f32(x), 3.0))
+        out.append(("gelu", f"{kern.name} (197,1536)", lambda k=kern, p=plan, q=q: k.fast([q], p),
+                    lambda k=kern, p=plan, q=q: k.reference([q], p), lambda x=x: gelu_f32(x), 3.0))
     r = rng.normal(0, 2, (T, D)).astype(np.float32)
     r[:, :8] *= 10   # outlier channels
     g = rng.normal(1, 0.2, D).astype(np.float32)
@@ -103,8 +103,8 @@ def cases(rng):
     q = np.rint(r / s).astype(np.int16)
     for kern in candidates("layernorm").values():
         plan = kern.plan(s, I16, gamma=g, beta=b, eps=1e-6)
-        out.append(("layernorm", f"{kern.name} (197,384)", lambda k=kern, c=plan.consts, q=q: k.fast(q, c),
-                    lambda k=kern, c=plan.consts, q=q: k.reference(q, c), lambda: layernorm_f32(r, g, b), 3.0))
+        out.append(("layernorm", f"{kern.name} (197,384)", lambda k=kern, p=plan, q=q: k.fast([q], p),
+                    lambda k=kern, p=plan, q=q: k.reference([q], p), lambda: layernorm_f32(r, g, b), 3.0))
     return out
 
 
@@ -117,7 +117,7 @@ def main():
     rows = cases(rng)
     print(f"# set-up incl. numba cache load: {time.perf_counter() - t0:.2f} s; "
           f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
-    print(f"| kernel | fast ms | reference ms | float32 ms | fast/float | target | ok | reference/fast |")
+    print("| kernel | fast ms | reference ms | float32 ms | fast/float | target | ok | reference/fast |")
     print("|---|---|---|---|---|---|---|---|")
     for group, name, fast, ref, flt, target in rows:
         tf, tp = median_time(fast, a.repeat), median_time(flt, a.repeat)

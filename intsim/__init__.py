@@ -5,5 +5,5 @@ import os
 # times over on small machines; passive waiting costs nothing measurable here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
 from .arith import SPEC_VERSION  # noqa: E402,F401
+from .version import __version__  # noqa: E402,F401

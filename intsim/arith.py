@@ -3,19 +3,26 @@ shifts, saturation and overflow checks. Every kernel builds on these and nothing
 
 Spec sections: A1 (formats), A2 (dyadic multipliers), A3 (rounding), A4 (widths and overflow),
 A5 (shifts and division), A6 (requantize).
+
+Each run-time rule has two twins side by side: a NumPy one for whole arrays (the reference paths)
+and a numba one for one int64 value (`*1`: round_shift1, floor_div1, saturate1), which every jitted
+fast path inlines. The fast paths never re-derive a rule of their own.
 """
 from dataclasses import dataclass
 from fractions import Fraction
 import math
 
+import numba
 import numpy as np
 
-SPEC_VERSION = "1.0"
+from .errors import IntsimError
+
+SPEC_VERSION = "1.1"
 
 INT64_MAX = (1 << 63) - 1
 
 
-class ArithSpecError(ValueError):
+class ArithSpecError(IntsimError):
     """A parameter or value outside what docs/arithmetic.md defines (bad width, scale, overflow)."""
 
 
@@ -95,9 +102,89 @@ def check_nonempty(what, x):
         raise ArithSpecError(f"{what} is empty (shape {np.shape(x)}): nothing to compute")
 
 
+@dataclass(frozen=True)
+class ConstFormat:
+    """The register of one constant of an integer op (spec A1, "Constant registers"): `bits`,
+    `signed`, `narrow` as for IntFormat but up to 64 bits wide, the values the spec allows in it
+    (`lo`..`hi`; None: the register's whole range) and its shape (None: not declared)."""
+    bits: int
+    signed: bool = False
+    narrow: bool = False
+    lo: int = None
+    hi: int = None
+    shape: tuple = None
+
+    def __post_init__(self):
+        check_bits("constant register width", self.bits, 2 if self.signed else 1, 64)
+        if self.narrow and not self.signed:
+            raise ArithSpecError("a narrow range is defined only for signed registers")
+        reg_lo, reg_hi = register_range(self.bits, self.signed, self.narrow)
+        lo = reg_lo if self.lo is None else int(self.lo)
+        hi = reg_hi if self.hi is None else int(self.hi)
+        if not reg_lo <= lo <= hi <= reg_hi:
+            raise ArithSpecError(f"constant values [{lo}, {hi}] do not fit the register {self.describe()}")
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+    @classmethod
+    def holding(cls, lo, hi, shape=()):
+        """The narrowest register holding every value of [lo, hi] (unsigned when lo >= 0)."""
+        lo, hi = int(lo), int(hi)
+        if lo >= 0:
+            return cls(max(hi.bit_length(), 1), False, False, lo, hi, shape)
+        bits = max(max(hi, 0).bit_length(), (-lo - 1).bit_length()) + 1
+        return cls(bits, True, False, lo, hi, shape)
+
+    @classmethod
+    def fixed(cls, value):
+        """A constant the spec fixes (e.g. F = 20): its own value only, in the narrowest register."""
+        return cls.holding(value, value)
+
+    def exactly(self, value):
+        """This register holding one value only (a constant that restates a format, e.g. in_bits)."""
+        return ConstFormat(self.bits, self.signed, self.narrow, value, value, self.shape)
+
+    @classmethod
+    def of(cls, fmt, shape=None):
+        """A constant stored in a tensor format (a weight, a bias, a residual-stream constant)."""
+        return cls(fmt.bits, fmt.signed, fmt.narrow, fmt.lo, fmt.hi, shape)
+
+    def describe(self):
+        return f"{'s' if self.signed else 'u'}{self.bits}{'n' if self.narrow else ''}"
+
+    def violation(self, value):
+        """Why `value` cannot be this constant (not an integer, another shape, a value outside
+        [lo, hi]), or None when it can. Values are compared as Python ints: nothing wraps."""
+        integer = isinstance(value, (int, np.integer)) or (
+            isinstance(value, np.ndarray) and value.dtype.kind in "iu")
+        if isinstance(value, (bool, np.bool_)) or not integer:
+            return f"{type(value).__name__} {value!r:.40} is not an integer constant"
+        v = np.asarray(value)
+        if self.shape is not None and v.shape != tuple(self.shape):
+            return f"shape {v.shape}, declared {tuple(self.shape)}"
+        lo, hi = (int(v.min()), int(v.max())) if v.size else (self.lo, self.hi)
+        if lo < self.lo or hi > self.hi:
+            bad = lo if lo < self.lo else hi
+            return f"value {bad} outside [{self.lo}, {self.hi}] (register {self.describe()})"
+        return None
+
+
+def register_range(bits, signed, narrow=False):
+    """(lo, hi) of a `bits`-wide two's-complement (signed) or binary register (spec A1)."""
+    if not signed:
+        return 0, (1 << bits) - 1
+    return -(1 << (bits - 1)) + (1 if narrow else 0), (1 << (bits - 1)) - 1
+
+
 def saturate(x, fmt):
     """Clamp to the format's range and store in its dtype (spec A1: saturation points)."""
     return np.clip(x, fmt.lo, fmt.hi).astype(fmt.storage)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def saturate1(v, lo, hi):
+    """saturate for one int64 value (the jitted twin)."""
+    return lo if v < lo else (hi if v > hi else v)
 
 
 # --- A2: dyadic multipliers ----------------------------------------------------------------------
@@ -127,14 +214,14 @@ def dyadic(real, bits=MULTIPLIER_BITS_DEFAULT):
     bits = check_bits("multiplier width", bits, 2, 31)
     f, e = math.frexp(check_scale("requantization ratio", real))   # real = f * 2^e, f in [0.5, 1)
     k = bits - e
-    m = math.floor(Fraction(f) * (1 << bits) + Fraction(1, 2))       # exact: f is a binary fraction
+    m = round_half_up(Fraction(f) * (1 << bits))                     # exact: f is a binary fraction
     if m == (1 << bits):
         m, k = 1 << (bits - 1), k - 1
     if k > SHIFT_MAX:
         # denormal: keep k = SHIFT_MAX and let m lose leading bits; a ratio that rounds to m = 0
         # would silence the tensor, so it is an error
         k = SHIFT_MAX
-        m = math.floor(Fraction(real) * (1 << SHIFT_MAX) + Fraction(1, 2))
+        m = round_half_up(Fraction(real) * (1 << SHIFT_MAX))
         if m == 0:
             raise ArithSpecError(f"ratio {real!r} is below 2^-63: it rounds to a zero multiplier")
     if k < SHIFT_MIN:
@@ -152,6 +239,12 @@ def dyadic_array(reals, bits=MULTIPLIER_BITS_DEFAULT):
 
 
 # --- A3: rounding ---------------------------------------------------------------------------------
+
+def round_half_up(x: Fraction):
+    """An exact rational rounded half up (ties toward +inf): the offline twin of round_shift,
+    used wherever a plan turns a real constant into an integer."""
+    return math.floor(x + Fraction(1, 2))
+
 
 def round_shift(x, k):
     """x / 2^k rounded half up (ties toward +inf), the one rounding rule of requantization (A3).
@@ -171,17 +264,45 @@ def round_shift(x, k):
     return np.where(k > 0, (x + half) >> pos, x << np.maximum(-k, 0))
 
 
-def floor_shift(x, k):
-    """floor(x / 2^k) for k >= 0: arithmetic shift right (A5)."""
-    return np.asarray(x, dtype=np.int64) >> np.int64(k)
+@numba.njit(cache=True, nogil=True, inline="always")
+def round_shift1(x, k):
+    """round_shift for one int64 value (the jitted twin): k > 0 rounds half up, k <= 0 shifts left."""
+    if k > 0:
+        return (x + (np.int64(1) << (k - 1))) >> k
+    return x << (-k)
 
 
-def floor_div(a, b):
-    """floor(a / b) for b > 0 (A5). Division by zero is a spec violation and raises."""
-    b = np.asarray(b, dtype=np.int64)
-    if np.any(b <= 0):
-        raise ArithSpecError("floor_div: divisor must be positive (spec A5)")
-    return np.floor_divide(np.asarray(a, dtype=np.int64), b)
+# --- A5: shifts and division ------------------------------------------------------------------------
+
+def floor_div(a, d):
+    """floor(a / d) elementwise in int64 (Python's //), d != 0: the one division rule (A5).
+    Division by zero is a spec violation and raises."""
+    d = np.asarray(d, dtype=np.int64)
+    if np.any(d == 0):
+        raise ArithSpecError("floor_div: division by zero (spec A5)")
+    return np.floor_divide(np.asarray(a, dtype=np.int64), d)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def floor_div1(a, d):
+    """floor(a / d) for one pair of int64 with |a|, |d| < 2^53 and d != 0 (the jitted twin).
+
+    Both operands convert to float64 exactly and the rounded quotient lies within one of a/d, so its
+    floor is off by at most one; one integer correction on the remainder makes it exact. Cheaper
+    than a 64-bit integer divide, and the same integer as Python's a // d."""
+    z = np.int64(math.floor(a / d))
+    r = a - z * d
+    if d > 0:
+        if r < 0:
+            z -= 1
+        elif r >= d:
+            z += 1
+    else:
+        if r > 0:
+            z -= 1
+        elif r <= d:
+            z += 1
+    return z
 
 
 # --- A4: widths and overflow ------------------------------------------------------------------------

@@ -6,28 +6,31 @@ manifest.json of schema "intsim-golden", act/ and const/ files, npy / bin / hex)
 `attrs` hold `kernel` and `case`, and its tensors are `act/<kernel>.<case>.<in|out|...>` and
 `const/<kernel>.<case>.<constant>`. A testbench picks the cases of one kernel by `attrs.kernel`.
 
-Every expected output is *computed* by the reference path of intsim (execute.OPS with
-path="reference": the plain NumPy kernels), never written by hand. The cases are designed to reach
-the corners named in the spec's coverage bins (docs/conformance.md); `intsim.coverage` checks that
-they actually do, from the dumped inputs and constants alone.
+Each case is a one-op integer program (`case_program`): its expected outputs are *computed* by
+that op's reference path through the op registry (`ops.program_op(kind).run(..., "reference")`,
+the plain NumPy kernels), never written by hand, and its constants are checked against and written
+in the registers their op declares, exactly as a model's golden dump writes them. The cases are
+designed to reach the corners named in the spec's coverage bins (docs/conformance.md);
+`intsim.coverage` checks that they actually do, from the dumped inputs and constants alone.
 """
 from dataclasses import dataclass, field
-import hashlib
+from fractions import Fraction
 import math
-import os
-from pathlib import Path
-import shutil
-import tempfile
 import zlib
 
 import numpy as np
 
-from . import __version__
 from .arith import ArithSpecError, IntFormat, SPEC_VERSION, dyadic, dyadic_array
-from .golden import (MANIFEST, SCHEMA_NAME, GOLDEN_SCHEMA, GoldenError, TFormat, canonical,
-                     check_formats, check_output, check_pack, hex_text, hex_word_digits, manifest_text)
+from .execute import check_output
+from .golden import (GOLDEN_SCHEMA, SCHEMA_NAME, GoldenError, TensorWriter, TFormat, act_id,
+                     check_formats, check_output as check_dump_output, check_pack, entry_format,
+                     program_const, write_atomically, write_constants)
 from .kernels import candidates
-from .program import Op
+from .kernels.layernorm import isqrt_ref, ivit_std
+from .kernels.softmax import IBERT_COEF
+from .ops import check_constants, program_op
+from .program import Op, Program, TensorInfo
+from .version import __version__
 
 CONFORMANCE_SCHEMA = "intsim-conformance"
 
@@ -45,6 +48,7 @@ KERNELS = {
     "isqrt-layernorm": ("layernorm", "K4.2", "layernorm"),
     "ivit-layernorm": ("layernorm", "K4.3", "layernorm"),
     "data-movement": ("cls_pos", "K6", None),
+    "relu": ("relu", "K7.1", None),
 }
 
 
@@ -53,9 +57,9 @@ class Case:
     """One directed or random vector set of one kernel: inputs -> reference outputs."""
     kernel: str
     name: str
-    kind: str                       # op kind of intsim.execute.OPS
-    inputs: list                    # [(suffix, int array, IntFormat)]
-    out_fmts: list                  # [IntFormat] per output (None: the plan's / the input's)
+    kind: str                       # op kind of the integer program (intsim.ops)
+    inputs: list                    # [(suffix, int array, IntFormat)]; axis 0 is the batch
+    out_fmts: list                  # [IntFormat] per output
     consts: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
     spec: str = ""
@@ -242,7 +246,7 @@ LN2 = math.log(2.0)
 
 def _softmax_case(kernel, name, q, in_fmt, in_scale, out_bits):
     plan = candidates("softmax")[kernel].plan(in_scale, in_fmt, out_bits)
-    return Case(kernel, name, "softmax", [("in", np.asarray(q, dtype=np.int64), in_fmt)], [None],
+    return Case(kernel, name, "softmax", [("in", np.asarray(q, dtype=np.int64), in_fmt)], [plan.out_fmt],
                 dict(plan.consts), {"family": "softmax", "kernel": kernel, "in_scale": float(in_scale)},
                 spec=candidates("softmax")[kernel].spec_section)
 
@@ -327,8 +331,6 @@ def _ibert_softmax_cases(rng):
 
 def _scale_for_c_int(target):
     """A float scale S with ibert-softmax's c_int = floor(c'/S^2) equal to target (bisection)."""
-    from fractions import Fraction
-    from .kernels.softmax import IBERT_COEF
     a, _, c = IBERT_COEF
     cp = c / a
 
@@ -351,7 +353,7 @@ def _gelu_case(kernel, name, q, in_fmt, in_scale, **opts):
     plan = k.plan(in_scale, in_fmt, **opts)
     attrs = {"family": "gelu", "kernel": kernel, "in_scale": float(in_scale)}
     attrs.update({key: v for key, v in opts.items() if key in ("rowmax", "n")})
-    return Case(kernel, name, "gelu", [("in", np.asarray(q, dtype=np.int64), in_fmt)], [None],
+    return Case(kernel, name, "gelu", [("in", np.asarray(q, dtype=np.int64), in_fmt)], [plan.out_fmt],
                 dict(plan.consts), attrs, spec=k.spec_section)
 
 
@@ -396,7 +398,7 @@ def _poly_gelu_cases(rng):
     yield _gelu_case("poly-gelu", "gl_large", _all_codes(_s(2))[None], _s(2), 4.0)
     # a data-fitted (a, b), as the compiler plans it
     fit = np.concatenate([rng.normal(-0.8, 1.0, 5000), rng.normal(2.0, 1.5, 500)])
-    yield _gelu_case("poly-gelu", "fit_data", _all_codes(_s(8))[None], _s(8), 1 / 16, fit_data=fit)
+    yield _gelu_case("poly-gelu", "fit_data", _all_codes(_s(8))[None], _s(8), 1 / 16, sample=fit)
 
 
 def _ibert_gelu_cases(rng):
@@ -425,7 +427,7 @@ def _ln_case(kernel, name, q, in_fmt, in_scale, gamma, beta, **opts):
     k = candidates("layernorm")[kernel]
     plan = k.plan(in_scale, in_fmt, gamma=gamma, beta=beta, **opts)
     attrs = {"family": "layernorm", "kernel": kernel, "in_scale": float(in_scale)}
-    return Case(kernel, name, "layernorm", [("in", np.asarray(q, dtype=np.int64), in_fmt)], [None],
+    return Case(kernel, name, "layernorm", [("in", np.asarray(q, dtype=np.int64), in_fmt)], [plan.out_fmt],
                 dict(plan.consts), attrs, spec=k.spec_section)
 
 
@@ -489,7 +491,6 @@ def _ivit_layernorm_cases(rng):
 def _ivit_newton_off_row():
     """A 4-channel 16-bit row whose variance sum V = sum (q - mean)^2 has V + 1 a perfect square
     >= 142883, where I-ViT's 10-step Newton returns isqrt(V) + 1 (K4.3.3)."""
-    from .kernels.layernorm import ivit_std, isqrt_ref
     for a in range(200, 2000):
         for b in range(0, a):
             row = np.array([a, -a, b, -b])              # mean 0, V = 2a^2 + 2b^2
@@ -510,9 +511,18 @@ def _data_movement_cases(rng):
     yield Case("data-movement", "cls_pos", "cls_pos", [("in", x, s16)], [s16], {"cls": cls, "pos": pos})
     # qkv_split: (N, T, 3D) -> q, k, v of (N, H, T, D/H), timm's (3, H, Dh) channel layout
     x = _rand(rng, _s(8), (2, 5, 3 * 12))
-    yield Case("data-movement", "qkv_split", "qkv_split", [("in", x, _s(8))], [None, None, None],
+    yield Case("data-movement", "qkv_split", "qkv_split", [("in", x, _s(8))], [_s(8)] * 3,
                attrs={"heads": 3}, out_names=("q", "k", "v"))
-    yield Case("data-movement", "cls_select", "cls_select", [("in", _rand(rng, s16, (2, 5, 6)), s16)], [None])
+    yield Case("data-movement", "cls_select", "cls_select", [("in", _rand(rng, s16, (2, 5, 6)), s16)], [s16])
+
+
+# --- K7.1 Relu -------------------------------------------------------------------------------------
+
+def _relu_cases(rng):
+    # negative, zero and positive values, both ends of signed formats; an unsigned input passes as is
+    for fmt in (_s(2), _s(8), _s(16), _u(8)):
+        x = _with_extremes(_rand(rng, fmt, (2, 3, 16)), fmt)
+        yield Case("relu", f"{'s' if fmt.signed else 'u'}{fmt.bits}", "relu", [("in", x, fmt)], [fmt])
 
 
 GENERATORS = {
@@ -528,96 +538,52 @@ GENERATORS = {
     "isqrt-layernorm": _isqrt_layernorm_cases,
     "ivit-layernorm": _ivit_layernorm_cases,
     "data-movement": _data_movement_cases,
+    "relu": _relu_cases,
 }
 assert set(GENERATORS) == set(KERNELS)
 
 
 # --- running the reference and writing the dump -----------------------------------------------------
 
-def _reference_outputs(case):
-    """The case's outputs and their formats, computed by intsim's reference path (execute.OPS)."""
-    from .execute import OPS, _NEEDS_OUT_FMT
-    names_in = [f"in:{n}" for n, _, _ in case.inputs]
-    op = Op(case.kind, f"{case.kernel}.{case.name}", names_in, [f"out:{n}" for n in case.out_names],
-            case.consts, case.attrs, case.spec)
-    fn = OPS[case.kind][0]
-    ins = [x for _, x, _ in case.inputs]
-    fmts = [f for _, _, f in case.inputs]
-    for (n, x, f) in case.inputs:
+def _tensor(name, fmt, arr):
+    """A program tensor for one of a case's arrays: axis 0 is the batch; no documentary scale."""
+    return TensorInfo(name, fmt, None, tuple(np.shape(arr)[1:]))
+
+
+def case_program(case):
+    """The one-op integer program of a case: its inputs, constants, attributes and output formats
+    (output shapes are filled in by reference_outputs)."""
+    name = f"{case.kernel}.{case.name}"
+    ins = [_tensor(f"{name}.{n}", f, x) for n, x, f in case.inputs]
+    outs = [TensorInfo(f"{name}.{n}", f, None, ()) for n, f in zip(case.out_names, case.out_fmts)]
+    op = Op(case.kind, name, [t.name for t in ins], [t.name for t in outs], case.consts, case.attrs,
+            case.spec or KERNELS[case.kernel][1])
+    return Program([op], {t.name: t for t in ins + outs}, ins[0].name, outs[0].name, {})
+
+
+def run_op(program, inputs, path="reference"):
+    """The outputs of a one-op program's op through the op registry on `path`, each checked to lie
+    in its declared format (as the executor checks every op)."""
+    op = program.ops[0]
+    d = program_op(op.kind)
+    outs = d.run(op, inputs, d.bind(op, program), path)
+    for name, val in zip(op.outputs, outs):
+        check_output(program, 0, op, name, val)
+    return outs
+
+
+def reference_outputs(case):
+    """(program, outputs) of a case: its inputs checked against their formats, its constants
+    against their op's registers (ops.check_constants), its outputs by the reference path."""
+    program = case_program(case)
+    for n, x, f in case.inputs:
         if x.size and (int(x.min()) < f.lo or int(x.max()) > f.hi):
-            raise AssertionError(f"{case.kernel}.{case.name}: input {n} outside {f.describe()}")
-    if case.kind in _NEEDS_OUT_FMT:
-        outs = fn(op, ins, fmts, {}, "reference", case.out_fmts[0])
-    else:
-        outs = fn(op, ins, fmts, {}, "reference")
-    out_fmts = []
-    for o, f in zip(outs, case.out_fmts):
-        if f is None:
-            if case.kind in ("softmax", "gelu", "layernorm"):
-                k = candidates(case.attrs["family"])[case.attrs["kernel"]]
-                f = _kernel_out_fmt(k, case)
-            elif case.kind in ("attn_scores", "attn_context"):
-                f = _s(32)
-            else:
-                f = fmts[0]
-        out_fmts.append(f)
-    return outs, out_fmts
-
-
-def _kernel_out_fmt(kernel, case):
-    c = case.consts
-    if case.kind == "softmax":
-        return _u(int(c["out_bits"]))
-    return _s(int(c["out_bits"]))
-
-
-def _const_tformat(kind, cname, value, attrs):
-    """Constant widths as in golden dumps (docs/golden.md `width_rule`): weights in their declared
-    narrow format, linear biases int32, every other constant the narrowest width holding it."""
-    if cname == "weight" and "weight_fmt" in attrs:
-        return TFormat.of(IntFormat(**attrs["weight_fmt"]))
-    if cname == "bias" and kind in ("linear", "patch_embed"):
-        return TFormat.of(IntFormat(32))
-    return TFormat.minimal(np.asarray(value))
-
-
-class _DumpWriter:
-    def __init__(self, root, formats, pack):
-        self.root, self.formats, self.pack = Path(root), formats, pack
-        self.tensors = {}
-
-    def add(self, tid, a, tf: TFormat, extra):
-        if tid in self.tensors:
-            raise GoldenError(f"tensor id {tid!r} written twice")
-        arr = canonical(a, tf)
-        data = arr.tobytes()
-        entry = dict(extra)
-        entry.update(shape=list(arr.shape), dtype=arr.dtype.name, signed=tf.signed, bits=tf.bits,
-                     narrow=tf.narrow, width_rule=tf.rule, files={})
-        (self.root / tid).parent.mkdir(parents=True, exist_ok=True)
-        for fmt in self.formats:
-            rel = f"{tid}.{fmt}"
-            with open(self.root / rel, "wb") as f:
-                if fmt == "npy":
-                    np.save(f, arr, allow_pickle=False)
-                elif fmt == "bin":
-                    f.write(data)
-                else:
-                    f.write(hex_text(arr, tf, self.pack))
-            entry["files"][fmt] = rel
-        if "hex" in self.formats:
-            entry["hex"] = {"word_bits": 4 * hex_word_digits(tf.bits, self.pack), "pack": self.pack,
-                            "words": -(-arr.size // self.pack)}
-        entry["crc32"] = f"{zlib.crc32(data):08x}"
-        entry["sha256"] = hashlib.sha256(data).hexdigest()
-        if arr.ndim == 0:
-            entry["value"] = int(arr)
-        self.tensors[tid] = entry
-        return tid
-
-
-def _safe(s):
-    return "".join(ch if ch.isalnum() or ch in "._+-" else "_" for ch in s)
+            raise AssertionError(f"{program.ops[0].name}: input {n} outside {f.describe()}")
+    outs = run_op(program, [x for _, x, _ in case.inputs])
+    for name, out in zip(program.ops[0].outputs, outs):
+        program.tensors[name].shape = tuple(out.shape[1:])
+    check_constants(program)
+    return program, outs
 
 
 def iter_cases(kernels=None, seed=0):
@@ -637,51 +603,39 @@ def write_conformance(out_dir, formats=("npy",), seed=0, kernels=None, pack=1, f
     """Write the conformance set (docs/conformance.md) to out_dir; returns the manifest (a dict).
 
     formats: any of npy, bin, hex (as golden dumps); kernels: a subset of KERNELS (default all);
-    seed: the seed of the random vectors (directed vectors do not depend on it)."""
+    seed: the seed of the random vectors (directed vectors do not depend on it). The directory
+    appears atomically, as a golden dump does."""
     formats = check_formats(formats)
     pack = check_pack(pack)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise GoldenError(f"--seed must be a non-negative integer, got {seed!r}")
-    out = Path(out_dir)
-    check_output(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        manifest = _write_into(tmp, formats, pack, int(seed), kernels)
-        (tmp / MANIFEST).write_text(manifest_text(manifest))
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+    names = list(KERNELS) if kernels is None else list(kernels)
+    iter_cases(names, seed)                              # unknown kernels fail before any work
+    check_dump_output(out_dir, force)
+    return write_atomically(out_dir, force, lambda tmp: _write_into(tmp, formats, pack, int(seed), names))
+
+
+def _write_case(w, index, case):
+    """One case's tensors (inputs, constants, outputs) and its op record."""
+    program, outs = reference_outputs(case)
+    op = program.ops[0]
+    in_ids = [w.add(act_id(t), x, TFormat.of(program.tensors[t].fmt),
+                    {"kind": "input", "name": t, "op": None, "scale": None})
+              for t, (_, x, _) in zip(op.inputs, case.inputs)]
+    consts = write_constants(w, program, index, op)
+    out_ids = [w.add(act_id(t), o, TFormat.of(program.tensors[t].fmt),
+                     {"kind": "activation", "name": t, "op": index, "scale": None})
+               for t, o in zip(op.outputs, outs)]
+    attrs = dict(case.attrs, kernel=case.kernel, case=case.name)
+    return {"index": index, "name": op.name, "kind": op.kind, "spec": op.spec, "attrs": attrs,
+            "inputs": in_ids, "outputs": out_ids, "consts": consts}
 
 
 def _write_into(root, formats, pack, seed, kernels):
-    w = _DumpWriter(root, formats, pack)
+    w = TensorWriter(root, formats, pack)
     ops, kinfo = [], {}
     for case in iter_cases(kernels, seed):
-        name = f"{case.kernel}.{case.name}"
-        outs, out_fmts = _reference_outputs(case)
-        i = len(ops)
-        in_ids = [w.add(f"act/{_safe(name)}.{n}", x, TFormat.of(f),
-                        {"kind": "input", "name": f"{name}.{n}", "op": None, "scale": None})
-                  for n, x, f in case.inputs]
-        consts = {}
-        for cname, v in case.consts.items():
-            v = np.asarray(v)
-            consts[cname] = w.add(f"const/{_safe(name)}.{_safe(cname)}", v,
-                                  _const_tformat(case.kind, cname, v, case.attrs),
-                                  {"kind": "constant", "name": cname, "op": i, "scale": None})
-        out_ids = [w.add(f"act/{_safe(name)}.{n}", o, TFormat.of(f),
-                         {"kind": "activation", "name": f"{name}.{n}", "op": i, "scale": None})
-                   for n, o, f in zip(case.out_names, outs, out_fmts)]
-        attrs = dict(case.attrs)
-        attrs.update(kernel=case.kernel, case=case.name)
-        spec = case.spec or KERNELS[case.kernel][1]
-        ops.append({"index": i, "name": name, "kind": case.kind, "spec": spec, "attrs": attrs,
-                    "inputs": in_ids, "outputs": out_ids, "consts": consts})
+        ops.append(_write_case(w, len(ops), case))
         kinfo.setdefault(case.kernel, {"spec": KERNELS[case.kernel][1], "cases": 0})
         kinfo[case.kernel]["cases"] += 1
     return {
@@ -707,3 +661,19 @@ def _write_into(root, formats, pack, seed, kernels):
 def cases_of(golden_set, kernel):
     """The op views of one kernel in a loaded conformance set (intsim.golden.load)."""
     return [o for o in golden_set.ops if o.attrs.get("kernel") == kernel]
+
+
+def program_of(golden_set, op_view):
+    """The one-op program of a case of a loaded conformance set, rebuilt from its manifest (formats
+    and constants as dumped): run it with `run_op` on either path."""
+    entries = golden_set.tensors.entry
+    tensors = {}
+    for tid in op_view.input_ids + op_view.output_ids:
+        e = entries(tid)
+        fmt = entry_format(e)
+        tensors[e["name"]] = TensorInfo(e["name"], IntFormat(fmt.bits, fmt.signed, fmt.narrow), None,
+                                        tuple(e["shape"][1:]))
+    names = [entries(t)["name"] for t in op_view.input_ids], [entries(t)["name"] for t in op_view.output_ids]
+    consts = {c: program_const(v, c, op_view.attrs) for c, v in op_view.consts.items()}
+    op = Op(op_view.kind, op_view.name, names[0], names[1], consts, op_view.attrs, op_view.spec)
+    return Program([op], tensors, names[0][0], names[1][0], {})

@@ -16,6 +16,10 @@ import numpy as np
 from . import arith
 from .golden import load
 from .kernels import candidates
+from .kernels.gelu import SAT, _exp_shift_ref
+from .kernels.layernorm import _ivit_y_V, isqrt_ref, ivit_std
+from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, magnitude
+from .kernels.softmax import BitshiftSoftmax
 
 # --- the bins, by spec section (docs/arithmetic.md "Coverage bins"); NAME[a..b] is an array -------
 
@@ -45,12 +49,13 @@ BINS = {
     "K4.3": ["K4.3.in_bits[2..16]", "K4.3.const_row", "K4.3.newton_small", "K4.3.newton_off",
              "K4.3.one_channel"],
     "K6": ["K6.cls_pos_sat_hi", "K6.cls_pos_sat_lo", "K6.qkv_split", "K6.cls_select"],
+    "K7.1": ["K7.1.neg", "K7.1.zero", "K7.1.pos"],
 }
 
 SECTION_KERNEL = {"A6": "requantize", "K5": "residual add", "K1": "matrix products", "K2.1": "bitshift-softmax",
                   "K2.2": "ivit-shiftmax", "K2.3": "ibert-softmax", "K3.1": "poly-gelu", "K3.2": "ibert-gelu",
                   "K3.3": "ivit-shiftgelu", "K4.2": "isqrt-layernorm", "K4.3": "ivit-layernorm",
-                  "K6": "data movement"}
+                  "K6": "data movement", "K7.1": "relu"}
 
 _ARRAY = re.compile(r"^(.*)\[(\d+)\.\.(\d+)\]$")
 
@@ -140,13 +145,12 @@ def _add_bins(op):
 
 
 def _matmul_bins(op):
-    from .kernels.matmul import block_size, magnitude, MAX_FLOAT32_BLOCKS
     hit = set()
     a_fmt = _in_fmt(op, 0)
     hit.add("K1.a_signed" if a_fmt.signed else "K1.a_unsigned")
     if a_fmt.bits > 8:
         hit.add("K1.a_wide")
-    if op.kind in ("linear", "patch_embed"):
+    if "weight" in op.consts:                      # a layer (linear, patch_embed): weight constant
         b_fmt = arith.IntFormat(**op.attrs["weight_fmt"])
         hit.add(f"K1.w_bits{b_fmt.bits}")
         kdim = op.consts["weight"].shape[1]
@@ -155,8 +159,8 @@ def _matmul_bins(op):
     else:
         b_fmt = _in_fmt(op, 1)
         kdim = op.inputs[0].shape[-1]
-        hit.add(f"K1.{op.kind}")
-    if op.kind == "patch_embed":
+        hit.add(f"K1.{op.kind}")                  # a product of two activations
+    if "patch" in op.attrs:
         hit.add("K1.patch_embed")
         if op.inputs[0].shape[1] > 1:
             hit.add("K1.patch_channels")
@@ -181,7 +185,6 @@ def _softmax_common(sec, op, q2, consts):
 
 
 def _bitshift_bins(op):
-    from .kernels.softmax import BitshiftSoftmax
     c = {n: (v if v.ndim else int(v)) for n, v in op.consts.items()}
     q2 = op.inputs[0].astype(np.int64).reshape(-1, op.inputs[0].shape[-1])
     hit = _softmax_common("K2.1", op, q2, c)
@@ -287,7 +290,6 @@ def _ibert_gelu_bins(op):
 
 
 def _ivit_gelu_bins(op):
-    from .kernels.gelu import _exp_shift_ref, SAT
     c = {n: int(v) for n, v in op.consts.items()}
     q = op.inputs[0].astype(np.int64)
     hit = {_gelu_in_bits("K3.3", c), "K3.3.rowmax" if c["rowmax"] else "K3.3.elementwise"}
@@ -333,7 +335,6 @@ def _isqrt_ln_bins(op):
 
 
 def _ivit_ln_bins(op):
-    from .kernels.layernorm import _ivit_y_V, ivit_std, isqrt_ref
     c = {n: (v if v.ndim else int(v)) for n, v in op.consts.items()}
     q2 = op.inputs[0].astype(np.int64).reshape(-1, c["C"])
     hit = {_ln_in_bits("K4.3", c)}
@@ -351,7 +352,7 @@ def _ivit_ln_bins(op):
 
 
 def _data_bins(op):
-    if op.kind == "cls_pos":
+    if "pos" in op.consts:                         # cls_pos: concat(cls, x) + pos
         x = op.inputs[0].astype(np.int64)
         cls, pos = op.consts["cls"].astype(np.int64), op.consts["pos"].astype(np.int64)
         y = np.concatenate([np.broadcast_to(cls, (x.shape[0], 1, x.shape[2])), x], axis=1) + pos
@@ -364,14 +365,18 @@ def _data_bins(op):
     return {f"K6.{op.kind}"}
 
 
-KERNEL_BINS = {"bitshift-softmax": ("K2.1", _bitshift_bins), "ivit-shiftmax": ("K2.2", _ivit_softmax_bins),
-               "ibert-softmax": ("K2.3", _ibert_softmax_bins), "poly-gelu": ("K3.1", _poly_gelu_bins),
-               "ibert-gelu": ("K3.2", _ibert_gelu_bins), "ivit-shiftgelu": ("K3.3", _ivit_gelu_bins),
-               "isqrt-layernorm": ("K4.2", _isqrt_ln_bins), "ivit-layernorm": ("K4.3", _ivit_ln_bins)}
-KIND_BINS = {"requant": ("A6", _requant_bins), "add": ("K5", _add_bins), "linear": ("K1", _matmul_bins),
-             "patch_embed": ("K1", _matmul_bins), "attn_scores": ("K1", _matmul_bins),
-             "attn_context": ("K1", _matmul_bins), "cls_pos": ("K6", _data_bins),
-             "qkv_split": ("K6", _data_bins), "cls_select": ("K6", _data_bins)}
+def _relu_bins(op):
+    x = op.inputs[0]
+    _check(op, np.maximum(x, 0), "K7.1")
+    return {f"K7.1.{name}" for name, sel in (("neg", x < 0), ("zero", x == 0), ("pos", x > 0)) if sel.any()}
+
+
+# spec section of an op (its manifest `spec`) -> the function computing its bins
+SECTION_BINS = {"A6": _requant_bins, "K5": _add_bins, "K1": _matmul_bins, "K2.1": _bitshift_bins,
+                "K2.2": _ivit_softmax_bins, "K2.3": _ibert_softmax_bins, "K3.1": _poly_gelu_bins,
+                "K3.2": _ibert_gelu_bins, "K3.3": _ivit_gelu_bins, "K4.2": _isqrt_ln_bins,
+                "K4.3": _ivit_ln_bins, "K6": _data_bins, "K7.1": _relu_bins}
+assert set(SECTION_BINS) == set(BINS)
 
 
 def _check(op, recomputed, section):
@@ -383,17 +388,11 @@ def _check(op, recomputed, section):
 
 
 def op_bins(op):
-    """(section, set of bins hit) of one op of a loaded dump."""
-    if op.kind in ("softmax", "gelu", "layernorm"):
-        kernel = op.attrs.get("kernel")
-        if kernel not in KERNEL_BINS:
-            raise CoverageError(f"op {op.index} {op.name!r}: unknown {op.kind} kernel {kernel!r}")
-        sec, fn = KERNEL_BINS[kernel]
-    elif op.kind in KIND_BINS:
-        sec, fn = KIND_BINS[op.kind]
-    else:
-        raise CoverageError(f"op {op.index} {op.name!r}: unknown op kind {op.kind!r}")
-    return sec, fn(op)
+    """(section, set of bins hit) of one op of a loaded dump, by the spec section it records."""
+    if op.spec not in SECTION_BINS:
+        raise CoverageError(f"op {op.index} {op.name!r}: spec section {op.spec!r} has no coverage "
+                            f"bins (sections: {', '.join(SECTION_BINS)})")
+    return op.spec, SECTION_BINS[op.spec](op)
 
 
 @dataclass

@@ -1,6 +1,9 @@
-"""Image data sets intsim reads: Fashion-MNIST (Debian's dataset-fashion-mnist), a folder of
-images, or an .npz file. All loaders return uint8 images (N, C, H, W) and int64 labels (or None),
-and stream in batches so that nothing holds more than one batch of float activations."""
+"""Image data sets intsim reads: Fashion-MNIST (Debian's dataset-fashion-mnist), 224x224 crops of
+the sample photos inside scikit-image / scikit-learn, a folder of images, or an .npz file.
+
+`open_data(spec)` returns a Dataset of uint8 images (N, C, H, W) with a calibration split and an
+evaluation split (int64 labels or None); callers stream over them in batches."""
+from dataclasses import dataclass
 import functools
 import gzip
 import os
@@ -8,13 +11,85 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError  # noqa: F401  (re-exported: intsim.data.DataError)
+from .images import to_uint8
+
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
+PHOTO_CROPS = 512
 
 
-class DataError(ValueError):
-    """Input data that cannot be used: missing, wrong shape, NaN/Inf, empty."""
+@dataclass
+class Dataset:
+    """Images as uint8 (N, C, H, W); the model sees pixels / 255 (docs: input convention)."""
+    name: str
+    calib_images: np.ndarray
+    eval_images: np.ndarray
+    eval_labels: object = None      # int64 (N,) or None
+
+    def calibration(self, count=256, seed=0):
+        """`count` images drawn without replacement (seeded) from the calibration split."""
+        if count <= 0:
+            raise DataError(f"calibration needs at least one image, got --calib {count}")
+        n = len(self.calib_images)
+        if n == 0:
+            raise DataError(f"{self.name}: the calibration set is empty")
+        idx = np.sort(np.random.default_rng(seed).permutation(n)[:count])
+        return self.calib_images[idx]
+
+    def evaluation(self, limit=None):
+        n = len(self.eval_images) if limit is None else min(limit, len(self.eval_images))
+        labels = None if self.eval_labels is None else self.eval_labels[:n]
+        return self.eval_images[:n], labels
+
+
+def open_data(spec="fashion-mnist"):
+    """'fashion-mnist' (calibrate on train, evaluate on test), 'photos' (224x224 crops of the
+    sample photos in scikit-image/scikit-learn: calibration and evaluation crops are drawn with
+    different seeds), a .npz file (keys 'images', optional 'labels'; calibrates on the same
+    images) or a folder of image files."""
+    if spec in (None, "fashion-mnist"):
+        tr, _ = load_fashion_mnist("train")
+        te, te_y = load_fashion_mnist("test")
+        return Dataset("fashion-mnist", tr, te, te_y)
+    if spec == "photos":
+        return Dataset("photos", photo_crops(PHOTO_CROPS, seed=0), photo_crops(PHOTO_CROPS, seed=1))
+    p = Path(spec)
+    if p.suffix == ".npz":
+        return _npz_data(p)
+    if p.is_dir():
+        return _folder_data(p)
+    raise DataError(f"--data {spec!r}: not 'fashion-mnist', 'photos', an existing .npz file or a folder")
+
+
+def _npz_data(path):
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    if "images" not in z.files:
+        raise DataError(f"{path}: no 'images' array (found {z.files})")
+    images = to_uint8(z["images"], str(path))
+    labels = z["labels"].astype(np.int64) if "labels" in z.files else None
+    return Dataset(str(path), images, images, labels)
+
+
+def _folder_data(path):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("reading an image folder needs Pillow (pip install pillow)") from None
+    files = sorted(f for f in path.rglob("*") if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    if not files:
+        raise DataError(f"{path}: no .png/.jpg/.bmp images found")
+    images = [np.asarray(Image.open(f)) for f in files]
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise DataError(f"{path}: images differ in shape ({sorted(shapes)[:3]}...); resize them first")
+    arr = np.stack(images)
+    arr = arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
+    return Dataset(str(path), arr, arr, None)
 
 
 def _fashion_mnist_dir():

@@ -20,30 +20,15 @@ T = tokens (patches + cls), P = patches, D = embedding dim, H = heads, Dh = D / 
 QKVSplit follows timm: qkv.reshape(N,T,3,H,Dh).permute(2,0,3,1,4) -> q, k, v; AttnContext is
 (probs @ v).transpose(1,2).reshape(N,T,D).
 
-Tensors are named by strings; the importer names each tensor after the node producing it.
+Tensors are named by strings; the importer names each tensor after the node producing it. Each
+op's definition (arity, parameters, shape rule, float function) lives in its file in intsim/ops/.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
-# op -> (number of inputs, number of outputs, required params, optional params, required attrs)
-OPS = {
-    "PatchEmbed": (1, 1, ("weight", "bias"), (), ("patch",)),
-    "ClsPos": (1, 1, ("cls", "pos"), (), ()),
-    "LayerNorm": (1, 1, ("gamma", "beta"), (), ("eps",)),
-    "Linear": (1, 1, ("weight",), ("bias",), ()),
-    "QKVSplit": (1, 3, (), (), ("heads",)),
-    "AttnScores": (2, 1, (), (), ("scale",)),
-    "Softmax": (1, 1, (), (), ()),
-    "AttnContext": (2, 1, (), (), ()),
-    "GELU": (1, 1, (), (), ()),
-    "Add": (2, 1, (), (), ()),
-    "ClsSelect": (1, 1, (), (), ()),
-}
-
-
-class GraphError(ValueError):
-    """A semantic graph that is malformed (unknown op, missing tensor, inconsistent shapes)."""
+from .errors import GraphError  # noqa: F401  (re-exported: intsim.graph.GraphError)
+from .ops import semantic_op
 
 
 @dataclass(eq=False)
@@ -108,17 +93,16 @@ class Graph:
             raise GraphError(f"input_shape must be (C, H, W) of positive ints, got {self.input_shape}")
         names, known = set(), {self.input_name}
         for n in self.nodes:
-            if n.op not in OPS:
-                raise GraphError(f"node {n.name!r}: unknown op {n.op!r}; ops: {', '.join(OPS)}")
-            n_in, n_out, req, opt, attrs = OPS[n.op]
+            d = semantic_op(n.op, n.name)
             if n.name in names:
                 raise GraphError(f"node name {n.name!r} is used twice")
             names.add(n.name)
-            if len(n.inputs) != n_in or len(n.outputs) != n_out:
-                raise GraphError(f"node {n.name!r} ({n.op}) needs {n_in} input(s) and {n_out} "
+            if len(n.inputs) != d.n_inputs or len(n.outputs) != d.n_outputs:
+                raise GraphError(f"node {n.name!r} ({n.op}) needs {d.n_inputs} input(s) and {d.n_outputs} "
                                  f"output(s), has {len(n.inputs)} and {len(n.outputs)}")
-            missing = [p for p in req if p not in n.params] + [a for a in attrs if a not in n.attrs]
-            unknown = [p for p in n.params if p not in req + opt]
+            req = tuple(d.params)
+            missing = [p for p in req if p not in n.params] + [a for a in d.attrs if a not in n.attrs]
+            unknown = [p for p in n.params if p not in req + tuple(d.optional_params)]
             if missing or unknown:
                 raise GraphError(f"node {n.name!r} ({n.op}): missing {missing}, unexpected {unknown}")
             for p, v in n.params.items():
@@ -144,9 +128,10 @@ class Graph:
         shapes = {self.input_name: tuple(int(d) for d in self.input_shape)}
         for n in self.nodes:
             try:
-                outs = _infer(n, [shapes[t] for t in n.inputs])
+                ins = [shapes[t] for t in n.inputs]
             except KeyError as e:
                 raise GraphError(f"node {n.name!r} reads unknown tensor {e}") from None
+            outs = semantic_op(n.op, n.name).infer(n, ins)
             for t, s in zip(n.outputs, outs):
                 shapes[t] = s
         return shapes
@@ -168,59 +153,3 @@ class Graph:
 
     def __str__(self):
         return self.summary()
-
-
-def _infer(n, ins):
-    """Output shapes (without batch) of node n from its input shapes, checking consistency."""
-    def bad(msg):
-        raise GraphError(f"node {n.name!r} ({n.op}): {msg}; input shapes {ins}")
-
-    p, a = n.params, n.attrs
-    x = ins[0]
-    if n.op == "PatchEmbed":
-        w, patch = p["weight"].shape, int(a["patch"])
-        if len(x) != 3 or len(w) != 4 or w[1] != x[0] or w[2:] != (patch, patch) or p["bias"].shape != w[:1]:
-            bad(f"weight {w} / bias {p['bias'].shape} / patch {patch} do not fit")
-        if x[1] < patch or x[2] < patch:
-            bad(f"image smaller than the patch {patch}")
-        return [((x[1] // patch) * (x[2] // patch), w[0])]
-    if n.op == "ClsPos":
-        d = p["cls"].shape
-        if len(x) != 2 or d != (x[1],) or p["pos"].shape != (x[0] + 1, x[1]):
-            bad(f"cls {d} / pos {p['pos'].shape} do not fit")
-        return [(x[0] + 1, x[1])]
-    if n.op == "LayerNorm":
-        if p["gamma"].shape != x[-1:] or p["beta"].shape != x[-1:] or not a["eps"] >= 0:
-            bad(f"gamma {p['gamma'].shape} / beta {p['beta'].shape} / eps {a['eps']} do not fit")
-        return [x]
-    if n.op == "Linear":
-        w = p["weight"].shape
-        if len(w) != 2 or w[1] != x[-1] or ("bias" in p and p["bias"].shape != w[:1]):
-            bad(f"weight {w} / bias {p['bias'].shape if 'bias' in p else None} do not fit")
-        return [x[:-1] + (w[0],)]
-    if n.op == "QKVSplit":
-        h = int(a["heads"])
-        if len(x) != 2 or h < 1 or x[1] % (3 * h):
-            bad(f"cannot split into q, k, v with {h} heads")
-        s = (h, x[0], x[1] // (3 * h))
-        return [s, s, s]
-    if n.op == "AttnScores":
-        if len(x) != 3 or ins[1] != x or not (np.isfinite(a["scale"]) and a["scale"] > 0):
-            bad(f"q and k must be equal (H,T,Dh) shapes and scale positive (scale {a['scale']})")
-        return [x[:2] + (x[1],)]
-    if n.op == "AttnContext":
-        v = ins[1]
-        if len(x) != 3 or len(v) != 3 or x != v[:2] + (v[1],):
-            bad("probs must be (H,T,T) and v (H,T,Dh)")
-        return [(v[1], v[0] * v[2])]
-    if n.op in ("Softmax", "GELU"):
-        return [x]
-    if n.op == "Add":
-        if ins[1] != x:
-            bad("residual Add needs two inputs of the same shape")
-        return [x]
-    if n.op == "ClsSelect":
-        if len(x) != 2:
-            bad("expects (T,D)")
-        return [x[1:]]
-    bad("unknown op")

@@ -31,7 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import IntsimError
+from .float_ref import run_float
+from .floatfn import erf, layer_norm, softmax
 from .graph import Graph, Node
+from .ops.patch_embed import unfold_patches
 
 try:  # onnx is a runtime dependency, but keep the error readable if it is missing
     import onnx
@@ -40,7 +44,7 @@ except ImportError:  # pragma: no cover
     onnx = None
 
 
-class OnnxImportError(ValueError):
+class OnnxImportError(IntsimError):
     """The ONNX model cannot be imported: unreadable, unsupported op or pattern, bad input."""
 
 
@@ -178,7 +182,6 @@ def _gemm(n, ins, ctx):
 
 def _conv(n, ins, ctx):
     """Only the patch-embedding convolution: kernel = stride, no padding, dilation 1, group 1."""
-    from .float_ref import patch_embed
     x, w = ins[0], ins[1]
     ks = list(n.attrs.get("kernel_shape", w.shape[2:]))
     p = _patch_of(n, w)
@@ -189,7 +192,7 @@ def _conv(n, ins, ctx):
             f"pads {n.attrs.get('pads')}, dilations {n.attrs.get('dilations')}, group "
             f"{n.attrs.get('group', 1)}, auto_pad {n.attrs.get('auto_pad', 'NOTSET')}")
     b = ins[2] if len(ins) > 2 and ins[2] is not None else np.zeros(w.shape[0], x.dtype)
-    y = patch_embed(x, w, b, p)                                   # (N, P, D)
+    y = unfold_patches(x, p) @ w.reshape(w.shape[0], -1).T + b     # (N, P, D)
     return [y.transpose(0, 2, 1).reshape(x.shape[0], w.shape[0], x.shape[2] // p, x.shape[3] // p)]
 
 
@@ -211,7 +214,6 @@ def _reduce_mean(n, ins, ctx):
 
 
 def _layer_norm_op(n, ins, ctx):
-    from .float_ref import layer_norm
     x, axis = ins[0], int(n.attrs.get("axis", -1))
     if axis % x.ndim != x.ndim - 1:
         raise OnnxImportError(f"{n!r}: LayerNormalization over axis {axis} of a rank-{x.ndim} "
@@ -221,7 +223,6 @@ def _layer_norm_op(n, ins, ctx):
 
 
 def _softmax_op(n, ins, ctx):
-    from .float_ref import softmax
     x = ins[0]
     axis = _softmax_axis(n, x.ndim, ctx["opset"])
     if axis == x.ndim - 1:
@@ -251,7 +252,6 @@ def _cast(n, ins, ctx):
 
 
 def _erf_op(n, ins, ctx):
-    from .float_ref import erf
     x = ins[0]
     return [erf(x) if x.dtype in (np.float32, np.float64) else erf(x.astype(np.float64)).astype(x.dtype)]
 
@@ -980,7 +980,6 @@ class _Importer:
         return graph
 
     def _verify(self, graph):
-        from .float_ref import run_float
         got = run_float(graph, self.image, dtype=self.onnx_out.dtype.type)
         want = self.onnx_out
         err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .arith import IntFormat, SPEC_VERSION
+from .errors import ProgramError
+from .version import __version__
 
 PROGRAM_SCHEMA = 1
 
@@ -41,7 +43,7 @@ class TensorInfo:
 
 @dataclass
 class Op:
-    kind: str                   # see execute.OPS
+    kind: str                   # an op kind of intsim/ops (ops.KINDS)
     name: str                   # stable, readable: becomes golden file names
     inputs: list
     outputs: list
@@ -114,9 +116,9 @@ class Program:
         try:
             doc = json.loads(base.with_suffix(".json").read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read integer program {base}.json: {e}") from None
+            raise ProgramError(f"cannot read integer program {base}.json: {e}") from None
         if doc.get("schema") != PROGRAM_SCHEMA:
-            raise ValueError(f"{base}.json: program schema {doc.get('schema')}, expected {PROGRAM_SCHEMA}")
+            raise ProgramError(f"{base}.json: program schema {doc.get('schema')}, expected {PROGRAM_SCHEMA}")
         with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         ops = []
@@ -138,6 +140,5 @@ class Program:
 
 
 def new_meta(config, model_path=None, model_sha256=None):
-    from . import __version__
     return {"intsim_version": __version__, "spec_version": SPEC_VERSION, "config": config,
             "model": str(model_path) if model_path else None, "model_sha256": model_sha256}

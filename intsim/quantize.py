@@ -55,7 +55,7 @@ class QuantConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown quantization settings: {sorted(unknown)}")
+            raise ArithSpecError(f"unknown quantization settings: {sorted(unknown)}")
         return cls(**d)
 
 
@@ -78,6 +78,7 @@ class Observer:
         self.sample_chan = np.empty(0, dtype=np.int32)
         self._keys = np.empty(0)
         self._rng = np.random.default_rng([seed, _stable_hash(name)])
+        self._scales = {}       # (fmt, method, percentile, count) -> scale: each clip searched once
 
     def update(self, x):
         x = np.asarray(x, dtype=np.float32)
@@ -134,10 +135,9 @@ class Observer:
         """The real value of one LSB for this tensor in format fmt (docs/quantization.md Q2).
         Memoised: compiling many variants from one calibration searches each clip once."""
         key = (fmt, method, float(percentile), self.count)
-        memo = self.__dict__.setdefault("_scale_memo", {})
-        if key not in memo:
-            memo[key] = self._scale(fmt, method, percentile)
-        return memo[key]
+        if key not in self._scales:
+            self._scales[key] = self._scale(fmt, method, percentile)
+        return self._scales[key]
 
     def _scale(self, fmt, method, percentile):
         if self.count == 0:

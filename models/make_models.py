@@ -37,9 +37,10 @@ DeiT-Tiny's logits by ~2e-4 (float32 vs float64, or ONNX Runtime vs NumPy); with
 ~3e-5, so "matches ONNX Runtime to 1e-4" stays a meaningful test.
 """
 import argparse
+import functools
 import hashlib
+import importlib.util
 import os
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,11 +55,12 @@ def cache_dir():
     return Path(os.environ.get("INTSIM_MODEL_CACHE") or Path.home() / ".cache" / "intsim" / "models")
 
 
+@functools.lru_cache(maxsize=1)
 def _vit():
-    """models/vit.py, imported by path (models/ is not a package)."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    import vit
+    """vit.py beside this file, loaded by path (models/ is not a package; nothing joins sys.path)."""
+    spec = importlib.util.spec_from_file_location("intsim_models_vit", HERE / "vit.py")
+    vit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vit)
     return vit
 
 

@@ -21,8 +21,9 @@ import time
 import numpy as np
 
 from intsim import pipeline as ip
-from intsim import select as sel
-from intsim import sweep as sw
+from intsim.experiment import cost, plans, store
+from intsim.experiment import select as sel
+from intsim.experiment import sweep as sw
 from intsim.kernels import FAMILIES, candidates
 from intsim.quantize import QuantConfig
 
@@ -47,7 +48,7 @@ def selection_table(out, name, graph, observers, images, bits, args, cost_w):
     table = sel.measure(graph, observers, images, QuantConfig(**bits), cost_w, args.workers,
                         args.scheduler, progress=None)
     print(f"{name}: selection measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    sw.atomic_write(path, json.dumps({"key": key, "table": table}) + "\n")
+    store.atomic_write(path, json.dumps({"key": key, "table": table}) + "\n")
     return table
 
 
@@ -66,13 +67,13 @@ def main(argv=None):
     t0 = time.perf_counter()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cost_w = sel.resolve_cost_weights()
+    cost_w = cost.resolve_cost_weights()
     graph = ip.load(a.model)
     ds = ip.open_data(a.data)
     calib = ds.calibration(a.calib)
-    observers = sw.memo_observers(ip.calibrate(graph, calib))
+    observers = ip.calibrate(graph, calib)
     images, labels = ds.evaluation(a.limit)
-    ctx = sw.EvalContext(graph, observers, images, labels, sw.float_logits(graph, images), {}, cost_w)
+    ctx = sw.EvalContext(graph, observers, images, labels, ip.float_outputs(graph, images), {}, cost_w)
     context = sw.sweep_context(graph, ds.name, len(images), a.calib, {}, cost_w)
 
     points, groups = [], {}
@@ -82,9 +83,9 @@ def main(argv=None):
         pts = groups[name] = []
         for vname, w in VARIANTS.items():
             plan, rows = sel.choose(table, w)
-            doc = sel.plan_document(plan, rows, QuantConfig(**bits), graph, ds.name, a.calib,
-                                    a.select_images, w, cost_w)
-            sw.atomic_write(out / f"plan_{name}_{vname}.json", json.dumps(doc, indent=1) + "\n")
+            doc = plans.plan_document(plan, rows, QuantConfig(**bits), graph, ds.name, a.calib,
+                                      a.select_images, sel.resolve_omega_weights(w), cost_w)
+            store.atomic_write(out / f"plan_{name}_{vname}.json", json.dumps(doc, indent=1) + "\n")
             pts.append({**bits, "overrides": plan, "label": f"{name} {vname}"})
         for combo in itertools.product(*(candidates(f) for f in FAMILIES)):
             pt = {**bits, **dict(zip(FAMILIES, combo))}
@@ -92,7 +93,7 @@ def main(argv=None):
         points += pts
 
     _, ran = sw.run_grid(ctx, points, out, context, a.workers, a.scheduler)
-    by_key = {rec["key"]: rec["row"] for rec in sw.SweepStore(out, context).records()}
+    by_key = {rec["key"]: rec["row"] for rec in store.SweepStore(out, context).records()}
     report = [f"Fashion-MNIST, {len(images)} test images, calibration {a.calib} and selection "
               f"{a.select_images} training images; cost = weighted integer ops of the non-linear "
               f"layers per image (mul 4, div 16, shift/add/cmp 1). 'single g/s/l' = one GELU/Softmax/"
@@ -110,7 +111,7 @@ def main(argv=None):
 def table_md(name, pts, by_key, labels):
     rows = []
     for pt in pts:
-        r = by_key[sw.point_key(pt, {})]
+        r = by_key[store.point_key(pt, {})]
         rows.append((pt["label"].split(" ", 1)[1], r))
     lines = [f"### {name}", "", "| configuration | top-1 % | agreement % | logit SQNR dB | cost (ops/image) |",
              "|---|---:|---:|---:|---:|"]

@@ -9,7 +9,6 @@ the same 256 training images for every row.
 """
 import argparse
 import itertools
-import time
 
 import intsim.pipeline as ip
 from intsim.kernels import candidates
@@ -31,7 +30,6 @@ def main():
     print("| configuration | float top-1 | integer top-1 | drop (%p) | agreement | logit SQNR (dB) | images/s |")
     print("|---|---|---|---|---|---|---|")
     for label, settings in rows:
-        t0 = time.perf_counter()
         program = ip.compile(graph, observers, ip.QuantConfig(**settings))
         r = ip.evaluate(graph, program, images, labels, progress=False)
         print(f"| {label} | {100 * r['float_top1']:.2f} | {100 * r['int_top1']:.2f} | "

@@ -77,6 +77,42 @@ def test_dyadic_worked_examples():
         dyadic(2.0 ** 40, 8)
 
 
+# --- A5 division: the jitted twin --------------------------------------------------------------------
+def test_floor_div1_matches_python():
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.integers(-2 ** 40, 2 ** 40, 20000), rng.integers(-50, 50, 2000),
+                        [2 ** 31 - 1, -(2 ** 31), 0]])
+    d = np.concatenate([rng.integers(1, 2 ** 31, 20000) * rng.choice([-1, 1], 20000),
+                        rng.integers(1, 7, 2000) * rng.choice([-1, 1], 2000), [2, -3, 5]])
+    got = np.array([arith.floor_div1(int(x), int(y)) for x, y in zip(a, d)])
+    np.testing.assert_array_equal(got, np.array([int(x) // int(y) for x, y in zip(a, d)]))
+    np.testing.assert_array_equal(arith.floor_div(a, d), got)
+
+
+@given(st.integers(-(1 << 52), 0), st.integers(-(1 << 40), -1))
+@settings(max_examples=500, deadline=None)
+def test_floor_div1_of_nonpositive_by_negative(q, x0):
+    """The softmax exponent split's case (q <= 0, x0 < 0), up to 2^52."""
+    assert arith.floor_div1(q, x0) == q // x0
+
+
+def test_floor_div1_edges():
+    for x0 in (-1, -3, -7, -(1 << 31) + 1, -(1 << 40) + 3):
+        for k in (0, 1, 2, 29, 30):
+            for q in (k * x0, k * x0 - 1, k * x0 + 1):
+                assert arith.floor_div1(q, x0) == q // x0, (q, x0)
+                assert arith.floor_div1(q, -x0) == q // -x0, (q, -x0)
+    with pytest.raises(ArithSpecError, match="division by zero"):
+        arith.floor_div(np.array([1, 2]), np.array([1, 0]))
+
+
+@pytest.mark.parametrize("k", [-3, 0, 1, 2, 62])
+def test_round_shift1_is_round_shift(k):
+    x = np.array([-(1 << 40) - 1, -7, -6, -5, -1, 0, 1, 5, 6, 7, 1 << 40], dtype=np.int64)
+    got = [arith.round_shift1(int(v), k) for v in x]
+    np.testing.assert_array_equal(got, arith.round_shift(x, k))
+
+
 # --- A3 rounding --------------------------------------------------------------------------------------
 def test_round_shift_ties_go_up():
     x = np.array([5, 3, 1, -1, -3, -5, 4, -4])

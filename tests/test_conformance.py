@@ -9,11 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from intsim import conformance, coverage
-from intsim.arith import IntFormat
+from intsim import conformance, coverage, ops
 from intsim.golden import load, read_file, FORMATS
-from intsim.execute import OPS, _NEEDS_OUT_FMT
-from intsim.program import Op
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_SETS = [ROOT / "golden" / "fmnist_w8a8", ROOT / "golden" / "fmnist_w4a8"]
@@ -43,20 +40,30 @@ def test_conformance_set_hits_every_bin(conf):
     assert not missed, missed
 
 
-def test_expected_outputs_are_the_fast_paths_too(conf):
-    """The vectors are computed by the reference path; the numba fast path agrees on every case."""
+@pytest.mark.parametrize("path", ["reference", "fast"])
+def test_dumped_cases_rerun_through_the_op_registry(conf, path):
+    """Each case's one-op program, rebuilt from the dump alone, gives the dumped outputs on the
+    reference path (which computed them) and on the numba/BLAS fast path."""
     g = load(conf)
     for o in g.ops:
-        e_out = g.tensors.entry(o.output_ids[0])
-        out_fmt = IntFormat(e_out["bits"], signed=e_out["signed"])
-        fmts = [IntFormat(g.tensors.entry(t)["bits"], signed=g.tensors.entry(t)["signed"],
-                          narrow=g.tensors.entry(t)["narrow"]) for t in o.input_ids]
-        consts = {k: (v if v.ndim else int(v)) for k, v in o.consts.items()}
-        op = Op(o.kind, o.name, o.input_ids, o.output_ids, consts, o.attrs, o.spec)
-        args = (op, o.inputs, fmts, {}, "fast") + ((out_fmt,) if o.kind in _NEEDS_OUT_FMT else ())
-        outs = OPS[o.kind][0](*args)
+        outs = conformance.run_op(conformance.program_of(g, o), o.inputs, path)
         for got, want in zip(outs, o.outputs):
-            assert np.array_equal(np.asarray(got, dtype=np.int64), want), o.name
+            assert np.array_equal(np.asarray(got, dtype=np.int64), want), (path, o.name)
+
+
+def test_constants_are_written_in_their_declared_registers(conf):
+    """Every constant of every case is dumped in the register its op declares, with the allowed
+    range and the narrowest format beside it, and the rebuilt programs pass ops.check_constants."""
+    from intsim.ops import check_constants
+    g = load(conf)
+    for o in g.ops[::5]:
+        check_constants(conformance.program_of(g, o))
+        for c, tid in o.const_ids.items():
+            e = g.tensors.entry(tid)
+            lo, hi = e["range"]
+            v = o.consts[c]
+            assert e["width_rule"] == "register" and lo <= int(v.min()) and int(v.max()) <= hi, (o.name, c)
+            assert e["minimal"]["bits"] <= e["bits"] + (not e["signed"] and e["minimal"]["signed"]), (o.name, c)
 
 
 def test_files_and_checksums(conf):
@@ -122,6 +129,16 @@ def test_cli(tmp_path):
     assert doc["sections"]["A6"]["missed"] == [] and doc["sections"]["K2.1"]["ops"] == 0
 
 
+def test_help_lists_every_command_with_its_description_apart(capsys):
+    """`intsim --help`: the longest command name still has two spaces before its description."""
+    from intsim.cli.main import COMMANDS, main
+    assert main(["--help"]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")}
+    assert set(lines) == set(COMMANDS) and {"conformance", "coverage"} <= set(lines)
+    starts = {ln.index(COMMANDS[name][1]) for name, ln in lines.items()}
+    assert len(starts) == 1 and starts.pop() >= 2 + max(map(len, COMMANDS)) + 2
+
+
 # --- coverage -----------------------------------------------------------------------------------
 
 def test_coverage_rejects_a_corrupt_dump(tmp_path):
@@ -135,6 +152,40 @@ def test_coverage_rejects_a_corrupt_dump(tmp_path):
     np.save(path, a)
     with pytest.raises(coverage.CoverageError, match="blocks.0.attn.softmax"):
         coverage.coverage(dst)
+
+
+# constants whose register is a parameter's (weight, bias and residual-stream formats, gamma_bits,
+# out_bits, multiplier_bits): the spec states them in words
+PARAMETRIC = {"weight", "bias", "cls", "pos", "g", "m", "ma", "mb", "ka", "kb", "K4:B"}
+
+
+def _section(text, sec):
+    """The text of spec section `sec` (its heading to the next heading of the same or a higher level)."""
+    m = re.search(rf"^(#+) {re.escape(sec)}\b.*$", text, re.M)
+    assert m, f"no section {sec}"
+    end = re.compile(rf"^#{{1,{len(m.group(1))}}} ", re.M).search(text, m.end())
+    return text[m.end(): end.start() if end else len(text)]
+
+
+def test_spec_states_every_declared_register(conf):
+    """Each constant's register, as its op declares it, is written in a **Registers** paragraph of
+    its spec section (or of its family's common section, or A2): `name` followed by the register."""
+    text = (ROOT / "docs" / "arithmetic.md").read_text()
+    g = load(conf)
+    seen = set()
+    for o in g.ops:
+        program = conformance.program_of(g, o)
+        for name, fmt in ops.program_op(o.kind).const_formats(program.ops[0], program).items():
+            key = (o.spec, name, fmt.describe())
+            if name in PARAMETRIC or f"{o.spec[:2]}:{name}" in PARAMETRIC or key in seen:
+                continue
+            seen.add(key)
+            secs = [o.spec, o.spec.split(".")[0] + ".0", "A2"]
+            paras = [p for sec in secs if re.search(rf"^#+ {re.escape(sec)}\b", text, re.M)
+                     for p in _section(text, sec).split("\n\n") if "**Registers**" in p]
+            stated = [after for p in paras for after in re.findall(rf"`{re.escape(name)}`([^`]*)", p)]
+            assert any(re.search(rf"\b{fmt.describe()}\b", after) for after in stated), key
+    assert len(seen) > 60
 
 
 def test_bins_listed_in_the_spec():

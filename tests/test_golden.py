@@ -17,46 +17,14 @@ from intsim.arith import IntFormat
 from intsim.cli import main
 from intsim.execute import run_program
 from intsim.golden import GoldenError, TFormat
-from intsim.kernels import get_kernel
-from intsim.program import Op, Program, TensorInfo, new_meta
+from conftest import toy_input, toy_program
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-# --- a small synthetic program: linear -> per-channel requant -> bitshift softmax ----------------
-
-def _program(seed=0):
-    rng = np.random.default_rng(seed)
-    s8, s32 = IntFormat(8), IntFormat(32)
-    wfmt = IntFormat(8, narrow=True)
-    sm = get_kernel("softmax", "bitshift-softmax").plan(0.05, s8, out_bits=8)
-    tensors = {
-        "x": TensorInfo("x", s8, 0.02, (3, 8)),
-        "fc.acc": TensorInfo("fc.acc", s32, [0.001, 0.002, 0.003, 0.004], (3, 4)),
-        "fc.out": TensorInfo("fc.out", s8, 0.05, (3, 4)),
-        "sm": TensorInfo("sm", sm.out_fmt, sm.out_scale, (3, 4)),
-    }
-    ops = [
-        Op("linear", "fc", ["x"], ["fc.acc"],
-           {"weight": rng.integers(-127, 128, (4, 8)).astype(np.int8),
-            "bias": rng.integers(-500, 500, 4).astype(np.int64)},
-           {"weight_fmt": wfmt.to_dict()}, "K1"),
-        Op("requant", "fc.out", ["fc.acc"], ["fc.out"],
-           {"m": np.array([1 << 30] * 4, dtype=np.int64), "k": np.array([32, 33, 34, 35], dtype=np.int64)},
-           {}, "A6"),
-        Op("softmax", "sm", ["fc.out"], ["sm"], sm.consts,
-           {"family": "softmax", "kernel": "bitshift-softmax"}, "K2.1"),
-    ]
-    return Program(ops, tensors, "x", "sm", new_meta({"wbits": 8}, "/somewhere/toy.onnx", "ab" * 32))
-
-
-def _input(n=2, seed=1):
-    return np.random.default_rng(seed).integers(-128, 128, (n, 3, 8)).astype(np.int8)
-
-
 @pytest.fixture
 def toy(tmp_path):
-    prog, q = _program(), _input()
+    prog, q = toy_program(), toy_input()
     m = golden.dump(prog, q, tmp_path / "g", ("npy", "bin", "hex"))
     return prog, q, tmp_path / "g", m
 
@@ -169,10 +137,15 @@ def test_manifest_entries_describe_the_bytes(toy):
     x, w, acc, mk, k = (m["tensors"][t] for t in ("act/x", "const/fc.weight", "act/fc.acc",
                                                    "const/fc.out.m", "const/fc.out.k"))
     assert (x["bits"], x["signed"], x["scale"], x["shape"]) == (8, True, 0.02, [2, 3, 8])
-    assert (w["bits"], w["narrow"], w["width_rule"]) == (8, True, "declared")
-    assert (acc["dtype"], acc["scale"]) == ("int32", [0.001, 0.002, 0.003, 0.004])
-    assert (mk["bits"], mk["signed"], mk["width_rule"]) == (31, False, "minimal")
-    assert (k["bits"], k["dtype"]) == (6, "uint8")
+    assert (w["bits"], w["narrow"], w["width_rule"], w["range"]) == (8, True, "register", [-127, 127])
+    assert (acc["dtype"], acc["scale"], acc["width_rule"]) == ("int32", [0.001, 0.002, 0.003, 0.004], "declared")
+    # constants: the register the spec declares (A2: m u31 for 31-bit multipliers, k s7 for
+    # [-31, 62]) beside the narrowest format holding the values
+    assert (mk["bits"], mk["signed"], mk["width_rule"], mk["range"]) == (31, False, "register", [1, 2**31 - 1])
+    assert (k["bits"], k["signed"], k["dtype"], k["range"]) == (7, True, "int8", [-31, 62])
+    assert k["minimal"] == {"bits": max(int(v).bit_length() for v in np.atleast_1d(prog.ops[1].consts["k"])),
+                            "signed": False}
+    assert "minimal" not in x and "range" not in x
     assert m["tensors"]["const/sm.G"]["value"] == prog.ops[2].consts["G"]
     assert m["tensors"]["act/sm"]["kind"] == "activation" and m["tensors"]["act/sm"]["op"] == 2
 
@@ -190,7 +163,7 @@ def test_every_format_reads_back_identically(toy, tmp_path):
 
 def test_dumps_are_deterministic(toy, tmp_path):
     prog, q, root, _ = toy
-    golden.dump(_program(), q.copy(), tmp_path / "again", ("npy", "bin", "hex"))
+    golden.dump(toy_program(), q.copy(), tmp_path / "again", ("npy", "bin", "hex"))
     assert _files(root) == _files(tmp_path / "again")
 
 
@@ -225,13 +198,17 @@ def test_force_replaces_a_dump_but_not_other_folders(toy, tmp_path):
 def test_failure_midway_leaves_no_partial_output(toy, tmp_path, monkeypatch):
     prog, q, root, _ = toy
     before = _files(root)
-    import intsim.execute as ex
+    import intsim.golden.writer as gd
 
-    def broken(program, q_input, observe=None, **kw):
-        observe(program.ops[0], [q_input], [np.zeros((2, 3, 4), np.int32)])
-        raise RuntimeError("simulated crash after the first op")
+    class Broken:
+        def __init__(self, program):
+            self.program = program
 
-    monkeypatch.setattr(ex, "run_program", broken)
+        def run(self, q_input, observe=None):
+            observe(self.program.ops[0], [q_input], [np.zeros((2, 3, 4), np.int32)])
+            raise RuntimeError("simulated crash after the first op")
+
+    monkeypatch.setattr(gd, "Executable", Broken)
     with pytest.raises(RuntimeError, match="simulated"):
         golden.dump(prog, q, root, force=True)
     assert _files(root) == before                            # the old dump is intact
@@ -242,7 +219,8 @@ def test_failure_midway_leaves_no_partial_output(toy, tmp_path, monkeypatch):
 
 def test_exchange_fallback_without_renameat2(toy, monkeypatch):
     prog, q, root, _ = toy
-    monkeypatch.setattr(golden, "_renameat2", lambda *a: False)
+    import intsim.golden.writer as gw
+    monkeypatch.setattr(gw, "_renameat2", lambda *a: False)
     golden.dump(prog, q[:1], root, ("bin",), force=True)
     assert golden.load(root).manifest["formats"] == ["bin"]
     assert sorted(p.name for p in root.parent.iterdir()) == ["g"]
@@ -323,11 +301,76 @@ def test_compare_uses_the_other_manifest_and_warns(toy, tmp_path):
     golden.dump(prog, q, tmp_path / "p4", ("hex",), pack=4)
     r = golden.compare(root, tmp_path / "p4")             # packing from the other manifest
     assert r.ok and not r.warnings
-    prog2 = _program(seed=5)                                # other weights: warns, then differs
+    prog2 = toy_program(seed=5)                               # other weights: warns, then differs
     golden.dump(prog2, q, tmp_path / "w", ("npy",))
     r = golden.compare(root, tmp_path / "w")
     assert not r.ok and any("integer program" in w for w in r.warnings)
     assert r.first_divergence.tensor == "const/fc.weight"
+
+
+def test_compare_refuses_a_corrupted_golden_file_naming_the_golden_side(toy, tmp_path):
+    """A golden file that no longer matches its manifest's checksums stops the comparison: the
+    good other side is never blamed."""
+    _, _, root, _ = toy
+    gold = tmp_path / "gold"
+    shutil.copytree(root, gold)
+    other = tmp_path / "rtl"
+    _copy(root / "act", other / "act", "sm.npy")             # a correct RTL dump, no manifest
+    assert golden.compare(gold, other).ok
+    sm = np.load(gold / "act/sm.npy")
+    sm.ravel()[3] ^= 1
+    np.save(gold / "act/sm.npy", sm)
+    with pytest.raises(GoldenError, match=r"golden side: .*act/sm\.npy is corrupted \(CRC32"):
+        golden.compare(gold, other)
+    shutil.copy(root / "act/sm.npy", gold / "act/sm.npy")
+    (gold / "act/sm.bin").write_bytes((gold / "act/sm.bin").read_bytes()[:-1])   # every file is checked
+    with pytest.raises(GoldenError, match=r"golden side: .*act/sm\.bin is corrupted \(\d+ bytes"):
+        golden.compare(gold, other)
+    assert main(["compare", str(gold), str(other)]) == 1
+
+
+def test_compare_names_a_corrupted_file_on_the_other_side(toy, tmp_path):
+    """The other side's files are checked against its own manifest when it has one."""
+    _, _, root, _ = toy
+    other = tmp_path / "o"
+    shutil.copytree(root, other)
+    w = np.load(other / "const/fc.weight.npy")
+    w.ravel()[0] = -w.ravel()[0] if w.ravel()[0] else 1
+    np.save(other / "const/fc.weight.npy", w)
+    r = golden.compare(root, other)
+    bad = r.first_divergence
+    assert not r.ok and (bad.tensor, bad.file, bad.status) == ("const/fc.weight", "const/fc.weight.npy", "corrupt")
+    assert "other side: const/fc.weight.npy does not match its own manifest" in bad.message
+    assert bad.mismatches == 1 and [x.tensor for x in r.failed] == ["const/fc.weight"]
+    assert "other side" in r.text()
+
+
+def test_compare_refuses_dtypes_and_formats_that_would_wrap(toy, tmp_path):
+    """A uint64 .npy holding 2^64 - v for a signed golden value -v is refused, not read as -v;
+    so is any dtype or declared format that cannot hold the golden format's range."""
+    _, _, root, m = toy
+    acc = np.load(root / "act/fc.acc.npy")                  # int32 accumulators, some negative
+    assert acc.min() < 0
+    other = tmp_path / "o"
+    (other / "act").mkdir(parents=True)
+    np.save(other / "act/fc.acc.npy", acc.astype(np.uint64))         # two's complement in 64 bits
+    np.save(other / "act/fc.out.npy", np.load(root / "act/fc.out.npy").astype(np.uint8))
+    np.save(other / "act/sm.npy", np.load(root / "act/sm.npy").astype(np.int32))      # u16 in int32: fine
+    r = golden.compare(root, other)
+    res = {x.tensor: x for x in r.results}
+    assert res["act/fc.acc"].status == "refused" and "dtype uint64 cannot hold the golden s32" in res["act/fc.acc"].message
+    assert res["act/fc.out"].status == "refused" and "dtype uint8 cannot hold the golden s8" in res["act/fc.out"].message
+    assert res["act/sm"].status == "match" and "dtype int32" in res["act/sm"].note
+    with pytest.raises(GoldenError, match="does not fit int64"):    # read, never wrapped
+        golden.read_file(other / "act/fc.acc.npy", m["tensors"]["act/fc.acc"])
+    # the other side's manifest declares an unsigned format for a signed tensor
+    golden.dump(toy_program(), toy_input(), tmp_path / "d", ("hex",))
+    doc = json.loads((tmp_path / "d/manifest.json").read_text())
+    doc["tensors"]["act/fc.out"].update(signed=False)
+    (tmp_path / "d/manifest.json").write_text(json.dumps(doc))
+    r = golden.compare(root, tmp_path / "d")
+    out = next(x for x in r.results if x.tensor == "act/fc.out")
+    assert out.status == "refused" and "its manifest declares u8, which cannot hold the golden s8" in out.message
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
@@ -359,7 +402,7 @@ def test_golden_cli_bad_inputs_fail_cleanly(toy, tmp_path, capsys):
     assert "not a readable .npy/.npz" in capsys.readouterr().err
     np.save(tmp_path / "shape.npy", np.zeros((2, 1, 32, 32), np.uint8))
     assert main(["golden", "--out", str(out), "--input", str(tmp_path / "shape.npy")]) == 1
-    assert "do not fit the model's input" in capsys.readouterr().err
+    assert "the model expects 28x28" in capsys.readouterr().err
     np.save(tmp_path / "range.npy", np.full((1, 1, 28, 28), 2.0))
     assert main(["golden", "--out", str(out), "--input", str(tmp_path / "range.npy")]) == 1
     assert "[0, 1]" in capsys.readouterr().err
@@ -376,23 +419,63 @@ def regenerated(tmp_path_factory, make_golden):
     return make_golden, out
 
 
-@pytest.mark.parametrize("name", ["fmnist_w8a8", "fmnist_w4a8"])
-def test_committed_golden_sets_are_reproduced_bit_for_bit(regenerated, name):
-    """Any change to the arithmetic fails here, naming the first diverging tensor. If the change
-    is intended, re-run scripts/make_golden.py and commit golden/."""
-    _, out = regenerated
+COMMITTED = ["fmnist_w8a8", "fmnist_w4a8"]
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_golden_sets_are_reproduced_bit_for_bit(name, tmp_path):
+    """Any change to the integer arithmetic fails here, naming the first diverging tensor. The
+    program is the one each set was made from, rebuilt from its own manifest (its fingerprint is
+    checked), so the test does not depend on this machine's float BLAS (docs/golden.md, "Committed
+    sets"). If a change is intended, re-run scripts/make_golden.py and commit golden/."""
     committed = REPO / "golden" / name
     assert (committed / "manifest.json").exists(), f"{committed} missing: run scripts/make_golden.py"
-    r = golden.compare(committed, out / name, require_all=True)
-    assert r.ok and not r.extra, r.text(golden.op_labels(golden.read_manifest(committed)))
-    new = golden.read_manifest(out / name)
     old = golden.read_manifest(committed)
-    for key in ("spec_version", "config", "kernels", "input", "output"):
+    program = golden.load_program(committed)
+    q = golden.load(committed).input.astype(program.input.fmt.storage)
+    new = golden.dump(program, q, tmp_path / name, ("npy",), 1, False, old["input"]["source"])
+    r = golden.compare(committed, tmp_path / name, require_all=True)
+    assert r.ok and not r.extra, r.text(golden.op_labels(old))
+    for key in ("spec_version", "config", "kernels", "input", "output", "program_fingerprint", "ops"):
         assert new[key] == old[key], key
     assert {t: e["sha256"] for t, e in new["tensors"].items()} == \
         {t: e["sha256"] for t, e in old["tensors"].items()}
+    assert (tmp_path / name / "manifest.json").read_bytes() == (committed / "manifest.json").read_bytes()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", COMMITTED)
+def test_recalibrating_gives_the_committed_program_structure(regenerated, name):
+    """Calibrating the shipped model again (this machine's float BLAS) gives the same program up to
+    the values of the calibrated constants: the same ops, kernels, attributes, constant names and
+    shapes, and the same tensor formats. (Bit-exact scales need the same BLAS rounding as the
+    machine that made the set; the integer arithmetic is checked exactly above.)"""
+    _, out = regenerated
+    old = golden.load_program(REPO / "golden" / name)
+    new = golden.load_program(out / name)
+    assert [(o.kind, o.name, o.inputs, o.outputs, o.spec, sorted(o.attrs), sorted(o.consts))
+            for o in new.ops] == [(o.kind, o.name, o.inputs, o.outputs, o.spec, sorted(o.attrs),
+                                   sorted(o.consts)) for o in old.ops]
+    for a, b in zip(new.ops, old.ops):
+        assert {c: np.shape(v) for c, v in a.consts.items()} == {c: np.shape(v) for c, v in b.consts.items()}
+        assert a.attrs.get("kernel") == b.attrs.get("kernel")
+    assert {n: (t.fmt, t.shape) for n, t in new.tensors.items()} == \
+        {n: (t.fmt, t.shape) for n, t in old.tensors.items()}
+
+
+def test_load_program_refuses_a_tampered_dump(tmp_path):
+    """A constant changed in a dump's files gives another fingerprint: the rebuild refuses it."""
+    src = REPO / "golden" / "fmnist_w4a8"
+    dst = tmp_path / "d"
+    shutil.copytree(src, dst)
+    w = np.load(dst / "const/blocks.0.attn.qkv.weight.npy")
+    w[0, 0] = -w[0, 0] if w[0, 0] else 1
+    np.save(dst / "const/blocks.0.attn.qkv.weight.npy", w)
+    with pytest.raises(GoldenError, match="fingerprint"):
+        golden.load_program(dst)
+
+
+@pytest.mark.slow
 def test_cli_in_a_second_process_matches_the_script_byte_for_byte(regenerated, tmp_path):
     """Determinism across processes, and `intsim golden` = scripts/make_golden.py."""
     mg, out = regenerated

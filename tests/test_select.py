@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from intsim import select as sel
+from intsim import compile, errors, metrics
+from intsim.experiment import cost, plans
+from intsim.experiment import select as sel
 from intsim.arith import ArithSpecError
 from intsim.kernels import DEFAULTS, candidates
 from intsim.quantize import QuantConfig
@@ -81,25 +83,25 @@ def test_omega_differences_do_not_depend_on_other_candidates(cands, extra, w):
                                        ("mul", "NAME=VALUE"), ("mul=0,div=0,shift=0,add=0,cmp=0", "positive")])
 def test_cost_weight_errors(spec, err):
     with pytest.raises(ArithSpecError, match=err):
-        sel.resolve_cost_weights(spec)
+        cost.resolve_cost_weights(spec)
 
 
 def test_cost_weights_defaults_and_override():
-    w = sel.resolve_cost_weights("mul=2, div=8")
-    assert w == {**sel.COST_WEIGHTS, "mul": 2.0, "div": 8.0}
-    assert sel.weighted({"mul": 1, "div": 1, "shift": 1, "add": 1, "cmp": 1}, sel.COST_WEIGHTS) == 23.0
+    w = cost.resolve_cost_weights("mul=2, div=8")
+    assert w == {**cost.COST_WEIGHTS, "mul": 2.0, "div": 8.0}
+    assert cost.weighted({"mul": 1, "div": 1, "shift": 1, "add": 1, "cmp": 1}, cost.COST_WEIGHTS) == 23.0
     with pytest.raises(ArithSpecError, match="unknown"):
         sel.resolve_omega_weights("R=1")
 
 
 def test_kl_divergence():
     a = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
-    assert sel.kl_divergence(a, a) == pytest.approx(0.0, abs=1e-15)
-    assert sel.kl_divergence(a, a + 7.0) == pytest.approx(0.0, abs=1e-12)   # shift-invariant
+    assert metrics.kl_divergence(a, a) == pytest.approx(0.0, abs=1e-15)
+    assert metrics.kl_divergence(a, a + 7.0) == pytest.approx(0.0, abs=1e-12)   # shift-invariant
     b = a[:, ::-1]
     p = np.exp(a) / np.exp(a).sum(1, keepdims=True)
     q = np.exp(b) / np.exp(b).sum(1, keepdims=True)
-    assert sel.kl_divergence(a, b) == pytest.approx(np.mean(np.sum(p * np.log(p / q), 1)))
+    assert metrics.kl_divergence(a, b) == pytest.approx(np.mean(np.sum(p * np.log(p / q), 1)))
 
 
 # --- plans ----------------------------------------------------------------------------------------------
@@ -111,26 +113,26 @@ def _write(tmp_path, doc, name="plan.json"):
 
 
 def test_load_plan_errors(tmp_path):
-    with pytest.raises(sel.PlanError, match="no such file"):
-        sel.load_plan(tmp_path / "missing.json")
-    with pytest.raises(sel.PlanError, match="JSON"):
-        sel.load_plan(_write(tmp_path, "{not json"))
-    with pytest.raises(sel.PlanError, match="'plan'"):
-        sel.load_plan(_write(tmp_path, {"layers": {}}))
-    with pytest.raises(sel.PlanError, match="unknown candidate 'fast-gelu'"):
-        sel.load_plan(_write(tmp_path, {"plan": {"blocks.0.mlp.act": "fast-gelu"}}))
+    with pytest.raises(errors.PlanError, match="no such file"):
+        plans.load_plan(tmp_path / "missing.json")
+    with pytest.raises(errors.PlanError, match="JSON"):
+        plans.load_plan(_write(tmp_path, "{not json"))
+    with pytest.raises(errors.PlanError, match="'plan'"):
+        plans.load_plan(_write(tmp_path, {"layers": {}}))
+    with pytest.raises(errors.PlanError, match="unknown candidate 'fast-gelu'"):
+        plans.load_plan(_write(tmp_path, {"plan": {"blocks.0.mlp.act": "fast-gelu"}}))
     # a candidate of another family than the table records for the layer
     doc = {"plan": {"blocks.0.mlp.act": "ibert-softmax"},
            "table": [{"layer": "blocks.0.mlp.act", "family": "gelu"}]}
-    with pytest.raises(sel.PlanError, match="unknown candidate 'ibert-softmax'"):
-        sel.load_plan(_write(tmp_path, doc))
-    with pytest.raises(sel.PlanError, match="string"):
-        sel.load_plan(_write(tmp_path, {"plan": {"x": 3}}))
+    with pytest.raises(errors.PlanError, match="unknown candidate 'ibert-softmax'"):
+        plans.load_plan(_write(tmp_path, doc))
+    with pytest.raises(errors.PlanError, match="string"):
+        plans.load_plan(_write(tmp_path, {"plan": {"x": 3}}))
 
 
 def test_load_plan_roundtrip(tmp_path):
     plan = {"blocks.0.mlp.act": "ibert-gelu", "norm": "ivit-layernorm"}
-    assert sel.load_plan(_write(tmp_path, {"schema": 1, "plan": plan})) == plan
+    assert plans.load_plan(_write(tmp_path, {"schema": 1, "plan": plan})) == plan
 
 
 # --- on the shipped model ----------------------------------------------------------------------------
@@ -146,16 +148,16 @@ def model():
 
 def test_plan_layers_checked_against_the_graph(model, tmp_path):
     graph, _, _ = model
-    layers = dict(sel.nonlinear_layers(graph))
+    layers = dict(compile.nonlinear_layers(graph))
     assert sum(f == "softmax" for f in layers.values()) == 4 and layers["norm"] == "layernorm"
     good = _write(tmp_path, {"plan": {"blocks.1.attn.softmax": "ibert-softmax"}})
-    assert sel.load_plan(good, graph) == {"blocks.1.attn.softmax": "ibert-softmax"}
+    assert plans.load_plan(good, graph) == {"blocks.1.attn.softmax": "ibert-softmax"}
     bad = _write(tmp_path, {"plan": {"blocks.9.mlp.act": "ibert-gelu"}}, "bad.json")
-    with pytest.raises(sel.PlanError, match="blocks.9.mlp.act.*not a Softmax/GELU/LayerNorm"):
-        sel.load_plan(bad, graph)
+    with pytest.raises(errors.PlanError, match="blocks.9.mlp.act.*not a Softmax, GELU or LayerNorm"):
+        plans.load_plan(bad, graph)
     wrong = _write(tmp_path, {"plan": {"blocks.0.norm1": "ibert-gelu"}}, "wrong.json")
-    with pytest.raises(sel.PlanError, match="unknown candidate 'ibert-gelu'"):
-        sel.load_plan(wrong, graph)
+    with pytest.raises(errors.PlanError, match="unknown candidate 'ibert-gelu'"):
+        plans.load_plan(wrong, graph)
 
 
 def test_program_cost_counts_kernels_and_matmuls(model):
@@ -163,7 +165,7 @@ def test_program_cost_counts_kernels_and_matmuls(model):
     graph, obs, _ = model
     p8 = ip.compile(graph, obs, QuantConfig())
     p4 = ip.compile(graph, obs, QuantConfig(wbits=4, gelu="ibert-gelu"))
-    c8, c4 = sel.program_cost(p8), sel.program_cost(p4)
+    c8, c4 = cost.program_cost(p8), cost.program_cost(p4)
     # matmul bit-ops: only the weight operand narrows; linear MACs counted from the graph itself
     macs = 0
     for n in graph.nodes:
@@ -175,11 +177,12 @@ def test_program_cost_counts_kernels_and_matmuls(model):
     assert c8["matmul_mbops"] - c4["matmul_mbops"] == pytest.approx(macs * 8 * (8 - 4) / 1e6)
     # non-linear ops: only the 4 GELU layers changed, each (50 tokens x 192) elements
     op8, op4 = p8.op("blocks.0.mlp.act"), p4.op("blocks.0.mlp.act")
-    diff = sel.weighted(sel.kernel_ops(p8, op8), sel.COST_WEIGHTS) - sel.weighted(sel.kernel_ops(p4, op4), sel.COST_WEIGHTS)
+    diff = cost.weighted(cost.kernel_ops(p8, op8), cost.COST_WEIGHTS) - cost.weighted(cost.kernel_ops(p4, op4), cost.COST_WEIGHTS)
     assert diff != 0
     assert c8["nonlinear_ops"] - c4["nonlinear_ops"] == pytest.approx(4 * 50 * 192 * diff)
 
 
+@pytest.mark.slow
 def test_measure_matches_independent_measurements(model):
     """Q of the baseline equals analysis.tensor_sqnr; P of a variant equals the KL of a separately
     compiled program with that one override; C follows kernel.cost."""
@@ -199,14 +202,14 @@ def test_measure_matches_independent_measurements(model):
         fam = r["family"]
         if r["candidate"] == DEFAULTS[fam]:
             assert r["baseline"] and r["q_db"] == pytest.approx(sq[r["layer"]], abs=1e-6)
-            assert r["p_kl"] == pytest.approx(sel.kl_divergence(f, ip.run_integer(base, images)))
+            assert r["p_kl"] == pytest.approx(metrics.kl_divergence(f, ip.run_integer(base, images)))
     var = next(r for r in table if r["candidate"] == "ibert-gelu")
     prog = ip.compile(graph, obs, QuantConfig(overrides={"blocks.1.mlp.act": "ibert-gelu"}))
-    assert var["p_kl"] == pytest.approx(sel.kl_divergence(f, ip.run_integer(prog, images)), rel=1e-9)
+    assert var["p_kl"] == pytest.approx(metrics.kl_divergence(f, ip.run_integer(prog, images)), rel=1e-9)
     assert var["q_db"] == pytest.approx(tensor_sqnr(graph, prog, images)["blocks.1.mlp.act"], abs=1e-6)
-    assert var["c"] == pytest.approx(sel.weighted(sel.kernel_ops(prog, prog.op("blocks.1.mlp.act")), sel.COST_WEIGHTS))
+    assert var["c"] == pytest.approx(cost.weighted(cost.kernel_ops(prog, prog.op("blocks.1.mlp.act")), cost.COST_WEIGHTS))
     assert var["elements"] == 50 * 192
-    with pytest.raises(sel.PlanError, match="not a Softmax"):
+    with pytest.raises(errors.PlanError, match="not a Softmax"):
         sel.measure(graph, obs, images, QuantConfig(), layers=["head"])
 
 

@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from intsim import sweep as sw
+from intsim import errors
+from intsim.experiment import plots, store, tasks
+from intsim.experiment import sweep as sw
 from intsim.quantize import QuantConfig
 
 INTSIM = [sys.executable, "-c", "import sys; from intsim.cli import main; sys.exit(main(sys.argv[1:]))"]
@@ -18,31 +20,31 @@ def test_grid_points_and_keys():
     pts = sw.grid_points({"wbits": [8, 4], "abits": [8, 7, 6], "gelu": ["poly-gelu"]})
     assert len(pts) == 6 and pts[0] == {"wbits": 8, "abits": 8, "gelu": "poly-gelu"}
     assert pts[-1] == {"wbits": 4, "abits": 6, "gelu": "poly-gelu"}
-    keys = {sw.point_key(p) for p in pts}
+    keys = {store.point_key(p) for p in pts}
     assert len(keys) == 6
     # order of settings and the cosmetic label do not change a point's identity
-    assert sw.point_key({"abits": 8, "wbits": 8, "label": "x"}) == sw.point_key({"wbits": 8, "abits": 8})
-    assert sw.point_key({"wbits": 8, "overrides": {"norm": "ivit-layernorm"}}) != sw.point_key({"wbits": 8})
+    assert store.point_key({"abits": 8, "wbits": 8, "label": "x"}) == store.point_key({"wbits": 8, "abits": 8})
+    assert store.point_key({"wbits": 8, "overrides": {"norm": "ivit-layernorm"}}) != store.point_key({"wbits": 8})
     # the key is the complete configuration: a default spelled out is the same point, and the
     # shared base settings are part of it
-    assert sw.point_key({"wbits": QuantConfig().wbits}) == sw.point_key({})
-    assert sw.point_key({"wbits": 4}, {"act_calib": "minmax"}) != sw.point_key({"wbits": 4})
-    assert sw.point_config({"act_calib": "minmax"}, {"wbits": 4, "label": "x"}) == \
+    assert store.point_key({"wbits": QuantConfig().wbits}) == store.point_key({})
+    assert store.point_key({"wbits": 4}, {"act_calib": "minmax"}) != store.point_key({"wbits": 4})
+    assert store.point_config({"act_calib": "minmax"}, {"wbits": 4, "label": "x"}) == \
         QuantConfig(wbits=4, act_calib="minmax")
 
 
 def test_run_tasks_local_processes_match_in_process():
     got1, got2 = {}, {}
-    sw.run_tasks(pow, 3, [1, 2, 5], workers=1, on_result=got1.__setitem__)
-    sw.run_tasks(pow, 3, [1, 2, 5], workers=2, on_result=got2.__setitem__)
+    tasks.run_tasks(pow, 3, [1, 2, 5], workers=1, on_result=got1.__setitem__)
+    tasks.run_tasks(pow, 3, [1, 2, 5], workers=2, on_result=got2.__setitem__)
     assert got1 == got2 == {1: 3, 2: 9, 5: 243}
-    with pytest.raises(sw.SweepError):
-        sw.run_tasks(pow, 3, [1], workers=-1)
+    with pytest.raises(errors.ExperimentError):
+        tasks.run_tasks(pow, 3, [1], workers=-1)
 
 
 def test_run_tasks_propagates_worker_errors():
     with pytest.raises(ZeroDivisionError):
-        sw.run_tasks(divmod, 1, [1, 0, 2], workers=2)
+        tasks.run_tasks(divmod, 1, [1, 0, 2], workers=2)
 
 
 def test_run_tasks_on_a_dask_local_cluster():
@@ -50,19 +52,19 @@ def test_run_tasks_on_a_dask_local_cluster():
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:
         got = {}
-        sw.run_tasks(pow, 2, [3, 4], scheduler=cluster.scheduler_address, on_result=got.__setitem__)
+        tasks.run_tasks(pow, 2, [3, 4], scheduler=cluster.scheduler_address, on_result=got.__setitem__)
     assert got == {3: 8, 4: 16}
 
 
 def test_store_refuses_another_sweeps_folder(tmp_path):
-    sw.SweepStore(tmp_path, {"images": 10, "base": {}})
-    sw.SweepStore(tmp_path, {"images": 10, "base": {}})          # same: resumes
-    with pytest.raises(sw.SweepError, match="images"):
-        sw.SweepStore(tmp_path, {"images": 20, "base": {}})
+    store.SweepStore(tmp_path, {"images": 10, "base": {}})
+    store.SweepStore(tmp_path, {"images": 10, "base": {}})          # same: resumes
+    with pytest.raises(errors.SweepError, match="images"):
+        store.SweepStore(tmp_path, {"images": 20, "base": {}})
 
 
 def test_sqnr_grid_and_pick_row():
-    blocks, subs, mat = sw.sqnr_grid({"blocks.0.norm1": 30.0, "blocks.1.norm1": 20.0,
+    blocks, subs, mat = plots.sqnr_grid({"blocks.0.norm1": 30.0, "blocks.1.norm1": 20.0,
                                       "blocks.1.mlp.act": 10.0, "head": 5.0, "image": np.inf})
     assert blocks == [0, 1] and subs == ["norm1", "mlp.act"]
     assert mat[1, 1] == 10.0 and np.isnan(mat[0, 1])
@@ -72,9 +74,9 @@ def test_sqnr_grid_and_pick_row():
     assert sw.pick_row(rows, "worst")["wbits"] == 4
     assert sw.pick_row(rows, "best")["wbits"] == 8
     assert sw.pick_row(rows, "wbits=4")["int_top1"] == 0.7
-    with pytest.raises(sw.SweepError, match="no finished point"):
+    with pytest.raises(errors.SweepError, match="no finished point"):
         sw.pick_row(rows, "wbits=2")
-    with pytest.raises(sw.SweepError, match="DIM=VALUE"):
+    with pytest.raises(errors.SweepError, match="DIM=VALUE"):
         sw.pick_row(rows, "wbits")
 
 
@@ -108,8 +110,8 @@ def test_resume_skips_finished_points_and_reruns_broken_ones(ctx, tmp_path, monk
     grid = sw.grid_points({"wbits": [8, 6, 4]})
     # simulate a write cut short by a kill (a stray temp file) and a corrupt point file
     (tmp_path / "points" / ".x.json.123.tmp").write_text("{")
-    store = sw.SweepStore(tmp_path, context)
-    store.path({"wbits": 4}).write_text('{"key": ')
+    st = store.SweepStore(tmp_path, context)
+    st.path({"wbits": 4}).write_text('{"key": ')
     calls = []
     real = sw.evaluate_config
     monkeypatch.setattr(sw, "evaluate_config", lambda cc, cfg: calls.append(cfg) or real(cc, cfg))
@@ -118,12 +120,13 @@ def test_resume_skips_finished_points_and_reruns_broken_ones(ctx, tmp_path, monk
     with open(tmp_path / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert [int(r["wbits"]) for r in table] == [8, 6, 4]                 # grid order
-    assert set(sw.csv_columns()) == set(table[0]) and table[0]["act_calib"] == "mse"
+    assert set(store.csv_columns()) == set(table[0]) and table[0]["act_calib"] == "mse"
     assert all(r["error"] == "" and 0 <= float(r["int_top1"]) <= 1 for r in table)
     # nothing left to do: a rerun runs nothing
     assert sw.run_grid(c, grid, tmp_path, context, workers=1)[1] == 0
 
 
+@pytest.mark.slow
 def test_parallel_and_serial_sweeps_agree(ctx, tmp_path):
     c, context = ctx
     grid = sw.grid_points({"wbits": [8, 4], "abits": [8, 6]})
@@ -134,11 +137,12 @@ def test_parallel_and_serial_sweeps_agree(ctx, tmp_path):
         assert not diff, diff
 
 
+@pytest.mark.slow
 def test_plots_and_heatmap(ctx, tmp_path):
     pytest.importorskip("matplotlib")
     c, context = ctx
     rows, _ = sw.run_grid(c, sw.grid_points({"wbits": [8, 4], "abits": [8, 6]}), tmp_path, context, workers=1)
-    written = sw.plot_accuracy(rows, tmp_path)
+    written = plots.plot_accuracy(rows, tmp_path)
     assert sorted(p.name for p in written) == ["accuracy_vs_abits.png", "accuracy_vs_wbits.png"]
     hm = sw.write_heatmap(c, rows, tmp_path, "wbits=4,abits=6", n_images=4)
     assert hm.exists() and hm.stat().st_size > 1000

@@ -1,17 +1,28 @@
-"""The kernel library. Non-linear candidates by family: `CANDIDATES[family][name]`."""
-import importlib
+"""The kernel library: one interface for every kernel (base.Kernel, spec K0).
 
+Arithmetic kernels: REQUANTIZE (A6), RESIDUAL_ADD (K5), MATMUL (K1). Non-linear candidates by
+family: `candidates(family)` -> {name: kernel}, `get_kernel(family, name)`.
+"""
 from ..arith import ArithSpecError
+from . import gelu, layernorm, softmax
+from .add import RESIDUAL_ADD
+from .base import Kernel, KernelPlan
+from .matmul import MATMUL
+from .requantize import REQUANTIZE
 
 FAMILIES = ("gelu", "softmax", "layernorm")
 DEFAULTS = {"gelu": "poly-gelu", "softmax": "bitshift-softmax", "layernorm": "isqrt-layernorm"}
+_CANDIDATES = {"gelu": gelu.CANDIDATES, "softmax": softmax.CANDIDATES, "layernorm": layernorm.CANDIDATES}
+
+__all__ = ["FAMILIES", "DEFAULTS", "Kernel", "KernelPlan", "MATMUL", "REQUANTIZE", "RESIDUAL_ADD",
+           "candidates", "get_kernel"]
 
 
 def candidates(family):
-    """{name: kernel} of one family, in the order the module declares them."""
+    """{name: kernel} of one non-linear family, in the order the module declares them."""
     if family not in FAMILIES:
         raise ArithSpecError(f"unknown kernel family {family!r}; families: {', '.join(FAMILIES)}")
-    return importlib.import_module(f"{__name__}.{family}").CANDIDATES
+    return _CANDIDATES[family]
 
 
 def get_kernel(family, name):

@@ -1,56 +1,88 @@
-"""What every non-linear kernel provides (docs/arithmetic.md, section K0).
+"""The one kernel interface (docs/arithmetic.md, section K0).
 
-A kernel is planned offline, where float is allowed: `plan(in_scale, in_fmt, **options)` turns
-real scales (and for some kernels calibration data or LayerNorm's gamma/beta) into a KernelPlan
-holding integer constants only. At run time `reference(q, consts)` (plain NumPy, reads like the
-spec) and `fast(q, consts)` (numba) compute the same integers bit for bit.
+Every kernel - requantize (A6), residual add (K5), matmul (K1) and the non-linear candidates of
+K2-K4 - is an object with the same six methods:
+
+    plan(in_scale, in_fmt, **options) -> KernelPlan     offline, float allowed: real scales (and a
+                                                         family's own options) -> integer constants
+    reference(inputs, plan) -> ndarray                   plain NumPy that reads like the spec
+    fast(inputs, plan) -> ndarray                        numba/BLAS, bit-identical to reference
+    cost(shape, plan=None) -> {kind: ops per element}    integer operations per output element
+    error_bound(plan, inputs) -> ndarray                 per output element, |real out - float f(in)|
+    const_formats(plan) -> {name: arith.ConstFormat}     the register of each plan constant and the
+                                                         values the spec allows in it (the kernel's
+                                                         spec section states them)
+
+`inputs` is a sequence of integer arrays (one per operand); `in_scale` and `in_fmt` are one value
+for a single-operand kernel and a tuple for a two-operand one. The options a plan takes are fixed
+per family (softmax: out_bits; gelu: sample and the candidate's knobs; layernorm: gamma, beta, eps;
+requantize and add: out_scale, out_fmt, multiplier_bits), so whoever plans a layer passes the same
+options to every candidate of its family and never looks at a signature.
+
+At run time only `plan.consts` (integers), `plan.in_fmt` and `plan.out_fmt` are read: an executor
+rebuilds a KernelPlan from an integer program op without any float.
 """
 from dataclasses import dataclass, field
 
-import numpy as np
+from ..arith import ArithSpecError, IntFormat
 
-from ..arith import IntFormat
+OP_KINDS = ("mul", "shift", "add", "div", "cmp")
 
 
 @dataclass
 class KernelPlan:
     kernel: str                 # candidate name, e.g. "poly-gelu"
     consts: dict                # name -> Python int or int64 ndarray: integer constants only
-    in_fmt: IntFormat
+    in_fmt: object              # IntFormat, or a tuple of them for a two-operand kernel
     out_fmt: IntFormat
-    out_scale: float            # real value of one output LSB (offline bookkeeping, never run)
-    info: dict = field(default_factory=dict)   # offline facts worth reporting (fitted a, b, ...)
+    out_scale: object = 1.0     # real value of one output LSB (offline bookkeeping, never run)
+    info: dict = field(default_factory=dict)            # offline facts worth reporting (fitted a, b)
+    in_scale: object = None     # real value of one input LSB (offline)
+    float_params: dict = field(default_factory=dict)    # parameters of the float function f (offline)
 
 
 class Kernel:
-    """Base class; subclasses set the class attributes and implement the four methods."""
+    """Base class; subclasses set the class attributes and implement the six methods."""
     name = ""           # candidate name used on the command line and in plans
-    family = ""         # "gelu", "softmax" or "layernorm"
+    family = ""         # "requantize", "add", "matmul", "gelu", "softmax" or "layernorm"
     spec_section = ""   # e.g. "K3.1"
     title = ""          # one line for tables
 
     def plan(self, in_scale, in_fmt, **options):
         raise NotImplementedError
 
-    def reference(self, q, consts):
+    def reference(self, inputs, plan):
         raise NotImplementedError
 
-    def fast(self, q, consts):
+    def fast(self, inputs, plan):
         raise NotImplementedError
 
-    def cost(self, **shape):
-        """Integer operations per output element, by kind: {'mul', 'shift', 'add', 'div', 'cmp'}
-        counted from the kernel's definition (row reductions amortised over the row length)."""
+    def cost(self, shape, plan=None):
+        """Integer operations per output element of an output of `shape` (row length = shape[-1]),
+        by kind {'mul', 'shift', 'add', 'div', 'cmp'}, counted from the kernel's definition (row
+        reductions amortised over the row)."""
         raise NotImplementedError
 
-    @staticmethod
-    def float_reference(x, **params):
-        """The float function the kernel approximates (for accuracy tests and tables)."""
+    def error_bound(self, plan, inputs):
+        """Per output element: a proved bound on |out * out_scale - f(inputs * in_scale)|."""
         raise NotImplementedError
 
-    def __call__(self, q, consts):
-        return self.fast(q, consts)
+    def const_formats(self, plan):
+        """{constant name: arith.ConstFormat} for every constant of plan.consts (spec: the kernel
+        section's constants). Read by golden manifests and by ops.check_constants."""
+        raise NotImplementedError
+
+    def float_reference(self, x, plan=None):
+        """The float function the kernel approximates (with the plan's float parameters)."""
+        raise NotImplementedError
 
 
-def as_int64(q):
-    return np.ascontiguousarray(q, dtype=np.int64)
+def row_length(shape):
+    """The last axis of an output shape, checked (cost conventions amortise per-row work on it)."""
+    try:
+        n = int(tuple(shape)[-1])
+    except (TypeError, IndexError, ValueError):
+        raise ArithSpecError(f"cost: shape must be a non-empty tuple of ints, got {shape!r}") from None
+    if n < 1:
+        raise ArithSpecError(f"cost: the row length (last axis of {tuple(shape)}) must be >= 1")
+    return n

@@ -17,9 +17,9 @@ import math
 import numba
 import numpy as np
 
-from .. import arith
-from ..arith import ArithSpecError, IntFormat, IntOverflowError
-from .base import Kernel, KernelPlan
+from .. import arith, floatfn
+from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
+from .base import Kernel, KernelPlan, row_length
 
 SQRT2 = math.sqrt(2.0)
 INT64_LIMIT = 1 << 62          # every intermediate is proven to stay strictly below this (K3.0)
@@ -113,28 +113,33 @@ def _ref_output(y, consts):
     return y.astype(fmt.storage)
 
 
-def _gelu_float(x):
-    from scipy.special import erf   # test-extra dependency: imported only when called
-    x = np.asarray(x, dtype=np.float64)
-    return 0.5 * x * (1.0 + erf(x / SQRT2))
-
-
-_erf_np = np.vectorize(math.erf, otypes=[np.float64])   # offline only (fitter, bounds): no scipy
-
-
 def gelu_exact(x):
-    """Exact GELU in float64 without scipy (offline helper for the fitter and the error bounds)."""
-    x = np.asarray(x, dtype=np.float64)
-    return 0.5 * x * (1.0 + _erf_np(x / SQRT2))
+    """Exact GELU in float64 (offline: the fitter, the error bounds)."""
+    return floatfn.gelu(np.asarray(x, dtype=np.float64))
 
 
 class _GeluKernel(Kernel):
+    """The family's plan options: `sample` (the layer's calibration values, for data-aware fits;
+    a candidate without a fit ignores it) and the candidate's own knobs."""
     family = "gelu"
 
-    @staticmethod
-    def float_reference(x, **params):
-        """Exact GELU(x) = 0.5 x (1 + erf(x/sqrt2)) in float64 (scipy.special.erf)."""
-        return _gelu_float(x)
+    def float_reference(self, x, plan=None):
+        """Exact GELU(x) = 0.5 x (1 + erf(x/sqrt2)) in float64."""
+        return gelu_exact(x)
+
+    def error_bound(self, plan, inputs):
+        """Pointwise bound at the real inputs x = q * in_scale (the candidate's `bound_at`)."""
+        return self.bound_at(plan, np.asarray(inputs[0], dtype=np.float64) * plan.in_scale)
+
+    const_registers = {}          # the candidate's own constants (K3.x), beside K3.0's
+
+    def const_formats(self, plan):
+        """K3.0: in_lo, in_hi and out_bits restate the formats (registers holding their domains:
+        signed 2..16-bit inputs, outputs up to 32 bits), then the candidate's constants."""
+        return {"in_lo": ConstFormat.holding(-(1 << (IN_BITS_MAX - 1)), -1).exactly(plan.in_fmt.lo),
+                "in_hi": ConstFormat.holding(1, (1 << (IN_BITS_MAX - 1)) - 1).exactly(plan.in_fmt.hi),
+                "out_bits": ConstFormat.holding(2, OUT_BITS_MAX).exactly(plan.out_fmt.bits),
+                **self.const_registers}
 
 
 # =====================================================================================================
@@ -210,7 +215,7 @@ def _fit_ab(x, weight):
     u = x / SQRT2
     sgn = np.sign(u)
     au = np.abs(u)
-    r0 = sgn - _erf_np(u)              # residual of L with a = 0 (L = sgn)
+    r0 = sgn - floatfn.erf(u)          # residual of L with a = 0 (L = sgn)
 
     def profile(b):
         t = np.minimum(au, -b) + b
@@ -268,18 +273,23 @@ class PolyGelu(_GeluKernel):
     name = "poly-gelu"
     spec_section = "K3.1"
     title = "IPTQ-ViT data-aware Poly-GELU, 4th-power erf, fitted (a, b)"
+    const_registers = {                                   # K3.1.2 "Registers"
+        "GL": ConstFormat.holding(0, 61), "GR": ConstFormat.holding(0, IN_BITS_MAX - 1),
+        "B": ConstFormat.holding(1 << (NB - 1), 1 << NB), "S2": ConstFormat.fixed(S2),
+        "mA": ConstFormat.holding(1 << (MA_BITS - 1), (1 << MA_BITS) - 1),
+        "kA": ConstFormat.holding(0, arith.SHIFT_MAX), "TWO_ONE": ConstFormat.fixed(1 << (F_POLY + 1))}
 
-    def plan(self, in_scale, in_fmt, a=None, b=None, fit_data=None):
-        """Constants of K3.1.2 from in_scale and (a, b): given, else fitted on fit_data, else the
-        uniform default fit."""
+    def plan(self, in_scale, in_fmt, sample=None, a=None, b=None):
+        """Constants of K3.1.2 from in_scale and (a, b): given, else fitted on the calibration
+        `sample` of the layer's input, else the uniform default fit."""
         S = arith.check_scale("in_scale", in_scale)
         fmt = _check_in_fmt(in_fmt)
         if (a is None) != (b is None):
             raise ArithSpecError("poly-gelu: give both a and b, or neither")
         if a is not None:
             source = "given"
-        elif fit_data is not None:
-            a, b = fit_poly_gelu(fit_data)
+        elif sample is not None:
+            a, b = fit_poly_gelu(sample)
             source = "fit_data"
         else:
             a, b = default_poly_ab()
@@ -316,12 +326,13 @@ class PolyGelu(_GeluKernel):
                       TWO_ONE=two_one)
         info = {"a": a, "b": b, "fit": source, "G": G, "Sw": Sw, "y_max": y_max,
                 "L_at_0": 1.0 - y_max / 2.0 ** F_POLY}
-        return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (F_POLY + 1), info)
+        return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (F_POLY + 1), info, S,
+                          {"a": a, "b": b})
 
-    def reference(self, q, consts):
+    def reference(self, inputs, plan):
         """Spec K3.1.3, steps P1-P6."""
-        q = _ref_input(q, consts)
-        c = consts
+        c = plan.consts
+        q = _ref_input(inputs[0], c)
         w = (np.abs(q) << c["GL"]) >> c["GR"]            # P1 |u| on the Sw grid (floor)
         d = c["B"] - np.minimum(w, c["B"])               # P2 d = max(0, B - w), Sw units
         d2s = (d * d) >> c["S2"]                         # P3 d^2 / 2^S2 (floor)
@@ -329,18 +340,19 @@ class PolyGelu(_GeluKernel):
         E = np.where(q > 0, c["TWO_ONE"] - y, y)         # P5 E = 2^F (1 + L)
         return _ref_output(q * E, c)                      # P6 out = q E
 
-    def fast(self, q, consts):
-        c = consts
-        return _run_elementwise(_poly_fast, q, c, c["GL"], c["GR"], c["B"], c["S2"], c["mA"],
+    def fast(self, inputs, plan):
+        c = plan.consts
+        return _run_elementwise(_poly_fast, inputs[0], c, c["GL"], c["GR"], c["B"], c["S2"], c["mA"],
                                 c["kA"], c["TWO_ONE"])
 
-    def cost(self, row_len=None, plan=None):
+    def cost(self, shape, plan=None):
+        row_length(shape)
         # |q| (cmp + add), shift, min (cmp), sub, d*d, shift, d2s^2, *mA, shift, sign select
         # (cmp), 2^(F+1) - y (add), q*E (mul) (K3.1.5)
         return {"mul": 4, "shift": 3, "add": 3, "div": 0, "cmp": 3}
 
     @staticmethod
-    def error_bound(plan, x):
+    def bound_at(plan, x):
         """Pointwise bound of spec K3.1.4: |out*out_scale - GELU(x)| <= this, x = q*in_scale."""
         a, b = plan.info["a"], plan.info["b"]
         Sw = plan.info["Sw"]
@@ -386,7 +398,13 @@ class IbertGelu(_GeluKernel):
     spec_section = "K3.2"
     title = "I-BERT i-GELU, 2nd-order erf (a=-0.2888, b=-1.769)"
 
-    def plan(self, in_scale, in_fmt, n=None):
+    const_registers = {"b_int": ConstFormat.holding(-((1 << 31) - 1), -1),    # K3.2.1 "Registers"
+                       "c_int": ConstFormat.holding(-((1 << 62) - 1), -1),
+                       "n": ConstFormat.holding(0, 62),
+                       "one": ConstFormat.holding(-((1 << 31) - 1), -IBERT_ONE_MIN)}
+
+    def plan(self, in_scale, in_fmt, sample=None, n=None):
+        """K3.2.1 (I-BERT's constants; no fit: `sample` is not used)."""
         S = arith.check_scale("in_scale", in_scale)
         fmt = _check_in_fmt(in_fmt)
         S1 = S / IBERT_K
@@ -410,29 +428,30 @@ class IbertGelu(_GeluKernel):
         out_fmt = _out_fmt_for(bound, f"ibert-gelu at in_scale={in_scale!r}, n={n}")
         consts = dict(_base_consts(fmt, out_fmt), b_int=b_int, c_int=c_int, n=n, one=one)
         info = {"a": IBERT_A, "b": IBERT_B, "n": n, "S1": S1, "S_erf": S_erf}
-        return KernelPlan(self.name, consts, fmt, out_fmt, -S * S_erf / 2.0, info)
+        return KernelPlan(self.name, consts, fmt, out_fmt, -S * S_erf / 2.0, info, S)
 
-    def reference(self, q, consts):
+    def reference(self, inputs, plan):
         """Spec K3.2.2, steps I1-I5 (I-BERT's algorithm; the final negation is ours)."""
-        q = _ref_input(q, consts)
-        c = consts
+        c = plan.consts
+        q = _ref_input(inputs[0], c)
         t = np.minimum(np.abs(q), -c["b_int"])                         # I1
         y = np.sign(q) * ((t + c["b_int"]) ** 2 + c["c_int"])          # I2 scale a S1^2 (< 0)
         y = y >> c["n"]                                                # I3 floor, as I-BERT
         return _ref_output(-(q * (y + c["one"])), c)                   # I4-I5
 
-    def fast(self, q, consts):
-        c = consts
-        return _run_elementwise(_ibert_fast, q, c, c["b_int"], c["c_int"], c["n"], c["one"])
+    def fast(self, inputs, plan):
+        c = plan.consts
+        return _run_elementwise(_ibert_fast, inputs[0], c, c["b_int"], c["c_int"], c["n"], c["one"])
 
-    def cost(self, row_len=None, plan=None):
+    def cost(self, shape, plan=None):
+        row_length(shape)
         # |q| (cmp + add), min (cmp), +b_int, square, +c_int, sign (cmp + add), >>n, +one, q*(.),
         # negate (K3.2.4)
         return {"mul": 2, "shift": 1, "add": 6, "div": 0, "cmp": 3}
 
     @staticmethod
-    def error_bound(plan, x):
-        """Pointwise bound of spec K3.2.3."""
+    def bound_at(plan, x):
+        """Pointwise bound of spec K3.2.3 at the real inputs x."""
         S1, n = plan.info["S1"], plan.info["n"]
         A, bb = -IBERT_A, -IBERT_B
         x = np.asarray(x, dtype=np.float64)
@@ -489,7 +508,7 @@ def _exp_shift_ref(v, x0, n):
     result saturated at SAT (E7, ours: exact under I-ViT's sum clamp, K3.3.2)."""
     v = v + (v >> 1) - (v >> 4)                     # E1 v * (1 + 1/2 - 1/16)
     v = np.maximum(v, n * x0)                       # E2 clip at 2^-n
-    z = np.floor_divide(v, x0)                      # E3 floor; z <= n
+    z = arith.floor_div(v, x0)                      # E3 floor; z <= n
     r = v - z * x0                                  # E4 r in (x0, 0]
     f2 = r - 2 * x0                                 # E5 2 f = r - 2 x0 in [1 - x0, -2 x0]
     s = n - z                                       # >= 0
@@ -504,9 +523,12 @@ class IvitShiftGelu(_GeluKernel):
     spec_section = "K3.3"
     title = "I-ViT ShiftGELU x*sigmoid(1.702x), shift exponential, 8-bit sigmoid"
 
-    def plan(self, in_scale, in_fmt, n=None, rowmax=True):
+    const_registers = {"x0": ConstFormat.holding(-((1 << 31) - 1), -1),      # K3.3 "Registers"
+                       "n": ConstFormat.holding(1, 30), "rowmax": ConstFormat.holding(0, 1)}
+
+    def plan(self, in_scale, in_fmt, sample=None, n=None, rowmax=True):
         """rowmax=True: I-ViT's max over the last axis (row-wise kernel). rowmax=False: our
-        elementwise variant with m = max(q, 0) per element (K3.3.3)."""
+        elementwise variant with m = max(q, 0) per element (K3.3.3). No fit: `sample` is not used."""
         S = arith.check_scale("in_scale", in_scale)
         fmt = _check_in_fmt(in_fmt)
         Sp = IVIT_ALPHA * S
@@ -531,12 +553,12 @@ class IvitShiftGelu(_GeluKernel):
         out_fmt = _out_fmt_for(mag * ((1 << (SIG_BITS - 1)) - 1), "ivit-shiftgelu")
         consts = dict(_base_consts(fmt, out_fmt), x0=x0, n=n, rowmax=int(bool(rowmax)))
         info = {"n": n, "x0": x0, "rowmax": bool(rowmax), "clamp_free_for_m_ge_0": 2 * (X << n) <= SAT}
-        return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (SIG_BITS - 1), info)
+        return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (SIG_BITS - 1), info, S)
 
-    def reference(self, q, consts):
+    def reference(self, inputs, plan):
         """Spec K3.3.2, steps S1-S7 (S1 of K3.3.3 for the elementwise variant)."""
-        q = _ref_input(q, consts)
-        c = consts
+        c = plan.consts
+        q = _ref_input(inputs[0], c)
         if c["rowmax"]:
             m = np.max(q, axis=-1, keepdims=True) if q.ndim else q      # S1 I-ViT: row max
         else:
@@ -544,13 +566,13 @@ class IvitShiftGelu(_GeluKernel):
         e1 = _exp_shift_ref(q - m, c["x0"], c["n"])                     # S2 ~ e^{1.702 (x - m)}
         e2 = _exp_shift_ref(-m, c["x0"], c["n"])                        # S3 ~ e^{-1.702 m}
         total = np.minimum(e1 + e2, SAT)                                # S4 I-ViT clamp
-        factor = SAT // total                                           # S5 floor
+        factor = arith.floor_div(SAT, total)                            # S5 floor
         sig = (e1 * factor) >> SIG_SHIFT                                # S6 [0, 127] at 2^-7
         return _ref_output(q * sig, c)                                  # S7
 
-    def fast(self, q, consts):
-        q = _fast_input(q, consts)
-        c = consts
+    def fast(self, inputs, plan):
+        c = plan.consts
+        q = _fast_input(inputs[0], c)
         shape = q.shape
         qmin, qmax = int(q.min()), int(q.max())     # checked first: the tables index by value
         if qmin < c["in_lo"] or qmax > c["in_hi"]:
@@ -565,9 +587,10 @@ class IvitShiftGelu(_GeluKernel):
                               out.reshape(-1))
         return out
 
-    def cost(self, row_len=1536, plan=None):
+    def cost(self, shape, plan=None):
         """Per element (K3.3.5). With the row max (I-ViT, the default without a plan) the max and
-        e2 are once per row of row_len elements; the elementwise variant pays them per element."""
+        e2 are once per row of shape[-1] elements; the elementwise variant pays them per element."""
+        row_len = row_length(shape)
         rowmax = plan.info["rowmax"] if plan is not None else True
         per_exp = {"mul": 1, "shift": 3, "add": 5, "div": 1, "cmp": 3}   # E1-E7 (K3.3.5)
         k = 1.0 / max(int(row_len), 1) if rowmax else 1.0
@@ -580,10 +603,13 @@ class IvitShiftGelu(_GeluKernel):
         return c
 
     @staticmethod
-    def error_bound(plan, x, m=None):
-        """Pointwise bound of spec K3.3.4 for an element x whose row max is m >= max(x, 0)
-        (m=None: the elementwise variant, m = max(x, 0))."""
-        return _ivit_bound(plan, np.asarray(x, dtype=np.float64), m)
+    def bound_at(plan, x, m=None):
+        """Pointwise bound of spec K3.3.4 for real elements x whose row max is m >= max(x, 0);
+        m=None: the plan's own rule (the row max over the last axis, or max(x, 0) elementwise)."""
+        x = np.asarray(x, dtype=np.float64)
+        if m is None and plan.info["rowmax"] and x.ndim:
+            m = np.max(x, axis=-1, keepdims=True)
+        return _ivit_bound(plan, x, m)
 
 
 def ivit_gelu_float(x):
@@ -622,33 +648,12 @@ def _ivit_bound(plan, x, m):
 
 
 @numba.njit(cache=True, inline="always")
-def _floor_div_exact(a, d):
-    """floor(a / d) for int64 |a|, |d| < 2^53, d != 0. Both convert to float64 exactly and the
-    rounded quotient lies within one of a/d, so floor of it is off by at most one and one integer
-    correction on the remainder makes it exact. Cheaper than an int64 division; the tests check it
-    against //."""
-    z = np.int64(math.floor(a / d))
-    r = a - z * d
-    if d > 0:
-        if r < 0:
-            z -= 1
-        elif r >= d:
-            z += 1
-    else:
-        if r > 0:
-            z -= 1
-        elif r <= d:
-            z += 1
-    return z
-
-
-@numba.njit(cache=True, inline="always")
 def _exp_shift1(v, x0, n):
     v = v + (v >> 1) - (v >> 4)
     lim = n * x0
     if v < lim:
         v = lim
-    z = _floor_div_exact(v, x0)
+    z = arith.floor_div1(v, x0)
     r = v - z * x0
     f2 = r - 2 * x0
     s = n - z
@@ -664,7 +669,7 @@ def _ivit_finish(v, e1, e2):
     total = e1 + e2
     if total > SAT:
         total = SAT
-    return v * ((e1 * _floor_div_exact(np.int64(SAT), total)) >> SIG_SHIFT)
+    return v * ((e1 * arith.floor_div1(np.int64(SAT), total)) >> SIG_SHIFT)
 
 
 @numba.njit(cache=True, nogil=True)

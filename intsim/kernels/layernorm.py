@@ -18,13 +18,14 @@ import math
 import numba
 import numpy as np
 
-from .. import arith
-from ..arith import ArithSpecError, IntFormat, IntOverflowError
-from .base import Kernel, KernelPlan
+from .. import arith, floatfn
+from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
+from .base import OP_KINDS, Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 24)
 C_MAX = 4096
 GAMMA_BITS_RANGE = (2, 24)
+GAMMA_BITS_DEFAULT = 16
 OUT_BITS_RANGE = (8, 32)
 NORM_BITS_RANGE = (4, 24)       # F of K4.2; F <= 24 keeps every shift K - F - t - u >= 2
 H_MAX = 62                      # largest output shift h (A3: round_shift needs 2^(h-1) in int64)
@@ -136,10 +137,6 @@ def ivit_std(V):
 
 # --- K4.0 common: parameter checks, input rows, the integer gamma/beta stage ---------------------------
 
-def _round_half_up(x: Fraction):
-    return math.floor(x + Fraction(1, 2))
-
-
 def _check_common(in_scale, in_fmt, gamma, beta, eps, gamma_bits, out_bits):
     """K4.0.1 parameter checks shared by both candidates."""
     s = arith.check_scale("layernorm in_scale", in_scale)
@@ -196,7 +193,7 @@ def _affine_plan(gamma, beta, lam, F, n_max, gamma_bits, out_bits):
     b_exact = [Fraction(float(b)) for b in beta]
     for h in range(max(0, prod_max.bit_length() - out_bits), H_MAX + 1):
         S_out = Fraction(S_g) * Fraction(2) ** (h - F)
-        B = [_round_half_up(b / S_out) for b in b_exact]    # exact rationals: no float rounding
+        B = [arith.round_half_up(b / S_out) for b in b_exact]    # exact rationals: no float rounding
         shifted = prod_max if h == 0 else (prod_max + (1 << (h - 1))) >> h
         if shifted + max(abs(x) for x in B) <= out_hi:
             return g, np.array(B, dtype=np.int64), h, S_g, float(S_out), shifted + max(abs(x) for x in B)
@@ -237,10 +234,7 @@ def _affine_ref(n, consts):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _affine1(n, g, h, B):
-    v = n * g
-    if h > 0:
-        v = (v + (np.int64(1) << (h - 1))) >> h
-    return v + B
+    return arith.round_shift1(n * g, h) + B
 
 
 def _finish(out2, q, consts):
@@ -255,7 +249,6 @@ def _raise_bad_input(bad, consts):
 
 
 # K4.2.5 / K4.3.5 operation counts: (step, per 'elem' or per 'row', {kind: count})
-OP_KINDS = ("mul", "shift", "add", "div", "cmp")
 AFFINE_COST = [("n*g, round_shift(., h), + B", "elem", {"mul": 1, "add": 2, "shift": 1})]
 ISQRT_LN_COST = [
     ("s += q~, Q += q~^2", "elem", {"mul": 1, "add": 2}),
@@ -277,9 +270,8 @@ IVIT_LN_COST = [
 ] + AFFINE_COST
 
 
-def _cost(table, row_len):
-    if not isinstance(row_len, (int, np.integer)) or row_len < 1:
-        raise ArithSpecError(f"layernorm cost: row_len must be a positive integer, got {row_len!r}")
+def _cost(table, shape):
+    row_len = row_length(shape)
     out = dict.fromkeys(OP_KINDS, 0.0)
     for _, per, ops in table:
         for k, v in ops.items():
@@ -288,23 +280,19 @@ def _cost(table, row_len):
 
 
 def _float_ln(x, eps):
-    x = np.asarray(x, dtype=np.float64)
-    mu = x.mean(axis=-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps)
+    """The normalised value z = (x - mean) / sqrt(var + eps), float64."""
+    return floatfn.layer_norm(np.asarray(x, dtype=np.float64), 1.0, 0.0, eps)
 
 
 class _LayerNormKernel(Kernel):
+    """The family's plan options: gamma, beta, eps (the float LayerNorm's parameters) and the
+    candidate's knobs (gamma_bits, out_bits, norm_bits)."""
     family = "layernorm"
 
-    @staticmethod
-    def float_reference(x, gamma=None, beta=None, eps=1e-6):
-        """float64 LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta."""
-        z = _float_ln(x, eps)
-        C = np.shape(x)[-1]
-        g = np.ones(C) if gamma is None else np.asarray(gamma, dtype=np.float64)
-        b = np.zeros(C) if beta is None else np.asarray(beta, dtype=np.float64)
-        return z * g + b
+    def float_reference(self, x, plan=None):
+        """float64 LayerNorm over the last axis with the plan's gamma, beta and eps."""
+        fp = plan.float_params
+        return floatfn.layer_norm(np.asarray(x, dtype=np.float64), fp["gamma"], fp["beta"], fp["eps"])
 
     @staticmethod
     def _affine_error(z, dz, gamma, plan):
@@ -313,12 +301,30 @@ class _LayerNormKernel(Kernel):
         s_gam = plan.info["gamma_scale"] / plan.info["lam"]
         return (np.abs(gamma) + s_gam / 2) * dz + s_gam / 2 * np.abs(z) + plan.out_scale
 
+    const_registers = {}          # the candidate's own constants (K4.2.1), beside K4.0's
+
+    def const_formats(self, plan):
+        """K4.0: C, in_lo and in_hi (restating the input format), the integer gamma g (signed narrow
+        gamma_bits, default 16) and beta B (signed out_bits) per channel, the shift h and out_bits;
+        then the candidate's constants."""
+        C = int(plan.consts["C"])
+        widest = 1 << (IN_BITS_RANGE[1] - 1)
+        gamma = IntFormat(plan.info.get("gamma_bits", GAMMA_BITS_DEFAULT), narrow=True)
+        out = IntFormat(plan.out_fmt.bits)
+        return {"C": ConstFormat.holding(1, C_MAX),
+                "in_lo": ConstFormat.holding(-widest, -1).exactly(plan.in_fmt.lo),
+                "in_hi": ConstFormat.holding(1, widest - 1).exactly(plan.in_fmt.hi),
+                "g": ConstFormat.of(gamma, (C,)), "B": ConstFormat.of(out, (C,)),
+                "h": ConstFormat.holding(0, H_MAX),
+                "out_bits": ConstFormat.holding(*OUT_BITS_RANGE).exactly(out.bits), **self.const_registers}
+
     def _plan_out(self, consts, in_fmt, gamma, beta, lam, F, n_max, gamma_bits, out_bits, info):
         g, B, h, S_g, S_out, out_max = _affine_plan(gamma, beta, lam, F, n_max, gamma_bits, out_bits)
         consts.update({"g": g, "B": B, "h": h, "out_bits": out_bits})
         info.update({"gamma_scale": S_g, "lam": lam, "h": h, "n_max": n_max, "out_max": out_max,
                      "gamma_bits": gamma_bits})
-        return KernelPlan(self.name, consts, in_fmt, IntFormat(out_bits), S_out, info)
+        return KernelPlan(self.name, consts, in_fmt, IntFormat(out_bits), S_out, info, info["in_scale"],
+                          {"gamma": gamma, "beta": beta, "eps": info["eps"]})
 
 
 # --- K4.2 isqrt-layernorm (ours) -------------------------------------------------------------------------
@@ -333,7 +339,7 @@ def _choose_p_u_E(in_fmt, C, in_scale, eps):
         D_max = (C * (hi - lo)) ** 2 // 4                        # C^2 * (largest population variance)
         E_exact = Fraction(C * C) * Fraction(eps) / (Fraction(in_scale) * 2 ** p) ** 2   # C^2 eps / S~^2
         for u in range(U_MAX, -1, -1):
-            E = _round_half_up(E_exact * 4 ** u)
+            E = arith.round_half_up(E_exact * 4 ** u)
             if (D_max << (2 * u)) + E < R_LIMIT:
                 return p, u, E, D_max
     raise ArithSpecError(f"layernorm: eps = {eps!r} at in_scale = {in_scale!r} (eps/in_scale^2 = "
@@ -401,6 +407,8 @@ class IsqrtLayerNorm(_LayerNormKernel):
     name = "isqrt-layernorm"
     spec_section = "K4.2"
     title = "exact integer mean/variance, eps inside, floor isqrt, 2^-16 normalised value (ours)"
+    const_registers = {"p": ConstFormat.holding(0, IN_BITS_RANGE[1] - 2), "u": ConstFormat.holding(0, U_MAX),
+                       "E": ConstFormat.holding(0, R_LIMIT - 1), "F": ConstFormat.holding(*NORM_BITS_RANGE)}
 
     def plan(self, in_scale, in_fmt, gamma=None, beta=None, eps=1e-6, gamma_bits=16, norm_bits=16,
              out_bits=32):
@@ -417,13 +425,15 @@ class IsqrtLayerNorm(_LayerNormKernel):
         info = {"in_scale": S, "eps": eps, "p": p, "u": u, "E": E, "D_max": D_max, "norm_bits": F}
         return self._plan_out(consts, in_fmt, gamma, beta, 1.0, F, n_max, gamma_bits, out_bits, info)
 
-    def reference(self, q, consts):
+    def reference(self, inputs, plan):
+        q, consts = inputs[0], plan.consts
         q2 = _rows(q, consts)
         _check_input_ref(q2, consts)
         n = _isqrt_ln_norm_ref(q2, consts)
         return _finish(_affine_ref(n, consts), q, consts)
 
-    def fast(self, q, consts):
+    def fast(self, inputs, plan):
+        q, consts = inputs[0], plan.consts
         q2 = _rows(q, consts)
         out = np.empty(q2.shape, dtype=IntFormat(consts["out_bits"]).storage)
         lo, hi = np.int64(consts["in_lo"]), np.int64(consts["in_hi"])
@@ -432,17 +442,17 @@ class IsqrtLayerNorm(_LayerNormKernel):
         _raise_bad_input(bad, consts)
         return _finish(out, q, consts)
 
-    def cost(self, row_len=384, plan=None, **shape):
+    def cost(self, shape, plan=None):
         """K4.2.5: isqrt at its proved worst case (7 divisions for N in [2^60, 2^62)); the pre-shift
         costs one more shift per element when the plan has p > 0 (p = 0 without a plan)."""
-        ops = _cost(ISQRT_LN_COST, row_len)
+        ops = _cost(ISQRT_LN_COST, shape)
         if plan is not None and plan.consts["p"] > 0:
             ops["shift"] += 1
         return ops
 
-    def error_bound(self, q, plan, gamma):
-        """K4.2.4: per-element bound on |out*S_out - float_reference(q*in_scale, gamma, beta, eps)|.
-        Offline analysis (float)."""
+    def error_bound(self, plan, inputs):
+        """K4.2.4: per-element bound on |out*S_out - float_reference(q*in_scale)|. Offline (float)."""
+        q, gamma = inputs[0], plan.float_params["gamma"]
         info, c = plan.info, plan.consts
         C, p, u, F = c["C"], c["p"], c["u"], c["F"]
         S = info["in_scale"]
@@ -535,12 +545,14 @@ class IvitLayerNorm(_LayerNormKernel):
         return self._plan_out(consts, in_fmt, gamma, beta, math.sqrt(C), IVIT_NORM_BITS, 1 << 30,
                               gamma_bits, out_bits, info)
 
-    def reference(self, q, consts):
+    def reference(self, inputs, plan):
+        q, consts = inputs[0], plan.consts
         q2 = _rows(q, consts)
         _check_input_ref(q2, consts)
         return _finish(_affine_ref(_ivit_norm_ref(q2, consts), consts), q, consts)
 
-    def fast(self, q, consts):
+    def fast(self, inputs, plan):
+        q, consts = inputs[0], plan.consts
         q2 = _rows(q, consts)
         out = np.empty(q2.shape, dtype=IntFormat(consts["out_bits"]).storage)
         lo, hi = np.int64(consts["in_lo"]), np.int64(consts["in_hi"])
@@ -548,9 +560,9 @@ class IvitLayerNorm(_LayerNormKernel):
         _raise_bad_input(bad, consts)
         return _finish(out, q, consts)
 
-    def cost(self, row_len=384, **shape):
+    def cost(self, shape, plan=None):
         """K4.3.5: the 10 Newton steps are fixed (no early exit)."""
-        return _cost(IVIT_LN_COST, row_len)
+        return _cost(IVIT_LN_COST, shape)
 
     @staticmethod
     def exact_rows(q, consts):
@@ -559,8 +571,9 @@ class IvitLayerNorm(_LayerNormKernel):
         V = V[:, 0]
         return ivit_std(V) == isqrt_ref(V), V
 
-    def error_bound(self, q, plan, gamma):
+    def error_bound(self, plan, inputs):
         """K4.3.4: the bound where std = isqrt(V) and sqrt(C)*sigma > 1; inf elsewhere."""
+        q, gamma = inputs[0], plan.float_params["gamma"]
         info, c = plan.info, plan.consts
         C = c["C"]
         qf = np.asarray(q, dtype=np.float64)

@@ -10,11 +10,14 @@ fast:      float BLAS on integer-valued operands. Exact because every partial su
 Both paths check the result fits the accumulator (no wrap, spec A4); the fast path skips the check
 when the static bound K * max|a| * max|b| + max|bias| already proves it (K1.3).
 """
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat
+from .base import Kernel, KernelPlan
 
 ACC32 = IntFormat(32)
 FLOAT32_EXACT = 1 << 24
@@ -122,3 +125,68 @@ def _sum_blocks(blocks, bias, lo, hi, out):
             outside |= (acc < lo) | (acc > hi)
             out[r, j] = acc
     return outside
+
+
+@dataclass(frozen=True)
+class PreparedOperand:
+    """A constant right operand (a weight) prepared once for the fast path: the integers and the
+    float32 copy the BLAS blocks multiply. Held by whoever runs the program (an explicit cache)."""
+    values: np.ndarray
+    as_float32: np.ndarray
+
+
+class Matmul(Kernel):
+    name = "matmul"
+    family = "matmul"
+    spec_section = "K1"
+    title = "exact integer product a @ b (+ bias) into the accumulator format, never a wrap"
+
+    def plan(self, in_scale, in_fmt, acc_fmt: IntFormat = ACC32, inner=None):
+        """No constants of its own (the operands and a bias are the layer's): the accumulator scale
+        is the product of the operand scales. `inner` (K) is recorded for the cost."""
+        sa, sb = in_scale
+        return KernelPlan(self.name, {}, tuple(in_fmt), acc_fmt, float(sa) * float(sb),
+                          {} if inner is None else {"inner": int(inner)}, tuple(in_scale))
+
+    @staticmethod
+    def prepare(b):
+        b = np.asarray(b)
+        return PreparedOperand(b, np.ascontiguousarray(b, dtype=np.float32))
+
+    def reference(self, inputs, plan):
+        a, b = inputs
+        b = b.values if isinstance(b, PreparedOperand) else b
+        return matmul_ref(a, b, plan.consts.get("bias"), plan.out_fmt)
+
+    def fast(self, inputs, plan):
+        a, b = inputs
+        a_fmt, b_fmt = plan.in_fmt
+        if isinstance(b, PreparedOperand):
+            return matmul(a, b.values, a_fmt, b_fmt, plan.consts.get("bias"), plan.out_fmt, b.as_float32)
+        return matmul(a, b, a_fmt, b_fmt, plan.consts.get("bias"), plan.out_fmt)
+
+    def cost(self, shape, plan=None):
+        """One multiply-accumulate per inner element (K per output), plus the bias add."""
+        if plan is None or "inner" not in plan.info:
+            raise arith.ArithSpecError("matmul cost needs a plan with the inner dimension")
+        k = float(plan.info["inner"])
+        return {"mul": k, "shift": 0.0, "add": k, "div": 0.0, "cmp": 0.0}
+
+    def error_bound(self, plan, inputs):
+        """Exact (spec K1): no error beyond the operands' own."""
+        a, b = inputs
+        b = b.values if isinstance(b, PreparedOperand) else b
+        return np.zeros(np.broadcast_shapes(np.shape(a)[:-2], np.shape(b)[:-2])
+                        + (np.shape(a)[-2], np.shape(b)[-1]))
+
+    def const_formats(self, plan):
+        """K1: a bias (optional), added to the accumulator, is held in the accumulator's format
+        (int32); its shape (one per output column) is the layer's."""
+        return {"bias": ConstFormat.of(plan.out_fmt)} if "bias" in plan.consts else {}
+
+    def float_reference(self, x, plan=None):
+        a, b = x
+        return np.matmul(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+
+
+MATMUL = Matmul()

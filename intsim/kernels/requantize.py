@@ -1,12 +1,14 @@
 """Requantization y = sat(round_shift(x * m, k)), per tensor or per channel (spec A6).
 
-Reference path: intsim.arith primitives in NumPy. Fast path: numba, one pass, no temporaries.
+Reference path: intsim.arith primitives in NumPy. Fast path: numba, one pass, no temporaries, with
+the rounding of arith.round_shift1. `REQUANTIZE` is the kernel object (plan: a real ratio -> (m, k)).
 """
 import numba
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat
+from .base import Kernel, KernelPlan
 
 
 def requantize_ref(x, m, k, out_fmt: IntFormat, axis=None):
@@ -17,14 +19,6 @@ def requantize_ref(x, m, k, out_fmt: IntFormat, axis=None):
 def _requant_rows(x3, m, k, lim, lo, hi, out3):
     """x3: (outer, C, inner), any integer dtype; m, k, lim: (C,) int64. The per-element body is spec
     A6; |x| > lim[c] would take x*m past the A4 bound: the first such value is returned (0: none)."""
-    # A6 per channel as ((x*m) << left + half) >> right: k > 0 rounds (half = 2^(k-1)), k <= 0 is an
-    # exact left shift by -k
-    right = np.maximum(k, 0)
-    left = np.maximum(-k, 0)
-    half = np.zeros_like(k)
-    for c in range(k.shape[0]):
-        if right[c] > 0:
-            half[c] = np.int64(1) << (right[c] - 1)
     # range violations are OR-ed into a flag rather than exiting early, so that the loops vectorise
     outside = False
     for o in range(x3.shape[0]):
@@ -32,14 +26,14 @@ def _requant_rows(x3, m, k, lim, lo, hi, out3):
             for c in range(x3.shape[1]):
                 xv = np.int64(x3[o, c, 0])
                 outside |= (xv > lim[c]) | (xv < -lim[c])
-                out3[o, c, 0] = min(max(((xv * m[c] << left[c]) + half[c]) >> right[c], lo), hi)
+                out3[o, c, 0] = arith.saturate1(arith.round_shift1(xv * m[c], k[c]), lo, hi)
         else:
             for c in range(x3.shape[1]):
-                mc, sl, hc, sr, lc = m[c], left[c], half[c], right[c], lim[c]
+                mc, kc, lc = m[c], k[c], lim[c]
                 for i in range(x3.shape[2]):
                     xv = np.int64(x3[o, c, i])
                     outside |= (xv > lc) | (xv < -lc)
-                    out3[o, c, i] = min(max(((xv * mc << sl) + hc) >> sr, lo), hi)
+                    out3[o, c, i] = arith.saturate1(arith.round_shift1(xv * mc, kc), lo, hi)
     if outside:
         for o in range(x3.shape[0]):
             for c in range(x3.shape[1]):
@@ -82,3 +76,88 @@ def requantize(x, m, k, out_fmt: IntFormat, axis=None):
     if bad:
         arith.check_product_bound("requantize", abs(int(bad)), m_arr, k_arr)
     return out.reshape(x.shape)
+
+
+def multiplier(ratio, bits):
+    """The (m, k) of spec A2 for a ratio: scalars for one ratio (or channels that all share one),
+    else per-channel int64 arrays."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    if ratio.ndim and np.unique(ratio).size == 1:
+        ratio = ratio.reshape(-1)[0]
+    if ratio.ndim == 0:
+        d = arith.dyadic(float(ratio), bits)
+        return d.m, d.k
+    return arith.dyadic_array(ratio, bits)
+
+
+def multiplier_formats(multiplier_bits, shape=()):
+    """The registers of one (m, k) pair (A2): m unsigned `multiplier_bits` wide holding
+    [1, 2^B - 1], k signed 7 bits holding [-31, 62]."""
+    bits = arith.check_bits("multiplier width", multiplier_bits, 2, arith.MULTIPLIER_BITS_DEFAULT)
+    return (ConstFormat.holding(1, (1 << bits) - 1, shape),
+            ConstFormat.holding(arith.SHIFT_MIN, arith.SHIFT_MAX, shape))
+
+
+class Requantize(Kernel):
+    name = "requantize"
+    family = "requantize"
+    spec_section = "A6"
+    title = "y = sat(round_shift(x * m, k)), round half up, per tensor or per channel (last axis)"
+
+    def plan(self, in_scale, in_fmt, out_scale=None, out_fmt=None, multiplier_bits=31, ratio=None):
+        """(m, k) for in_scale / out_scale (broadcast: per channel along the last axis when either
+        is a vector), or for `ratio` when the caller knows it exactly (equal channel factors)."""
+        if out_fmt is None or (out_scale is None and ratio is None):
+            raise arith.ArithSpecError("requantize plan needs out_fmt and out_scale (or ratio)")
+        if ratio is None:
+            src = np.asarray(in_scale, dtype=np.float64)
+            dst = np.asarray(out_scale, dtype=np.float64)
+            ratio = np.broadcast_to(src / dst, dst.shape if dst.ndim else src.shape)
+        m, k = multiplier(ratio, multiplier_bits)
+        return KernelPlan(self.name, {"m": m, "k": k}, in_fmt, out_fmt, out_scale,
+                          {"multiplier_bits": multiplier_bits}, in_scale,
+                          {"ratio": np.asarray(ratio, dtype=np.float64)})
+
+    @staticmethod
+    def _axis(consts):
+        return -1 if np.ndim(consts["m"]) else None
+
+    def reference(self, inputs, plan):
+        x, = inputs
+        c = plan.consts
+        return requantize_ref(x, c["m"], c["k"], plan.out_fmt, self._axis(c))
+
+    def fast(self, inputs, plan):
+        x, = inputs
+        c = plan.consts
+        return requantize(x, c["m"], c["k"], plan.out_fmt, self._axis(c))
+
+    def cost(self, shape, plan=None):
+        return {"mul": 1.0, "shift": 1.0, "add": 1.0, "div": 0.0, "cmp": 2.0}
+
+    def error_bound(self, plan, inputs):
+        """Half an output LSB of rounding plus the multiplier's own error |x| * |ratio - m/2^k|
+        (real units); inf where the value saturates."""
+        x = np.asarray(inputs[0], dtype=np.float64)
+        c = plan.consts
+        dyadic_ratio = np.asarray(c["m"], dtype=np.float64) * 2.0 ** -np.asarray(c["k"], dtype=np.float64)
+        exact = x * dyadic_ratio
+        fmt = plan.out_fmt
+        ratio = plan.float_params.get("ratio", dyadic_ratio)
+        out_scale = np.asarray(plan.out_scale, dtype=np.float64)
+        bound = out_scale * (0.5 + np.abs(x) * np.abs(ratio - dyadic_ratio))
+        return np.where((exact >= fmt.lo - 0.5) & (exact < fmt.hi + 0.5), bound, np.inf)
+
+    def const_formats(self, plan):
+        """A6: (m, k) per tensor (scalars) or per channel (vectors of equal length); m as wide as
+        the plan's multiplier width (`info["multiplier_bits"]`, 31 unless given)."""
+        shape = np.shape(plan.consts["m"])
+        m, k = multiplier_formats(plan.info.get("multiplier_bits", arith.MULTIPLIER_BITS_DEFAULT), shape)
+        return {"m": m, "k": k}
+
+    def float_reference(self, x, plan=None):
+        """Requantization keeps the real value: the identity on real inputs."""
+        return np.asarray(x, dtype=np.float64)
+
+
+REQUANTIZE = Requantize()

@@ -17,8 +17,8 @@ import numba
 import numpy as np
 
 from .. import arith
-from ..arith import ArithSpecError, IntFormat, IntOverflowError
-from .base import Kernel, KernelPlan
+from ..arith import ArithSpecError, ConstFormat, IntFormat
+from .base import Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 16)
 OUT_BITS_RANGE = (2, 16)
@@ -54,10 +54,6 @@ def _floor_log2(x: Fraction):
     if (x.numerator << max(-e, 0)) < (x.denominator << max(e, 0)):
         e -= 1
     return e
-
-
-def _round_half_up(x: Fraction):
-    return math.floor(x + Fraction(1, 2))
 
 
 def _check_common(in_scale, in_fmt, out_bits):
@@ -140,14 +136,24 @@ class _SoftmaxKernel(Kernel):
     """What the three candidates share: checks, row handling, float reference, bounds plumbing."""
     family = "softmax"
 
-    @staticmethod
-    def float_reference(x, **params):
+    def float_reference(self, x, plan=None):
         return _float_softmax(x)
 
     def _plan(self, consts, in_fmt, out_fmt, info):
         consts = {"in_bits": in_fmt.bits, "in_narrow": int(in_fmt.narrow),
                   "out_bits": out_fmt.bits, **consts}
-        return KernelPlan(self.name, consts, in_fmt, out_fmt, 2.0 ** -out_fmt.bits, info)
+        return KernelPlan(self.name, consts, in_fmt, out_fmt, 2.0 ** -out_fmt.bits, info,
+                          info["in_scale"])
+
+    const_registers = {}          # the candidate's own constants (K2.x.1), beside K2.0.1's
+
+    def const_formats(self, plan):
+        """K2.0.1: in_bits, in_narrow and out_bits restate the formats (registers holding their
+        domains, 2..16 and 0..1), then the candidate's constants (K2.x.1)."""
+        return {"in_bits": ConstFormat.holding(*IN_BITS_RANGE).exactly(plan.in_fmt.bits),
+                "in_narrow": ConstFormat.holding(0, 1).exactly(int(plan.in_fmt.narrow)),
+                "out_bits": ConstFormat.holding(*OUT_BITS_RANGE).exactly(plan.out_fmt.bits),
+                **self.const_registers}
 
     def scale_range(self, in_fmt, out_bits=8):
         """(smallest, largest) in_scale that plan() accepts for in_fmt (K2.x.4): the accepted set
@@ -175,19 +181,27 @@ class _SoftmaxKernel(Kernel):
         fmt = IntFormat(consts["in_bits"], signed=True, narrow=bool(consts["in_narrow"]))
         return self._exp_ref(np.arange(fmt.hi - fmt.lo + 1, dtype=np.int64), consts)
 
-    def error_bound(self, plan, row_len):
+    def row_error_bound(self, plan, row_len):
         """Max |out * 2^-out_bits - softmax(q * in_scale)| over every input row of length
         <= row_len (spec K2.x.5). 1.0 means the plan is outside this kernel's accuracy domain."""
         return min(1.0, self._output_bound(plan, row_len, _approx_bound(
             self.exp_table(plan.consts), plan.info["in_scale"], row_len)))
 
-    def reference(self, q, consts):
+    def error_bound(self, plan, inputs):
+        """The row bound of K2.x.5 for these inputs' row length, for every element."""
+        q = np.asarray(inputs[0])
+        return np.full(q.shape, self.row_error_bound(plan, q.shape[-1]))
+
+    def reference(self, inputs, plan):
+        q, = inputs
+        consts = plan.consts
         q2 = _rows(q, consts)
         e = self._exp_ref(_row_max_sub(q2), consts)
         return _finish(self._normalise_ref(e, consts), np.shape(q), consts)
 
-    def fast(self, q, consts):
-        q = np.asarray(q)
+    def fast(self, inputs, plan):
+        q = np.asarray(inputs[0])
+        consts = plan.consts
         _check_input(q, consts)
         # input in its own dtype and output straight into its storage dtype: the row kernels widen
         # to int64 per element, so no int64 copies of the whole tensor are made
@@ -239,13 +253,21 @@ class BitshiftSoftmax(_SoftmaxKernel):
     name = "bitshift-softmax"
     spec_section = "K2.1"
     title = "bit-shifting Softmax (ours): CSD log2(e)*S, 16 chords for 2^-r, 1 reciprocal/row"
+    const_registers = {                                   # K2.1.1 "Registers"
+        "K": ConstFormat.holding(1 << (BS_K_BITS - 1), 1 << 62),
+        "G": ConstFormat.holding(0, arith.SHIFT_MAX),
+        "F": ConstFormat.fixed(BS_F), "Q": ConstFormat.fixed(BS_Q),
+        "SEG_BITS": ConstFormat.fixed(BS_SEG_BITS),
+        "C": ConstFormat.holding(1 << (BS_Q - 1), 1 << BS_Q, (1 << BS_SEG_BITS,)),
+        "DS": ConstFormat.holding(0, (1 << 26) - 1, (1 << BS_SEG_BITS,)),
+        "N": ConstFormat.fixed(BS_N), "Z_MAX": ConstFormat.fixed(BS_Z_MAX)}
 
     def plan(self, in_scale, in_fmt, out_bits=8):
         s, out_fmt = _check_common(in_scale, in_fmt, out_bits)
         # K2.1.1: K * 2^-G ~= S * log2(e) * 2^F, K with 17 significant bits (rounded half up)
         kappa = Fraction(s) * LOG2E * (1 << BS_F)
         h = _floor_log2(kappa) - (BS_K_BITS - 1)
-        km = _round_half_up(kappa / Fraction(2) ** h)
+        km = arith.round_half_up(kappa / Fraction(2) ** h)
         k_const, g = (km << h, 0) if h >= 0 else (km, -h)
         if g > arith.SHIFT_MAX:
             raise ArithSpecError(f"bitshift-softmax: in_scale {s!r} is too small "
@@ -297,7 +319,8 @@ class BitshiftSoftmax(_SoftmaxKernel):
         o = plan.out_fmt.bits
         return row_len * (2.0 ** -(o + 1) + 2.0 ** -32) + 2.0 ** -o
 
-    def cost(self, row_len=197, plan=None):
+    def cost(self, shape, plan=None):
+        row_len = row_length(shape)
         kd = plan.info["K_csd_digits"] if plan is not None else BS_CSD_MAX_K
         sd = plan.info["slope_csd_digits"] if plan is not None else BS_CSD_MAX_SLOPE
         return {"mul": 1.0,                                  # e * R
@@ -350,6 +373,8 @@ class IvitShiftmax(_SoftmaxKernel):
     name = "ivit-shiftmax"
     spec_section = "K2.2"
     title = "I-ViT Shiftmax (n = 15, log2(e) ~ 1 + 1/2 - 1/16, chord 1 - r/2, 31-bit reciprocal)"
+    const_registers = {"x0": ConstFormat.holding(-((1 << 16) - 1), -1),      # K2.2.1, K2.2.4
+                       "n": ConstFormat.fixed(IVIT_N), "SUM_CAP": ConstFormat.fixed(IVIT_SUM_CAP)}
 
     def plan(self, in_scale, in_fmt, out_bits=8):
         s, out_fmt = _check_common(in_scale, in_fmt, out_bits)
@@ -367,7 +392,7 @@ class IvitShiftmax(_SoftmaxKernel):
         q = -d
         q = q + (q >> 1) - (q >> 4)                # q * 1.4375 ~ q * log2(e), floor shifts
         q = np.maximum(q, n * x0)                  # clip at 2^-n
-        z = q // x0                                # 0..n, a floor division per element
+        z = arith.floor_div(q, x0)                 # 0..n, a floor division per element
         r = q - z * x0                             # (x0, 0]
         return ((r - 2 * x0) << (n - z)) >> 1      # floor((r/2 - x0) * 2^(n - z)); > 0 always
 
@@ -394,27 +419,13 @@ class IvitShiftmax(_SoftmaxKernel):
         e0 = -plan.consts["x0"] << plan.consts["n"]
         return row_len * 2.0 ** -plan.out_fmt.bits + (row_len * e0 + 1) / 2.0 ** 31
 
-    def cost(self, row_len=197, plan=None):
+    def cost(self, shape, plan=None):
+        row_len = row_length(shape)
         return {"mul": 2.0,                         # z*x0, e*factor
                 "shift": 2 + 1 + 1 + 1,             # q>>1, q>>4, << (n-z), >>1, >> (31-O)
                 "add": 1 + 2 + 1 + 1 + 1 + 1,       # D, shift-adds, r, r-2x0, n-z, row sum
                 "div": 1 + 1.0 / row_len,           # z = q // x0 per element, factor per row
                 "cmp": 1 + 1 + 1.0 / row_len}       # row max, clip, sum clamp
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _floor_div_neg(q, x0):
-    """floor(q / x0) for q <= 0 and x0 < 0, i.e. floor(|q| / |x0|): a float64 estimate (off by at
-    most one, the operands being below 2^53) corrected exactly; the same integer as q // x0, without
-    a per-element 64-bit integer divide."""
-    aq = -q
-    ad = -x0
-    z = np.int64(np.float64(aq) / np.float64(ad))
-    if z * ad > aq:
-        z -= 1
-    elif (z + 1) * ad <= aq:
-        z += 1
-    return z
 
 
 @numba.njit(cache=True, nogil=True)
@@ -428,7 +439,7 @@ def _ivit_rows(q2, out2, x0, n, cap, O):
             q = q + (q >> 1) - (q >> 4)
             if q < n * x0:
                 q = n * x0
-            z = _floor_div_neg(q, x0)
+            z = arith.floor_div1(q, x0)
             r = q - z * x0
             e = ((r - 2 * x0) << (n - z)) >> 1
             e_row[j] = e
@@ -448,6 +459,10 @@ class IbertSoftmax(_SoftmaxKernel):
     name = "ibert-softmax"
     spec_section = "K2.3"
     title = "I-BERT i-exp Softmax (n = 30, 2nd-order polynomial, fixed shift to 16 bits, 2^32/sum)"
+    const_registers = {"x0": ConstFormat.holding(-(1 << 15), -1),            # K2.3.1, K2.3.4
+                       "n": ConstFormat.fixed(IBERT_N), "b_int": ConstFormat.holding(1, (1 << 17) - 1),
+                       "c_int": ConstFormat.holding(1, (1 << 32) - 1), "SH16": ConstFormat.holding(16, 47),
+                       "E16_MAX": ConstFormat.fixed(IBERT_E16_MAX)}
 
     def plan(self, in_scale, in_fmt, out_bits=8):
         s, out_fmt = _check_common(in_scale, in_fmt, out_bits)
@@ -473,7 +488,7 @@ class IbertSoftmax(_SoftmaxKernel):
         """K2.3.3 steps 1-6: i-exp, then the fixed requantisation to 16 bits (ours)."""
         x0, n = consts["x0"], consts["n"]
         q = np.maximum(-d, n * x0)                 # clip at -30 ln 2
-        z = q // x0                                # 0..30, a floor division per element
+        z = arith.floor_div(q, x0)                 # 0..30, a floor division per element
         r = q - z * x0                             # (x0, 0]
         poly = r * (r + consts["b_int"]) + consts["c_int"]
         e = np.maximum(poly << (n - z), 0)
@@ -504,7 +519,8 @@ class IbertSoftmax(_SoftmaxKernel):
         """sum(out) * 2^-O in [1 - L*2^-O - L*e16(0)/2^32, 1] (K2.3.5)."""
         return row_len * 2.0 ** -plan.out_fmt.bits + row_len * int(self.exp_table_at0(plan.consts)) / 2.0 ** 32
 
-    def cost(self, row_len=197, plan=None):
+    def cost(self, shape, plan=None):
+        row_len = row_length(shape)
         return {"mul": 3.0,                         # z*x0, r*(r+b), e16*factor
                 "shift": 1 + 1 + 1,                 # << (n-z), >> SH16, >> (32-O)
                 "add": 1 + 1 + 2 + 1 + 1 + 1,       # D, r, poly (+b, +c), n-z, +half, row sum
@@ -524,7 +540,7 @@ def _ibert_rows(q2, out2, x0, n, b_int, c_int, sh, e16max, O):
             q = np.int64(q2[row, j]) - m
             if q < n * x0:
                 q = n * x0
-            z = _floor_div_neg(q, x0)
+            z = arith.floor_div1(q, x0)
             r = q - z * x0
             e = (r * (r + b_int) + c_int) << (n - z)
             if e < 0:

@@ -1,4 +1,4 @@
-"""The `intsim golden` and `intsim compare` commands (docs/golden.md)."""
+"""`intsim golden` (dump golden vectors) and `intsim compare` (exact comparison), docs/golden.md."""
 import argparse
 import hashlib
 import io
@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import golden
-from .cli import command, add_model_args, add_quant_args, build_program
-from .data import DataError
+from .. import golden
+from .. import pipeline as ip
+from ..errors import DataError
+from ..execute import quantize_input
+from ..images import model_input
+from .args import add_model_args, add_quant_args, build_program, config_from_args
 
 
 def read_images(path):
@@ -30,30 +33,10 @@ def read_images(path):
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise DataError(f"--input {path}: not a readable .npy/.npz file ({e})") from None
     source = {"file": p.name, "sha256": hashlib.sha256(raw).hexdigest()}
-    return _model_input(x, f"--input {path}"), source
+    return model_input(x, f"--input {path}"), source
 
 
-def _model_input(x, what):
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4 or x.shape[0] == 0:
-        raise DataError(f"{what}: images must be (N, C, H, W) or (N, H, W) with N >= 1, got shape {x.shape}")
-    if x.dtype == np.uint8:
-        from .pipeline import to_model_input
-        return to_model_input(x)
-    if x.dtype.kind != "f":
-        raise DataError(f"{what}: images must be uint8 pixels or floats in [0, 1], got dtype {x.dtype}")
-    x = x.astype(np.float64)
-    if not np.isfinite(x).all():
-        raise DataError(f"{what}: NaN/Inf in the images")
-    if x.min() < 0 or x.max() > 1:
-        raise DataError(f"{what}: float images must lie in [0, 1], found [{x.min():g}, {x.max():g}]")
-    return x
-
-
-@command("golden", "dump golden vectors (every op's integer tensors and constants) for RTL")
-def cmd_golden(argv):
+def golden_main(argv):
     p = argparse.ArgumentParser(
         prog="intsim golden", description="Quantize a model, run it integer-only on a few images and "
         "dump every op's integer inputs, outputs and constants with a manifest (docs/golden.md).")
@@ -70,29 +53,21 @@ def cmd_golden(argv):
                    help="elements per .hex word, element 0 least significant (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing dump (atomically)")
     a = p.parse_args(argv)
-    from . import pipeline as ip
-    from .execute import quantize_input
-
-    formats = golden.check_formats(a.format)
+    formats = golden.check_formats(a.format)        # every check before the expensive part
     golden.check_pack(a.pack)
-    golden.check_output(Path(a.out), a.force)          # fail before the expensive part
+    golden.check_output(Path(a.out), a.force)
     if a.images is not None and a.images < 1:
         raise DataError(f"--images must be at least 1, got {a.images}")
+    config = config_from_args(a)
     x = source = None
     if a.input is not None:
         x, source = read_images(a.input)
     graph = ip.load(a.model)
     if x is not None:
         ip.check_images_fit(graph, x)
-    graph, data, program = build_program(a, graph=graph)
+    graph, data, program = build_program(a, config, graph=graph)
     if x is None:
-        n = a.images or 1
-        images, _ = data.evaluation(n)
-        if len(images) < n:
-            raise DataError(f"--images {n}: {data.name} has only {len(images)} evaluation images")
-        ip.check_images_fit(graph, images)
-        x = ip.to_model_input(images)
-        source = {"data": Path(data.name).name, "split": "evaluation", "first": n}
+        x, source = _evaluation_images(graph, data, a.images or 1)
     manifest = golden.dump(program, quantize_input(program, x), a.out, formats, a.pack, a.force, source)
     size = sum((Path(a.out) / f).stat().st_size for e in manifest["tensors"].values()
                for f in e["files"].values())
@@ -101,8 +76,15 @@ def cmd_golden(argv):
     return 0
 
 
-@command("compare", "compare a dump (RTL, another tool) with a golden dump, bit for bit")
-def cmd_compare(argv):
+def _evaluation_images(graph, data, n):
+    images, _ = data.evaluation(n)
+    if len(images) < n:
+        raise DataError(f"--images {n}: {data.name} has only {len(images)} evaluation images")
+    ip.check_images_fit(graph, images)
+    return ip.to_model_input(images), {"data": Path(data.name).name, "split": "evaluation", "first": n}
+
+
+def compare_main(argv):
     p = argparse.ArgumentParser(
         prog="intsim compare", description="Exact comparison of OTHER_DIR against GOLDEN_DIR. Tensors "
         "are matched by path without extension (act/NAME, const/OP.CONST, or NAME for activations in "

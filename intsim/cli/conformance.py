@@ -1,13 +1,14 @@
-"""The `intsim conformance` command (docs/conformance.md)."""
+"""`intsim conformance` (write the conformance vectors) and `intsim coverage` (the spec coverage
+bins a dump hits), docs/conformance.md."""
 import argparse
+import json
 
-from . import golden
-from .cli import command
-from .conformance import KERNELS, write_conformance
+from .. import golden
+from ..conformance import KERNELS, write_conformance
+from ..coverage import coverage
 
 
-@command("conformance", "write directed + random conformance vectors of every kernel (golden format)")
-def cmd_conformance(argv):
+def conformance_main(argv):
     p = argparse.ArgumentParser(
         prog="intsim conformance", description="Write the conformance vectors: for every kernel and "
         "candidate, directed corner cases and seeded random vectors computed by intsim's reference "
@@ -22,9 +23,21 @@ def cmd_conformance(argv):
     a = p.parse_args(argv)
     kernels = [k.strip() for k in a.kernels.split(",") if k.strip()] if a.kernels else None
     manifest = write_conformance(a.out, golden.check_formats(a.format), a.seed, kernels, a.pack, a.force)
-    counts = manifest["conformance"]["kernels"]
     print(f"wrote {a.out}: {len(manifest['ops'])} cases, {len(manifest['tensors'])} tensors, "
           f"{','.join(manifest['formats'])}")
-    for k, info in counts.items():
+    for k, info in manifest["conformance"]["kernels"].items():
         print(f"  {k:<18} {info['spec']:<5} {info['cases']:>4} cases")
     return 0
+
+
+def coverage_main(argv):
+    p = argparse.ArgumentParser(
+        prog="intsim coverage", description="Functional coverage of a golden-format dump: for each "
+        "kernel section of docs/arithmetic.md, the coverage bins its vectors hit and miss, computed "
+        "from the dumped inputs and constants. Exit 0 when every bin is hit, 1 otherwise.")
+    p.add_argument("dump_dir")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    a = p.parse_args(argv)
+    cov = coverage(a.dump_dir)
+    print(json.dumps(cov.to_dict()) if a.json else cov.text())
+    return 0 if cov.complete() else 1

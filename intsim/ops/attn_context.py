@@ -1,0 +1,46 @@
+"""AttnContext: probs (N, H, T, T), v (N, H, T, Dh) -> (N, T, H*Dh) = (probs @ v) with the heads
+merged, timm's (probs @ v).transpose(1, 2).reshape(N, T, D) (spec K1: exact product into int32)."""
+import numpy as np
+
+from ..kernels import MATMUL
+from .attn_scores import ACC, activation_product_plan, matmul_cost
+from .base import OpDef, run_kernel
+
+
+def merge_heads(y):
+    n, h, t, dh = y.shape
+    return np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(n, t, h * dh)
+
+
+class AttnContext(OpDef):
+    semantic = "AttnContext"
+    kind = "attn_context"
+    spec = "K1"
+    n_inputs = 2
+
+    def infer(self, node, in_shapes):
+        x, v = in_shapes
+        if len(x) != 3 or len(v) != 3 or x != v[:2] + (v[1],):
+            self.bad(node, in_shapes, "probs must be (H,T,T) and v (H,T,Dh)")
+        return [(v[1], v[0] * v[2])]
+
+    def evaluate(self, node, inputs, dtype):
+        p, v = inputs
+        return [merge_heads(p @ v)]
+
+    def lower(self, node, b):
+        p, v = (b.realised[i] for i in node.inputs)
+        s = float(b.scale_of(p)) * float(b.scale_of(v))
+        h, t, dh = b.shapes[node.inputs[1]]
+        out = b.add_tensor(f"{node.name}.acc", ACC, s, (t, h * dh))
+        b.emit(self.kind, node.name, [p, v], [out], {}, {}, self.spec)
+        b.bind(node.outputs[0], out, (t, h * dh))
+
+    def bind(self, op, program):
+        return activation_product_plan(op, program)
+
+    def run(self, op, inputs, plan, path):
+        return [merge_heads(run_kernel(MATMUL, path, list(inputs), plan))]
+
+    def cost(self, op, program):
+        return matmul_cost(program, op, program.tensors[op.inputs[1]].shape[-2])

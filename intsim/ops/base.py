@@ -1,0 +1,136 @@
+"""What every op kind defines, with one signature across all ops (docs/architecture.md).
+
+An op kind is one file in intsim/ops/ holding one `OpDef` subclass: the semantic op of the float
+graph (shape inference, float evaluation) and its integer form (lowering to integer ops with their
+constants, execution through its kernel, cost, the declared formats of its constants). Everything
+else dispatches through the registry (intsim/ops/__init__.py): the graph checks and the float
+interpreter, the compiler, the executor, golden manifests, program loading and the cost model.
+
+    infer(node, in_shapes) -> [out shape]            shapes without the batch dimension
+    evaluate(node, inputs, dtype) -> [array]          float32 or float64 NumPy
+    lower(node, b)                                    emits integer ops through the compiler's builder
+    bind(op, program) -> bound                        run-time state prepared once (kernel plans,
+                                                      float copies of weights); plain, explicit
+    run(op, inputs, bound, path) -> [array]           path "fast" or "reference": which kernel
+                                                      method runs (same integers either way)
+    cost(op, program) -> OpCost                       integer work per image
+    const_formats(op, program) -> {name: ConstFormat} the register of each constant and the values
+                                                      the spec allows in it (arith.ConstFormat);
+                                                      what golden manifests record and
+                                                      ops.check_constants validates
+    const_scales(op, program) -> {name: scale}        documentary real scale of a constant
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..arith import MULTIPLIER_BITS_DEFAULT
+from ..errors import GraphError
+from ..kernels import KernelPlan, get_kernel
+
+
+@dataclass
+class OpCost:
+    """Integer work of one op for one image: operations by kind (non-linear kernels, requantizers)
+    and the bit operations of its multiply-accumulates (MACs x operand bits x operand bits)."""
+    ops: dict = field(default_factory=dict)
+    mac_bitops: int = 0
+    nonlinear: bool = False
+
+
+class OpDef:
+    semantic = None         # op name in the semantic graph ("Linear"); None: integer program only
+    kind = ""               # op kind in the integer program ("linear")
+    family = ""             # kernel family of a KernelOp ("gelu"); "" for every other op
+    spec = ""               # docs/arithmetic.md section of the integer form
+    n_inputs = 1
+    n_outputs = 1
+    params = ()             # required float parameters of the semantic node
+    optional_params = ()
+    attrs = ()              # required attributes of the semantic node
+
+    # --- the semantic (float) op ---------------------------------------------------------------
+    def infer(self, node, in_shapes):
+        raise NotImplementedError
+
+    def evaluate(self, node, inputs, dtype):
+        raise NotImplementedError
+
+    # --- the integer op ------------------------------------------------------------------------
+    def lower(self, node, b):
+        raise NotImplementedError
+
+    def bind(self, op, program):
+        return None
+
+    def run(self, op, inputs, bound, path):
+        raise NotImplementedError
+
+    def cost(self, op, program):
+        return OpCost()
+
+    def const_formats(self, op, program):
+        """{constant name: arith.ConstFormat}: every constant the op has (none by default)."""
+        return {}
+
+    def const_scales(self, op, program):
+        return {name: None for name in op.consts}
+
+    # --- shared checks -------------------------------------------------------------------------
+    def bad(self, node, in_shapes, msg):
+        """A GraphError naming the node, the op and the input shapes."""
+        raise GraphError(f"node {node.name!r} ({node.op}): {msg}; input shapes {list(in_shapes)}")
+
+
+def run_kernel(kernel, path, inputs, plan):
+    """The kernel's fast or reference method: the only place a path is chosen."""
+    return getattr(kernel, path)(inputs, plan)
+
+
+def multiplier_bits(program):
+    """The width B of the program's (m, k) multipliers (A2): its configuration's, else 31."""
+    return int(program.meta.get("config", {}).get("multiplier_bits", MULTIPLIER_BITS_DEFAULT))
+
+
+def tensor_elements(program, name):
+    return int(np.prod(program.tensors[name].shape, dtype=np.int64))
+
+
+class KernelOp(OpDef):
+    """An op computed by one candidate of a non-linear kernel family (GELU, Softmax, LayerNorm):
+    its attrs name the family and the candidate, its constants are the candidate's plan."""
+
+    def kernel(self, op):
+        return get_kernel(op.attrs["family"], op.attrs["kernel"])
+
+    def bind(self, op, program):
+        """The candidate and its KernelPlan rebuilt from the program (integers and formats only)."""
+        out = program.tensors[op.outputs[0]]
+        plan = KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt, out.fmt,
+                          out.scale, op.attrs.get("info", {}))
+        return self.kernel(op), plan
+
+    def run(self, op, inputs, bound, path):
+        kernel, plan = bound
+        return [run_kernel(kernel, path, inputs, plan)]
+
+    def const_formats(self, op, program):
+        """The candidate's declaration for the plan rebuilt from the program."""
+        kernel, plan = self.bind(op, program)
+        return kernel.const_formats(plan)
+
+    def cost(self, op, program):
+        kernel, plan = self.bind(op, program)
+        per_element = kernel.cost(program.tensors[op.outputs[0]].shape, plan)
+        n = tensor_elements(program, op.outputs[0])
+        return OpCost({k: v * n for k, v in per_element.items()}, 0, True)
+
+    def emit(self, b, node, kernel, plan, x, shape):
+        """The kernel op of `node` reading integer tensor x (its plan's constants and formats)."""
+        out = b.add_tensor(node.name, plan.out_fmt, plan.out_scale, shape)
+        attrs = {"family": self.family, "kernel": kernel.name}
+        if plan.info:
+            attrs["info"] = {k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                             for k, v in plan.info.items()}
+        b.emit(self.kind, node.name, [x], [out], plan.consts, attrs, kernel.spec_section)
+        b.bind(node.outputs[0], out, shape)

@@ -1,0 +1,57 @@
+"""PatchEmbed: the patchify convolution (kernel = stride = patch, no padding) as a Linear on
+unfolded patches (spec K1, K1.4: patches in row-major order, features in (C, ph, pw) order, the
+order of the Conv weight flattened). (N, C, H, W) -> (N, P, D); rows/columns that do not fill a
+whole patch are dropped, as the convolution does."""
+import numpy as np
+
+from .linear import Linear, quantize_linear
+
+
+def unfold_patches(x, p):
+    """(N, C, H, W) -> (N, P, C*p*p), patches row-major, features in (C, ph, pw) order."""
+    n, c, h, w = x.shape
+    gh, gw = h // p, w // p
+    x = x[:, :, :gh * p, :gw * p].reshape(n, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5)
+    return x.reshape(n, gh * gw, c * p * p)
+
+
+class PatchEmbed(Linear):
+    semantic = "PatchEmbed"
+    kind = "patch_embed"
+    params = ("weight", "bias")
+    optional_params = ()
+    attrs = ("patch",)
+
+    def infer(self, node, in_shapes):
+        x, w = in_shapes[0], node.params["weight"].shape
+        patch = int(node.attrs["patch"])
+        if (len(x) != 3 or len(w) != 4 or w[1] != x[0] or w[2:] != (patch, patch)
+                or node.params["bias"].shape != w[:1]):
+            self.bad(node, in_shapes, f"weight {w} / bias {node.params['bias'].shape} / patch {patch} "
+                                      f"do not fit")
+        if x[1] < patch or x[2] < patch:
+            self.bad(node, in_shapes, f"image smaller than the patch {patch}")
+        return [((x[1] // patch) * (x[2] // patch), w[0])]
+
+    def evaluate(self, node, inputs, dtype):
+        w = np.asarray(node.params["weight"], dtype=dtype)
+        b = np.asarray(node.params["bias"], dtype=dtype)
+        cols = unfold_patches(inputs[0], int(node.attrs["patch"]))
+        return [cols @ w.reshape(w.shape[0], -1).T + b]
+
+    def lower(self, node, b):
+        src = node.inputs[0]
+        w = node.params["weight"]
+        c, h, wd = b.shapes[src]
+        p = int(node.attrs["patch"])
+        x = b.realised[src]
+        consts, attrs, acc_scale = quantize_linear(b.cfg, float(b.scale_of(x)), w.reshape(w.shape[0], -1),
+                                                   node.params.get("bias"), {"patch": p})
+        self.emit_product(b, node, x, consts, attrs, acc_scale, ((h // p) * (wd // p), w.shape[0]))
+
+    def operand(self, x, op):
+        return unfold_patches(x, op.attrs["patch"])
+
+    def inner(self, op, program):
+        channels = program.tensors[op.inputs[0]].shape[0]
+        return channels * int(op.attrs["patch"]) ** 2

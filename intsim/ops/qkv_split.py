@@ -1,0 +1,53 @@
+"""QKVSplit: (N, T, 3D) -> q, k, v each (N, H, T, Dh), timm's
+qkv.reshape(N, T, 3, H, Dh).permute(2, 0, 3, 1, 4) (spec K6: data movement only).
+
+Lowering: q, k and v share one integer format; the input is requantized per channel so that each
+third lands at its own calibrated scale."""
+import numpy as np
+
+from ..arith import IntFormat
+from .base import OpDef
+
+
+def split_heads(x, heads):
+    n, t, d3 = x.shape
+    qkv = x.reshape(n, t, 3, heads, d3 // (3 * heads)).transpose(2, 0, 3, 1, 4)
+    return [np.ascontiguousarray(qkv[i]) for i in range(3)]    # strided views defeat BLAS
+
+
+class QKVSplit(OpDef):
+    semantic = "QKVSplit"
+    kind = "qkv_split"
+    spec = "K6"
+    n_outputs = 3
+    attrs = ("heads",)
+
+    def infer(self, node, in_shapes):
+        x, h = in_shapes[0], int(node.attrs["heads"])
+        if len(x) != 2 or h < 1 or x[1] % (3 * h):
+            self.bad(node, in_shapes, f"cannot split into q, k, v with {h} heads")
+        s = (h, x[0], x[1] // (3 * h))
+        return [s, s, s]
+
+    def evaluate(self, node, inputs, dtype):
+        return split_heads(inputs[0], int(node.attrs["heads"]))
+
+    def lower(self, node, b):
+        src = node.inputs[0]
+        heads = int(node.attrs["heads"])
+        t, d3 = b.shapes[src]
+        d = d3 // 3
+        fmts = [b.act_format(o, b.cfg.abits) for o in node.outputs]
+        if len(set(fmts)) != 1:
+            fmts = [IntFormat(b.cfg.abits)] * 3
+        scales = [b.act_scale(o, f) for o, f in zip(node.outputs, fmts)]
+        x = b.realise(src, fmts[0], np.repeat(scales, d), f"{node.name}.in")
+        outs = []
+        for o, s in zip(node.outputs, scales):
+            shape = (heads, t, d // heads)
+            outs.append(b.add_tensor(o if o not in b.tensors else f"{node.name}.{o}", fmts[0], s, shape))
+            b.bind(o, outs[-1], shape)
+        b.emit(self.kind, node.name, [x], outs, {}, {"heads": heads}, self.spec)
+
+    def run(self, op, inputs, bound, path):
+        return split_heads(inputs[0], op.attrs["heads"])

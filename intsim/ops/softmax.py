@@ -1,0 +1,28 @@
+"""Softmax over the last axis (spec K2): the attention probabilities.
+
+Lowering: the logits are requantized to `logit_bits` at their calibrated scale; the candidate
+(bitshift-softmax by default, or a per-layer override) is planned for that scale with the
+configured output width (unsigned, scale 2^-softmax_bits)."""
+from ..arith import IntFormat
+from ..floatfn import softmax
+from .base import KernelOp
+
+
+class Softmax(KernelOp):
+    semantic = "Softmax"
+    kind = family = "softmax"
+    spec = "K2"
+
+    def infer(self, node, in_shapes):
+        return [in_shapes[0]]
+
+    def evaluate(self, node, inputs, dtype):
+        return [softmax(inputs[0])]
+
+    def lower(self, node, b):
+        src = node.inputs[0]
+        kernel = b.kernel_for(node, self.family)
+        fmt = IntFormat(b.cfg.logit_bits)
+        x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
+        plan = kernel.plan(float(b.scale_of(x)), fmt, out_bits=b.cfg.softmax_bits)
+        self.emit(b, node, kernel, plan, x, b.shapes[src])

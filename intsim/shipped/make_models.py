@@ -1,0 +1,1 @@
+../../models/make_models.py

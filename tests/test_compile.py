@@ -1,0 +1,117 @@
+"""The compiler: graph + calibration + QuantConfig -> integer program (docs/quantization.md)."""
+import numpy as np
+import pytest
+
+from intsim import metrics
+from intsim import pipeline as ip
+from intsim.errors import CompileError
+from intsim.execute import Executable
+from intsim.float_ref import run_float
+from intsim.graph import Graph, Node
+from intsim.quantize import QuantConfig
+
+D, HEADS, HIDDEN, CLASSES = 16, 2, 32, 10
+
+
+def tiny_vit(seed=0):
+    """One pre-norm block on 8x8 one-channel images, patch 4: every semantic op once or more."""
+    r = np.random.default_rng(seed)
+
+    def w(*shape, s=0.3):
+        return (r.standard_normal(shape) * s).astype(np.float32)
+
+    def linear(name, x, n_out, n_in):
+        return Node("Linear", name, [x], [name], {"weight": w(n_out, n_in), "bias": w(n_out, s=0.05)})
+
+    def ln(name, x):
+        return Node("LayerNorm", name, [x], [name], {"gamma": 1 + w(D, s=0.1), "beta": w(D, s=0.1)},
+                    {"eps": 1e-6})
+    qkv = ["attn.q", "attn.k", "attn.v"]
+    nodes = [
+        Node("PatchEmbed", "patch_embed", ["image"], ["patch_embed"], {"weight": w(D, 1, 4, 4), "bias": w(D)},
+             {"patch": 4}),
+        Node("ClsPos", "cls_pos", ["patch_embed"], ["cls_pos"], {"cls": w(D), "pos": w(5, D, s=0.1)}),
+        ln("norm1", "cls_pos"), linear("attn.qkv", "norm1", 3 * D, D),
+        Node("QKVSplit", "attn.split", ["attn.qkv"], qkv, {}, {"heads": HEADS}),
+        Node("AttnScores", "attn.scores", qkv[:2], ["attn.scores"], {}, {"scale": (D // HEADS) ** -0.5}),
+        Node("Softmax", "attn.softmax", ["attn.scores"], ["attn.softmax"]),
+        Node("AttnContext", "attn.context", ["attn.softmax", qkv[2]], ["attn.context"]),
+        linear("attn.proj", "attn.context", D, D),
+        Node("Add", "residual1", ["cls_pos", "attn.proj"], ["residual1"]),
+        ln("norm2", "residual1"), linear("mlp.fc1", "norm2", HIDDEN, D),
+        Node("GELU", "mlp.act", ["mlp.fc1"], ["mlp.act"]), linear("mlp.fc2", "mlp.act", D, HIDDEN),
+        Node("Add", "residual2", ["residual1", "mlp.fc2"], ["residual2"]),
+        ln("norm", "residual2"), Node("ClsSelect", "cls", ["norm"], ["cls"]),
+        linear("head", "cls", CLASSES, D),
+    ]
+    return Graph("image", (1, 8, 8), nodes, "head").validate()
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    graph = tiny_vit()
+    images = np.random.default_rng(1).integers(0, 256, (96, 1, 8, 8)).astype(np.uint8)
+    return graph, ip.calibrate(graph, images[:64]), images[64:]
+
+
+def test_every_op_lowered_and_requantized_where_formats_differ(calibrated):
+    graph, obs, _ = calibrated
+    p = ip.compile(graph, obs, QuantConfig())
+    kinds = [o.kind for o in p.ops]
+    assert kinds.count("linear") == 5 and kinds.count("layernorm") == 3 and "patch_embed" in kinds
+    for o in p.ops:
+        assert o.spec, o.name
+        if o.kind in ("gelu", "softmax"):          # int32 accumulators are requantized first
+            src = p.op(o.inputs[0])
+            assert src.kind == "requant" and src.name == f"{o.name}.in"
+    assert p.output_name == "logits" and p.ops[-1].kind == "requant"
+    assert {t.source for t in p.tensors.values()} >= {n.outputs[0] for n in graph.nodes}
+
+
+def test_integer_program_tracks_float(calibrated):
+    graph, obs, test = calibrated
+    p = ip.compile(graph, obs, QuantConfig())
+    x = ip.to_model_input(test)
+    db = metrics.sqnr_db(run_float(graph, x), Executable(p).infer(x))
+    assert db > 25, db
+    w4 = ip.compile(graph, obs, QuantConfig(wbits=4))
+    assert metrics.sqnr_db(run_float(graph, x), Executable(w4).infer(x)) < db
+
+
+def test_overrides_choose_the_candidate(calibrated):
+    graph, obs, _ = calibrated
+    p = ip.compile(graph, obs, QuantConfig(overrides={"mlp.act": "ibert-gelu", "norm": "ivit-layernorm"}))
+    assert p.op("mlp.act").attrs["kernel"] == "ibert-gelu" and p.op("mlp.act").spec == "K3.2"
+    assert p.op("norm").attrs["kernel"] == "ivit-layernorm"
+    assert p.op("norm1").attrs["kernel"] == "isqrt-layernorm"
+    with pytest.raises(CompileError, match="'blocks.0.mlp.act': not a Softmax, GELU or LayerNorm"):
+        ip.compile(graph, obs, QuantConfig(overrides={"blocks.0.mlp.act": "ibert-gelu"}))
+    with pytest.raises(CompileError, match="unknown candidate 'ibert-softmax'"):
+        ip.compile(graph, obs, QuantConfig(overrides={"mlp.act": "ibert-softmax"}))
+
+
+def test_equalization_moves_channel_factors_into_the_weights(calibrated):
+    graph, obs, _ = calibrated
+    off = ip.compile(graph, obs, QuantConfig(equalize=0))
+    on = ip.compile(graph, obs, QuantConfig(equalize=0.5))
+    assert isinstance(off.tensors["norm1"].scale, float)
+    assert isinstance(on.tensors["norm1"].scale, list) and len(on.tensors["norm1"].scale) == D
+    # the Linear input is requantized with one multiplier (the factors cancel in the ratio)
+    assert np.ndim(on.op("attn.qkv.in").consts["m"]) == 0
+    assert not np.array_equal(on.op("attn.qkv").consts["weight"], off.op("attn.qkv").consts["weight"])
+
+
+def test_missing_statistics_name_the_tensor(calibrated):
+    graph, obs, _ = calibrated
+    partial = {k: v for k, v in obs.items() if k != "mlp.act"}
+    with pytest.raises(CompileError, match="no calibration statistics for tensor 'mlp.act'"):
+        ip.compile(graph, partial, QuantConfig())
+
+
+def test_compile_is_deterministic_and_integer_only(calibrated):
+    graph, obs, _ = calibrated
+    a, b = ip.compile(graph, obs, QuantConfig()), ip.compile(graph, obs, QuantConfig())
+    assert a.fingerprint() == b.fingerprint()
+    for o in a.ops:
+        for name, v in o.consts.items():
+            assert isinstance(v, int) or v.dtype.kind in "iu", (o.name, name)

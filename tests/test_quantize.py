@@ -1,0 +1,66 @@
+"""Post-training quantization: the configuration, streaming observers, weight quantizers."""
+import numpy as np
+import pytest
+
+from intsim.arith import ArithSpecError, IntFormat
+from intsim.quantize import RESERVOIR, Observer, QuantConfig, quantize_bias, quantize_weight
+
+
+@pytest.mark.parametrize("bad", [{"wbits": 1}, {"abits": 9}, {"residual_bits": 25}, {"act_calib": "max"},
+                                 {"weight_calib": "pct"}, {"equalize": 1.5}, {"percentile": 40}])
+def test_config_is_validated(bad):
+    with pytest.raises(ArithSpecError):
+        QuantConfig(**bad)
+
+
+def test_config_round_trips_and_refuses_unknown_settings():
+    c = QuantConfig(wbits=4, overrides={"a": "poly-gelu"})
+    assert QuantConfig.from_dict(c.to_dict()) == c
+    with pytest.raises(ArithSpecError, match="unknown quantization settings"):
+        QuantConfig.from_dict({"wbitz": 4})
+
+
+def test_observer_streams_exact_extremes_and_a_bounded_sample():
+    r = np.random.default_rng(0)
+    batches = [r.standard_normal((8, 50, 4)).astype(np.float32) * (i + 1) for i in range(5)]
+    obs = Observer("t")
+    for b in batches:
+        obs.update(b)
+    allv = np.concatenate([b.ravel() for b in batches])
+    assert obs.lo == float(allv.min()) and obs.hi == float(allv.max()) and obs.count == allv.size
+    np.testing.assert_array_equal(obs.chan_absmax, np.abs(np.concatenate(batches).reshape(-1, 4)).max(0))
+    assert obs.sample.size == min(allv.size, RESERVOIR) and not obs.nonnegative
+    again = Observer("t")
+    for b in batches:
+        again.update(b)
+    np.testing.assert_array_equal(again.sample, obs.sample)          # seeded: reproducible
+
+
+def test_scales_by_method():
+    obs = Observer("t")
+    obs.update(np.concatenate([np.linspace(-1, 1, 10001), [8.0]]).astype(np.float32))
+    fmt = IntFormat(8)
+    assert obs.scale(fmt, "minmax") == 8.0 / 127
+    assert obs.scale(fmt, "percentile", 99.0) < 1.0 / 127 * 1.01
+    mse = obs.scale(fmt, "mse")
+    assert mse < 8.0 / 127 and obs.scale(fmt, "mse") is mse          # searched once, remembered
+    zero = Observer("z")
+    zero.update(np.zeros(10))
+    assert zero.scale(fmt, "mse") == 1.0 and zero.nonnegative
+    with pytest.raises(ArithSpecError, match="never observed"):
+        Observer("n").scale(fmt)
+    with pytest.raises(ArithSpecError, match="NaN"):
+        Observer("x").update(np.array([1.0, np.nan]))
+
+
+def test_weights_per_output_channel_in_the_narrow_range():
+    w = np.array([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [100.0, 1.0, -3.0]])
+    q, s = quantize_weight(w, 8, "minmax")
+    assert q.dtype == np.int8 and q.min() >= -127 and q[0, 1] == -127 and q[2, 0] == 127
+    np.testing.assert_allclose(s, [1.0 / 127, 1.0, 100.0 / 127])
+    assert np.all(q[1] == 0)
+    q4, _ = quantize_weight(w, 4, "mse")
+    assert q4.min() >= -7 and q4.max() <= 7
+    np.testing.assert_array_equal(quantize_bias(np.array([0.5, -1.5]), np.array([1.0, 1.0])), [0, -2])
+    with pytest.raises(ArithSpecError, match="int32"):
+        quantize_bias(np.array([1e10]), np.array([1.0]))
