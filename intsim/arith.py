@@ -223,12 +223,25 @@ def dyadic(real, bits=MULTIPLIER_BITS_DEFAULT):
         k = SHIFT_MAX
         m = round_half_up(Fraction(real) * (1 << SHIFT_MAX))
         if m == 0:
-            raise ArithSpecError(f"ratio {real!r} is below 2^-63: it rounds to a zero multiplier")
+            raise ArithSpecError(f"ratio {float(real):.6g} is below 2^-63: it rounds to a zero multiplier")
     if k < SHIFT_MIN:
         raise ArithSpecError(
-            f"ratio {real!r} needs shift k={k} < {SHIFT_MIN} (multiplier width {bits}): "
+            f"ratio {float(real):.6g} needs shift k={k} < {SHIFT_MIN} (multiplier width {bits}): "
             f"the scales are too far apart to requantize")
     return Dyadic(m, k)
+
+
+def check_multiplier(what, m, k):
+    """(m, k) as int64 inside the ranges of A2 (0 <= m < 2^31, SHIFT_MIN <= k <= SHIFT_MAX): a
+    shift outside them would be undefined in int64 (NumPy and C alike), so it is refused."""
+    m, k = int_const(f"{what} multiplier m", m), int_const(f"{what} shift k", k)
+    if m.size and (int(m.min()) < 0 or int(m.max()) >= 1 << 31):
+        bad = int(m.min()) if int(m.min()) < 0 else int(m.max())
+        raise ArithSpecError(f"{what}: multiplier m = {bad} outside [0, 2^31) (spec A2)")
+    if k.size and (int(k.min()) < SHIFT_MIN or int(k.max()) > SHIFT_MAX):
+        bad = int(k.min()) if int(k.min()) < SHIFT_MIN else int(k.max())
+        raise ArithSpecError(f"{what}: shift k = {bad} outside [{SHIFT_MIN}, {SHIFT_MAX}] (spec A2)")
+    return m, k
 
 
 def dyadic_array(reals, bits=MULTIPLIER_BITS_DEFAULT):
@@ -314,6 +327,19 @@ def max_abs(x):
     return max(abs(int(np.min(x))), abs(int(np.max(x))))
 
 
+def integer_input(what, x):
+    """x as an integer array whose values all fit int64: a uint64 value above 2^63 - 1 would wrap
+    when widened, so it is refused (A4); a float array is refused (the program is integer-only)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu":
+        raise ArithSpecError(f"{what}: integer input required, got dtype {x.dtype}")
+    if x.dtype == np.uint64:
+        if x.size and int(x.max()) > INT64_MAX:
+            raise IntOverflowError(f"{what}: value {int(x.max())} outside int64 (spec A4: never a wrap)")
+        x = x.astype(np.int64)
+    return x
+
+
 def check_fits(what, x, fmt):
     """Raise IntOverflowError if any value of x lies outside fmt (no silent wrap, spec A4)."""
     if np.size(x) == 0:
@@ -340,8 +366,8 @@ def check_product_bound(what, max_abs_x, m, k):
 def requantize(x, m, k, out_fmt, axis=None):
     """y = sat(round_shift(x * m, k)) (spec A6). Per-tensor when m, k are scalars; per-channel
     along `axis` when they are 1-D arrays of that axis' length. Reference NumPy path."""
-    x = np.asarray(x)
-    m, k = _channel_params(x, int_const("multiplier m", m), int_const("shift k", k), axis)
+    x = integer_input("requantize", x)
+    m, k = _channel_params(x, *check_multiplier("requantize", m, k), axis)
     check_product_bound("requantize", max_abs(x), m, k)
     return saturate(round_shift(x.astype(np.int64) * m, k), out_fmt)
 

@@ -48,6 +48,23 @@ class Builder:
     def emit(self, kind, name, inputs, outputs, consts, attrs, spec):
         self.ops.append(Op(kind, name, list(inputs), list(outputs), consts, attrs, spec))
 
+    def producer(self, int_name):
+        """Which op made an integer tensor, followed back through ops that keep their input's
+        scale, up to one whose weights set it (for error messages)."""
+        chain, name = [], int_name
+        while True:
+            op = next((o for o in reversed(self.ops) if name in o.outputs), None)
+            if op is None:
+                return "from " + " <- ".join(chain + ["the model input"])
+            w = op.attrs.get("weight_scale")
+            bits = op.attrs.get("weight_fmt", {}).get("bits", 2)
+            chain.append(f"{op.kind} {op.name!r}" +
+                         (f" with weights up to {max(w) * ((1 << (bits - 1)) - 1):.3g}" if w else ""))
+            src = op.inputs[0] if op.inputs else None
+            if w or src is None or self.tensors[src].scale != self.tensors[name].scale:
+                return "from " + " <- ".join(chain)
+            name = src
+
     def scale_of(self, int_name):
         return np.asarray(self.tensors[int_name].scale, dtype=np.float64)
 
@@ -79,7 +96,12 @@ class Builder:
         info = self.tensors[cur]
         if info.fmt == fmt and np.array_equal(self.scale_of(cur), np.asarray(scale, dtype=np.float64)):
             return cur
-        plan = REQUANTIZE.plan(self.scale_of(cur), info.fmt, scale, fmt, self.cfg.multiplier_bits, ratio)
+        try:
+            plan = REQUANTIZE.plan(self.scale_of(cur), info.fmt, scale, fmt, self.cfg.multiplier_bits, ratio)
+        except ArithSpecError as e:
+            raise CompileError(f"tensor {cur!r} ({self.producer(cur)}, real scale up to "
+                               f"{float(np.max(self.scale_of(cur))):.3g}) cannot be requantized to "
+                               f"{label!r} (scale {float(np.max(np.asarray(scale))):.3g}): {e}") from None
         out = self.add_tensor(label, fmt, scale, info.shape, float_name)
         self.emit(REQUANT.kind, label, [cur], [out], plan.consts, {}, REQUANT.spec)
         return out

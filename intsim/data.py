@@ -28,6 +28,10 @@ class Dataset:
     eval_images: np.ndarray
     eval_labels: object = None      # int64 (N,) or None
 
+    def __post_init__(self):
+        if self.eval_labels is not None:
+            self.eval_labels = check_labels(self.eval_labels, len(self.eval_images), self.name)
+
     def calibration(self, count=256, seed=0):
         """`count` images drawn without replacement (seeded) from the calibration split."""
         if count <= 0:
@@ -71,8 +75,19 @@ def _npz_data(path):
     if "images" not in z.files:
         raise DataError(f"{path}: no 'images' array (found {z.files})")
     images = to_uint8(z["images"], str(path))
-    labels = z["labels"].astype(np.int64) if "labels" in z.files else None
+    labels = z["labels"] if "labels" in z.files else None
     return Dataset(str(path), images, images, labels)
+
+
+def check_labels(labels, n, what):
+    """Class labels: one integer per image."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise DataError(f"{what}: labels must be a 1-D integer array, got dtype {labels.dtype} and "
+                        f"shape {labels.shape}")
+    if len(labels) != n:
+        raise DataError(f"{what}: {len(labels)} labels for {n} images")
+    return labels.astype(np.int64)
 
 
 def _folder_data(path):

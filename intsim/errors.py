@@ -8,6 +8,11 @@ class IntsimError(ValueError):
     """Base of every deliberate intsim error."""
 
 
+class IntsimWarning(UserWarning):
+    """Something was computed, but information was lost (e.g. a tensor calibrated on zeros only);
+    the command line prints it as one line."""
+
+
 class GraphError(IntsimError):
     """A semantic graph that is malformed (unknown op, missing tensor, inconsistent shapes)."""
 

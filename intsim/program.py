@@ -84,49 +84,81 @@ class Program:
 
     # --- persistence ---------------------------------------------------------------------------------
     def save(self, path):
-        """Write path.json + path.npz (path without suffix), atomically."""
+        """Write path.json + path.npz (path without suffix) as one unit: both are written to
+        temporary files first, the JSON records the program's fingerprint, and `load` refuses a
+        pair whose halves do not belong together (e.g. after a crash between the two renames)."""
         base = Path(path).with_suffix("")
-        arrays = {}
-        ops = []
+        if base.with_suffix(".json").is_dir() or base.with_suffix(".npz").is_dir() or base.is_dir():
+            raise ProgramError(f"cannot save the integer program to {base}: a folder is in the way")
+        doc, arrays = self._document()
+        tag = f".{os.getpid()}.tmp"
+        tmp_json, tmp_npz = Path(f"{base}.json{tag}"), Path(f"{base}.npz{tag}")
+        try:
+            tmp_json.write_text(json.dumps(doc, indent=1) + "\n")
+            with open(tmp_npz, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp_npz, base.with_suffix(".npz"))
+            os.replace(tmp_json, base.with_suffix(".json"))
+        except OSError as e:
+            raise ProgramError(f"cannot save the integer program to {base}.json/.npz: "
+                               f"{e.strerror or e}") from None
+        finally:
+            for t in (tmp_json, tmp_npz):
+                t.unlink(missing_ok=True)
+        return base.with_suffix(".json")
+
+    def _document(self):
+        arrays, ops = {}, []
         for i, op in enumerate(self.ops):
             consts = {}
             for cname, v in op.consts.items():
                 if isinstance(v, np.ndarray):
-                    key = f"{i:04d}/{cname}"
-                    arrays[key] = v
-                    consts[cname] = {"npz": key}
+                    consts[cname] = {"npz": f"{i:04d}/{cname}"}
+                    arrays[consts[cname]["npz"]] = v
                 else:
                     consts[cname] = int(v)
             ops.append({"kind": op.kind, "name": op.name, "inputs": op.inputs, "outputs": op.outputs,
                         "consts": consts, "attrs": op.attrs, "spec": op.spec})
-        doc = {"schema": PROGRAM_SCHEMA, "meta": self.meta, "input": self.input_name,
-               "output": self.output_name,
+        doc = {"schema": PROGRAM_SCHEMA, "fingerprint": self.fingerprint(), "meta": self.meta,
+               "input": self.input_name, "output": self.output_name,
                "tensors": [t.to_dict() for t in self.tensors.values()], "ops": ops}
-        tmp_json, tmp_npz = base.with_suffix(".json.tmp"), base.with_suffix(".npz.tmp")
-        tmp_json.write_text(json.dumps(doc, indent=1) + "\n")
-        with open(tmp_npz, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp_npz, base.with_suffix(".npz"))
-        os.replace(tmp_json, base.with_suffix(".json"))
-        return base.with_suffix(".json")
+        return doc, arrays
 
     @classmethod
     def load(cls, path):
+        """A program written by `save`. Constants must be JSON integers or arrays in the .npz, and
+        the pair's fingerprint must match; anything else is a ProgramError naming what is wrong."""
         base = Path(path).with_suffix("")
         try:
             doc = json.loads(base.with_suffix(".json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ProgramError(f"cannot read integer program {base}.json: {e}") from None
-        if doc.get("schema") != PROGRAM_SCHEMA:
-            raise ProgramError(f"{base}.json: program schema {doc.get('schema')}, expected {PROGRAM_SCHEMA}")
-        with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ProgramError(f"cannot read integer program {base}.json/.npz: {e}") from None
+        if not isinstance(doc, dict) or doc.get("schema") != PROGRAM_SCHEMA:
+            schema = doc.get("schema") if isinstance(doc, dict) else None
+            raise ProgramError(f"{base}.json: program schema {schema}, expected {PROGRAM_SCHEMA}")
+        try:
+            program = cls._from_document(doc, arrays, f"{base}.json")
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ProgramError(f"{base}.json: malformed program ({type(e).__name__}: {e})") from None
+        recorded = doc.get("fingerprint")
+        if recorded is not None and recorded != program.fingerprint():
+            raise ProgramError(f"{base}.json and {base}.npz do not belong together (the JSON records "
+                               f"fingerprint {recorded[:16]}..., the pair gives "
+                               f"{program.fingerprint()[:16]}...)")
+        return program
+
+    @classmethod
+    def _from_document(cls, doc, arrays, where):
         ops = []
-        for d in doc["ops"]:
-            consts = {k: (arrays[v["npz"]] if isinstance(v, dict) else int(v)) for k, v in d["consts"].items()}
-            ops.append(Op(d["kind"], d["name"], d["inputs"], d["outputs"], consts, d["attrs"], d["spec"]))
+        for i, d in enumerate(doc["ops"]):
+            consts = {k: _const_value(v, arrays, f"{where}: op {i} {d['name']!r} constant {k!r}")
+                      for k, v in d["consts"].items()}
+            ops.append(Op(d["kind"], d["name"], list(d["inputs"]), list(d["outputs"]), consts,
+                          dict(d["attrs"]), d["spec"]))
         tensors = {t["name"]: TensorInfo.from_dict(t) for t in doc["tensors"]}
-        return cls(ops, tensors, doc["input"], doc["output"], doc["meta"])
+        return cls(ops, tensors, doc["input"], doc["output"], doc.get("meta", {}))
 
     def fingerprint(self):
         """SHA-256 over every op, attribute and constant: equal programs, equal fingerprints."""
@@ -137,6 +169,20 @@ class Program:
                 v = np.asarray(op.consts[k])
                 h.update(k.encode() + str(v.dtype).encode() + str(v.shape).encode() + v.tobytes())
         return h.hexdigest()
+
+
+def _const_value(v, arrays, what):
+    """A constant as saved: a JSON integer (not a float, string or boolean) or an integer array."""
+    if isinstance(v, dict):
+        if v.get("npz") not in arrays:
+            raise ProgramError(f"{what}: array {v.get('npz')!r} is missing from the .npz")
+        a = arrays[v["npz"]]
+        if a.dtype.kind not in "iu":
+            raise ProgramError(f"{what}: array of dtype {a.dtype}; constants are integers")
+        return a
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ProgramError(f"{what}: {v!r} is not a JSON integer")
+    return v
 
 
 def new_meta(config, model_path=None, model_sha256=None):

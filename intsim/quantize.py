@@ -9,10 +9,12 @@ integer program. Decisions (docs/quantization.md):
 """
 from dataclasses import dataclass, field, asdict, fields
 import math
+import warnings
 
 import numpy as np
 
 from .arith import IntFormat, ArithSpecError, check_bits
+from .errors import IntsimWarning
 
 
 @dataclass
@@ -144,8 +146,12 @@ class Observer:
             raise ArithSpecError(f"calibration: tensor {self.name!r} was never observed "
                                  f"(empty calibration set?)")
         amax = max(abs(self.lo), abs(self.hi))
-        if amax == 0.0:
-            return 1.0          # a constant-zero tensor: any scale is exact; 1.0 is the defined one
+        if amax == 0.0:         # any scale is exact on these images; 1.0 is the defined one
+            warnings.warn(IntsimWarning(
+                f"calibration: tensor {self.name!r} is 0 on every calibration value ({self.count}); "
+                f"its scale defaults to 1.0, so a nonzero value at run time is rounded to whole "
+                f"units (calibrate on representative images)"), stacklevel=2)
+            return 1.0
         if method == "minmax":
             clip = amax
         elif method == "percentile":
@@ -205,6 +211,17 @@ def quantize_weight(w, bits, method="mse"):
     scales = np.where(clip > 0, clip / fmt.hi, 1.0)
     q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
     return q.reshape(w.shape), scales
+
+
+def exact_bias_scales(acc_scales, q, bias):
+    """Accumulator scales with every all-zero weight channel's replaced by the one that holds its
+    bias exactly: such a channel accumulates its bias alone, and with |b| = f * 2^e (f in [0.5, 1))
+    the scale 2^(e-30) makes b an integer below 2^30 for any float32 bias (docs/quantization.md Q3)."""
+    out = np.array(acc_scales, dtype=np.float64)
+    zero = ~np.any(np.asarray(q).reshape(len(out), -1), axis=1)
+    for c in np.flatnonzero(zero & (np.asarray(bias) != 0)):
+        out[c] = math.ldexp(1.0, math.frexp(float(bias[c]))[1] - 30)
+    return out
 
 
 def quantize_bias(b, scales):

@@ -85,42 +85,73 @@ def informative_init(model, seed):
     """Re-draw every parameter as described in the module docstring (deterministic in seed)."""
     import torch
     gen = torch.Generator().manual_seed(seed)
-
-    def normal(shape, std):
-        return (torch.randn(shape, generator=gen).clamp_(-2, 2) * std).float()
+    normal = truncated_normal(gen)
     gains = {"qkv": 1.75, "fc1": 1.5, "proj": 0.5, "fc2": 0.5, "head": 2.5}
     with torch.no_grad():
         for name, mod in model.named_modules():
             leaf = name.rsplit(".", 1)[-1]
             if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
-                fan_in = mod.weight[0].numel()
-                mod.weight.copy_(normal(mod.weight.shape, gains.get(leaf, 1.0) / fan_in ** 0.5))
-                mod.bias.copy_(normal(mod.bias.shape, 0.1))
+                init_weight_and_bias(mod, gains.get(leaf, 1.0), normal)
             elif isinstance(mod, torch.nn.LayerNorm):
-                gamma = 1 + normal(mod.weight.shape, 0.2)
-                n_out = max(1, round(0.02 * gamma.numel()))
-                idx = torch.randperm(gamma.numel(), generator=gen)[:n_out]
-                gamma[idx] *= 4
-                mod.weight.copy_(gamma)
-                mod.bias.copy_(normal(mod.bias.shape, 0.1))
+                init_layernorm(mod, normal, gen)
         model.cls_token.copy_(normal(model.cls_token.shape, 1.0))
         model.pos_embed.copy_(normal(model.pos_embed.shape, 0.5))
     return model
+
+
+def truncated_normal(gen):
+    """normal(shape, std): N(0, std^2) truncated at 2 std, float32, drawn from the generator gen."""
+    import torch
+
+    def normal(shape, std):
+        return (torch.randn(shape, generator=gen).clamp_(-2, 2) * std).float()
+    return normal
+
+
+def init_weight_and_bias(mod, gain, normal, fan_in=None):
+    """Weight N(0, (gain / sqrt(fan_in))^2), bias N(0, 0.1^2) (if the layer has one). fan_in defaults
+    to the inputs of one output (Linear, Conv)."""
+    fan_in = fan_in or mod.weight[0].numel()
+    mod.weight.copy_(normal(mod.weight.shape, gain / fan_in ** 0.5))
+    if mod.bias is not None:
+        mod.bias.copy_(normal(mod.bias.shape, 0.1))
+
+
+def init_layernorm(mod, normal, gen):
+    """gamma = 1 + N(0, 0.2^2) with 2 % of the channels x4 (outliers), beta = N(0, 0.1^2)."""
+    import torch
+    gamma = 1 + normal(mod.weight.shape, 0.2)
+    n_out = max(1, round(0.02 * gamma.numel()))
+    idx = torch.randperm(gamma.numel(), generator=gen)[:n_out]
+    gamma[idx] *= 4
+    mod.weight.copy_(gamma)
+    if mod.bias is not None:
+        mod.bias.copy_(normal(mod.bias.shape, 0.1))
 
 
 def fold_normalisation(model, mean, std):
     """Make a model that expects (pixels/255 - mean)/std take pixels/255 instead, exactly: the patch
     embedding is linear, so W' = W / std[c] and b' = b - sum W[:, c] mean[c] / std[c]. intsim then
     has one input convention for every model (pixels / 255)."""
+    fold_normalisation_into_conv(model.patch_embed.proj, mean, std)
+    return model
+
+
+def fold_normalisation_into_conv(conv, mean, std):
+    """fold_normalisation on one unpadded Conv2d (a patch embedding); gives it a bias if it had none."""
     import torch
-    conv = model.patch_embed.proj
+    if any(p != 0 for p in conv.padding) or conv.in_channels != len(mean):
+        raise ValueError(f"cannot fold a {len(mean)}-channel normalisation into {conv}: it is exact "
+                         "only for an unpadded convolution over the image channels")
+    if conv.bias is None:
+        conv.bias = torch.nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype))
     with torch.no_grad():
         s = torch.tensor(std, dtype=conv.weight.dtype).view(1, -1, 1, 1)
         m = torch.tensor(mean, dtype=conv.weight.dtype).view(1, -1, 1, 1)
         w = conv.weight / s
         conv.bias.sub_((w * m).sum(dim=(1, 2, 3)))
         conv.weight.copy_(w)
-    return model
+    return conv
 
 
 def build_model(config, depth=None, seed=0):
@@ -147,19 +178,25 @@ def generated_model(config, form, depth=None, seed=0, cache=None):
     path = folder / _file_name(config, form, depth, seed)
     if path.is_file():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    import onnx
     model = build_model(config, depth, seed)
-    # Unique temporary name, then an atomic rename: concurrent callers never see a partial file.
+    meta = {"intsim.config": config, "intsim.depth": str(model_config(config, depth)["depth"]),
+            "intsim.seed": str(seed), "intsim.form": form, "intsim.init": f"informative v{INIT_VERSION}",
+            "intsim.preprocess": PREPROCESS if input_shape(config)[0] == 3 else "pixels/255"}
+    return write_model(path, lambda tmp: export_quietly(model, tmp, input_shape(config), form), meta)
+
+
+def write_model(path, export, meta):
+    """Write the ONNX file `path` with `export(tmp_path)`, adding `meta` and the weights' SHA-1 to its
+    metadata_props. A unique temporary name, then an atomic rename: concurrent callers never see a
+    partial file."""
+    import onnx
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        export_quietly(model, tmp, input_shape(config), form)
+        export(tmp)
         proto = onnx.load(str(tmp))
-        meta = {"intsim.config": config, "intsim.depth": str(model_config(config, depth)["depth"]),
-                "intsim.seed": str(seed), "intsim.form": form, "intsim.init": f"informative v{INIT_VERSION}",
-                "intsim.preprocess": PREPROCESS if input_shape(config)[0] == 3 else "pixels/255",
-                "intsim.weights_sha1": hashlib.sha1(b"".join(
-                    t.raw_data for t in proto.graph.initializer)).hexdigest()}
+        meta = {**meta, "intsim.weights_sha1": hashlib.sha1(b"".join(
+            t.raw_data for t in proto.graph.initializer)).hexdigest()}
         for k, v in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = k, v
@@ -171,7 +208,7 @@ def generated_model(config, form, depth=None, seed=0, cache=None):
     return path
 
 
-def export_quietly(model, path, in_shape, form):
+def export_quietly(model, path, in_shape, form, **export_options):
     """models/vit.export_onnx without the dynamo exporter's progress chatter on stdout."""
     import contextlib
     import io
@@ -183,7 +220,7 @@ def export_quietly(model, path, in_shape, form):
     try:
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _vit().export_onnx(model, path, in_shape, form)
+            _vit().export_onnx(model, path, in_shape, form, **export_options)
     finally:
         log.setLevel(level)
 

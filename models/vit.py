@@ -99,19 +99,23 @@ CONFIGS = {
 }
 
 
-def export_onnx(model, path, in_shape, form):
-    """Export in one of the two forms intsim imports: 'legacy' (TorchScript, opset 13, LayerNorm
-    decomposed) or 'dynamo' (opset 18, LayerNormalization op). Batch is the only dynamic axis."""
+def export_onnx(model, path, in_shape, form, output_names=("logits",), legacy_opset=13,
+                example_batch=1):
+    """Export in one of the two forms intsim imports: 'legacy' (TorchScript, opset `legacy_opset`,
+    LayerNorm decomposed below opset 17) or 'dynamo' (opset 18, LayerNormalization op). The input is
+    "image"; batch is the only dynamic axis (model.forward's argument must be named x). Some models
+    need example_batch >= 2 for the dynamo form: torch.export specialises a dimension traced at 1."""
     model.eval()
-    example = torch.zeros(1, *in_shape)
+    example = torch.zeros(example_batch, *in_shape)
+    output_names = list(output_names)
     if form == "legacy":
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=13,
-                          input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=legacy_opset,
+                          input_names=["image"], output_names=output_names,
+                          dynamic_axes={name: {0: "batch"} for name in ["image"] + output_names})
     elif form == "dynamo":
         batch = torch.export.Dim("batch", min=1, max=4096)
         prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=18,
-                                 input_names=["image"], output_names=["logits"],
+                                 input_names=["image"], output_names=output_names,
                                  dynamic_shapes={"x": {0: batch}}, external_data=False)
         prog.save(str(path), external_data=False)
     else:

@@ -131,7 +131,7 @@ def test_cli(tmp_path):
 
 def test_help_lists_every_command_with_its_description_apart(capsys):
     """`intsim --help`: the longest command name still has two spaces before its description."""
-    from intsim.cli.main import COMMANDS, main
+    from intsim.cli.commands import COMMANDS, main
     assert main(["--help"]) == 0
     lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")}
     assert set(lines) == set(COMMANDS) and {"conformance", "coverage"} <= set(lines)

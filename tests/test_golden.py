@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from intsim import golden
-from intsim.arith import IntFormat
 from intsim.cli import main
 from intsim.execute import run_program
 from intsim.golden import GoldenError, TFormat

@@ -399,7 +399,7 @@ def test_graph_validate_and_shapes():
         return str(e.value)
     assert "used twice" in broken(lambda h: setattr(h.nodes[1], "name", "pe"))
     assert "before it is produced" in broken(lambda h: h.nodes.reverse())
-    assert "unknown op" in broken(lambda h: setattr(h.nodes[1], "op", "Relu"))
+    assert "unknown op" in broken(lambda h: setattr(h.nodes[1], "op", "Swish"))
     assert "do not fit" in broken(lambda h: h.nodes[2].params.update(weight=np.ones((4, 5), np.float32)))
     assert "missing ['patch']" in broken(lambda h: h.nodes[0].attrs.clear())
     assert "NaN" in broken(lambda h: h.nodes[2].params.update(bias=np.full(4, np.nan, np.float32)))

@@ -1,4 +1,4 @@
 """The `intsim` command line: the top layer (main.py dispatches to one module per command)."""
-from .main import main
+from .commands import main
 
 __all__ = ["main"]

@@ -1,10 +1,63 @@
 """Arguments shared by the commands, and the front half they share: model + data + settings ->
 (graph, data, program). Every argument is checked here, before any model is loaded."""
+import argparse
+from pathlib import Path
+import sys
+import tempfile
+
 from .. import pipeline as ip
 from ..errors import IntsimError
 from ..experiment.plans import load_plan
 from ..kernels import DEFAULTS, FAMILIES
 from ..quantize import QuantConfig
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2): the message names the option and the value."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def count(minimum):
+    """An argparse type: an integer >= minimum."""
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+    return parse
+
+
+def writable_file(path, what):
+    """Refuse, before any work, an output file that cannot be written: a directory in its place or
+    a parent folder that cannot be created or written."""
+    p = Path(path)
+    if p.is_dir():
+        raise IntsimError(f"{what} {p}: is a directory")
+    writable_dir(p.parent, what)
+    return p
+
+
+def writable_dir(path, what):
+    """Refuse, before any work, an output folder that cannot be created: the nearest existing
+    ancestor must be a folder where a file can be made (probed, so root and read-only file systems
+    are judged by what happens, not by permission bits)."""
+    p = Path(path)
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise IntsimError(f"{what} {path}: {existing} is not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise IntsimError(f"{what} {path}: cannot write in {existing} ({e.strerror or e})") from None
+    return p
 
 
 def add_model_args(p, data=True):
@@ -14,7 +67,7 @@ def add_model_args(p, data=True):
         p.add_argument("--data", default="fashion-mnist",
                        help="fashion-mnist (default), photos, a folder of images, or an .npz with "
                             "'images'[, 'labels']")
-        p.add_argument("--calib", type=int, default=256, help="calibration images (default 256)")
+        p.add_argument("--calib", type=count(1), default=256, help="calibration images (default 256)")
 
 
 def add_quant_args(p):
@@ -48,8 +101,13 @@ def config_from_args(a):
 
 
 def build_program(a, config, graph=None, data=None):
-    """model + data + settings -> (graph, data, program): the shared front half of run/golden."""
+    """model + data + settings -> (graph, data, program, images calibrated on): the shared front
+    half of run/golden."""
     graph = graph or ip.load(a.model)
     data = data or ip.open_data(a.data)
-    observers = ip.calibrate(graph, data.calibration(a.calib))
-    return graph, data, ip.compile(graph, observers, config)
+    calib = data.calibration(a.calib)
+    if len(calib) < a.calib:
+        print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "
+              f"calibrating on all of them", file=sys.stderr)
+    observers = ip.calibrate(graph, calib)
+    return graph, data, ip.compile(graph, observers, config), len(calib)

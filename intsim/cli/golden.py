@@ -1,5 +1,4 @@
 """`intsim golden` (dump golden vectors) and `intsim compare` (exact comparison), docs/golden.md."""
-import argparse
 import hashlib
 import io
 import json
@@ -12,7 +11,7 @@ from .. import pipeline as ip
 from ..errors import DataError
 from ..execute import quantize_input
 from ..images import model_input
-from .args import add_model_args, add_quant_args, build_program, config_from_args
+from .args import Parser, add_model_args, add_quant_args, build_program, config_from_args, count
 
 
 def read_images(path):
@@ -37,14 +36,14 @@ def read_images(path):
 
 
 def golden_main(argv):
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="intsim golden", description="Quantize a model, run it integer-only on a few images and "
         "dump every op's integer inputs, outputs and constants with a manifest (docs/golden.md).")
     add_model_args(p)
     add_quant_args(p)
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--images", type=int, default=None,
+    src.add_argument("--images", type=count(1), default=None,
                      help="dump the first N evaluation images of --data (default 1)")
     src.add_argument("--input", default=None,
                      help=".npy/.npz of images (N,C,H,W) uint8 or float in [0,1] ('images' key in an .npz)")
@@ -56,8 +55,6 @@ def golden_main(argv):
     formats = golden.check_formats(a.format)        # every check before the expensive part
     golden.check_pack(a.pack)
     golden.check_output(Path(a.out), a.force)
-    if a.images is not None and a.images < 1:
-        raise DataError(f"--images must be at least 1, got {a.images}")
     config = config_from_args(a)
     x = source = None
     if a.input is not None:
@@ -65,7 +62,7 @@ def golden_main(argv):
     graph = ip.load(a.model)
     if x is not None:
         ip.check_images_fit(graph, x)
-    graph, data, program = build_program(a, config, graph=graph)
+    graph, data, program, _ = build_program(a, config, graph=graph)
     if x is None:
         x, source = _evaluation_images(graph, data, a.images or 1)
     manifest = golden.dump(program, quantize_input(program, x), a.out, formats, a.pack, a.force, source)
@@ -85,7 +82,7 @@ def _evaluation_images(graph, data, n):
 
 
 def compare_main(argv):
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="intsim compare", description="Exact comparison of OTHER_DIR against GOLDEN_DIR. Tensors "
         "are matched by path without extension (act/NAME, const/OP.CONST, or NAME for activations in "
         "the root); any of .npy/.bin/.hex. Exit 0 when every present tensor matches.")
@@ -95,7 +92,7 @@ def compare_main(argv):
                    help="elements per word of the other side's .hex files (default: from its manifest, "
                         "else the golden one's)")
     p.add_argument("--require-all", action="store_true", help="missing tensors are failures too")
-    p.add_argument("--max-rows", type=int, default=20, help="failing tensors listed (default 20)")
+    p.add_argument("--max-rows", type=count(0), default=20, help="failing tensors listed (default 20)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     a = p.parse_args(argv)
     if a.pack is not None:

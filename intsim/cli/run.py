@@ -1,32 +1,34 @@
 """`intsim run`: quantize a model and run it integer-only on a data set, against float."""
-import argparse
 import json
 
 from .. import pipeline as ip
-from .args import add_model_args, add_quant_args, build_program, config_from_args
+from .args import Parser, add_model_args, add_quant_args, build_program, config_from_args, count, writable_file
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="intsim run", description="Post-training quantize an ONNX ViT, "
+    p = Parser(prog="intsim run", description="Post-training quantize an ONNX ViT, "
                                 "run it integer-only, and compare it with float.")
     add_model_args(p)
     add_quant_args(p)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--limit", type=count(1), default=None, help="evaluate only the first N images")
+    p.add_argument("--batch", type=count(1), default=100, help="images per batch (default 100)")
     p.add_argument("--save-program", default=None, help="write the integer program (PATH.json + PATH.npz)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
     config = config_from_args(a)
-    graph, data, program = build_program(a, config)
+    if a.save_program:
+        writable_file(a.save_program, "--save-program")
+    graph, data, program, n_calib = build_program(a, config)
     if a.save_program:
         program.save(a.save_program)
     images, labels = data.evaluation(a.limit)
     report = ip.evaluate(graph, program, images, labels, batch=a.batch)
-    report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"])
+    report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"],
+                  calibration_images=n_calib)
     if a.json:
         print(json.dumps(report))
     else:
-        print_report(report, data.name, a.calib)
+        print_report(report, data.name, n_calib)
     return 0
 
 

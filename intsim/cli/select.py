@@ -1,38 +1,36 @@
 """`intsim select`: choose each non-linear layer's approximation by the unified metric Omega and
 write a plan (docs/selection.md)."""
-import argparse
 import json
 from pathlib import Path
 import time
 
 from .. import pipeline as ip
 from ..compile import nonlinear_layers
-from ..errors import IntsimError
 from ..experiment.cost import resolve_cost_weights
 from ..experiment.plans import plan_cost, plan_document
 from ..experiment.select import choose, format_table, measure, resolve_omega_weights
-from .args import add_model_args, add_quant_args, config_from_args
+from .args import Parser, add_model_args, add_quant_args, config_from_args, count, writable_file
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="intsim select", description="Measure Q (layer SQNR), P (logit "
+    p = Parser(prog="intsim select", description="Measure Q (layer SQNR), P (logit "
                                 "KL) and C (integer ops) of every candidate of every Softmax/GELU/"
                                 "LayerNorm layer, pick each layer's best Omega, write a plan.")
     add_model_args(p)
     add_quant_args(p)
-    p.add_argument("--select-images", type=int, default=128,
+    p.add_argument("--select-images", type=count(1), default=128,
                    help="calibration images Q and P are measured on (default 128)")
     p.add_argument("--omega-weights", default=None, metavar="Q=1,P=1,C=1",
                    help="weights of Omega's three terms (0 drops a term)")
     p.add_argument("--cost-weights", default=None, metavar="KIND=W,...",
                    help="integer-op weights (default mul=4,div=16,shift=1,add=1,cmp=1)")
-    p.add_argument("--workers", type=int, default=None, help="local processes (default all cores)")
+    p.add_argument("--workers", type=count(1), default=None, help="local processes (default all cores)")
     p.add_argument("--scheduler", "--dask", dest="scheduler", default=None, metavar="ADDRESS|local")
     p.add_argument("--out", default=None, help="write the plan (JSON) here")
     p.add_argument("--json", action="store_true", help="print the plan document as JSON")
     a = p.parse_args(argv)
-    if a.select_images < 1:
-        raise IntsimError(f"--select-images must be >= 1, got {a.select_images}")
+    if a.out:
+        writable_file(a.out, "--out")
     omega_w = resolve_omega_weights(a.omega_weights)
     cost_w = resolve_cost_weights(a.cost_weights)
     cfg = config_from_args(a)

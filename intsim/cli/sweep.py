@@ -12,7 +12,7 @@ from ..experiment.sweep import grid_points, prepare, run_grid, write_heatmap
 from ..experiment.tasks import interrupt_on_term
 from ..kernels import DEFAULTS, get_kernel
 from ..quantize import QuantConfig
-from .args import add_model_args
+from .args import Parser, add_model_args, count, writable_dir
 
 DIMS = plots.INT_DIMS + plots.KERNEL_DIMS
 
@@ -45,12 +45,12 @@ def add_grid_args(p):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="intsim sweep", description="Run a grid of quantization "
+    p = Parser(prog="intsim sweep", description="Run a grid of quantization "
                                 "settings; writes DIR/results.csv and plots. Rerun the same command "
                                 "to resume after an interruption.")
     add_model_args(p)
     add_grid_args(p)
-    p.add_argument("--workers", type=int, default=None, help="local processes (default all cores)")
+    p.add_argument("--workers", type=count(1), default=None, help="local processes (default all cores)")
     p.add_argument("--scheduler", "--dask", dest="scheduler", default=None, metavar="ADDRESS|local",
                    help="run on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' "
                         "for a LocalCluster (needs the 'dask' extra)")
@@ -58,18 +58,19 @@ def parser():
                    help="integer-op weights for costs (default mul=4,div=16,shift=1,add=1,cmp=1)")
     p.add_argument("--act-calib", default="mse", choices=["minmax", "percentile", "mse"])
     p.add_argument("--plan", default=None, help="a selection plan (intsim select --out) for every point")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--limit", type=count(1), default=None, help="evaluate only the first N images")
+    p.add_argument("--batch", type=count(1), default=100, help="images per batch (default 100)")
     p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots and the SQNR heatmap")
     p.add_argument("--heatmap", default="worst", help="point of the SQNR heatmap: worst, best or "
                    "DIM=VALUE,... (default worst)")
-    p.add_argument("--heatmap-images", type=int, default=64)
+    p.add_argument("--heatmap-images", type=count(1), default=64)
     return p
 
 
 def main(argv):
     a = parser().parse_args(argv)
+    writable_dir(a.out, "--out")
     dims = {d: getattr(a, d) for d in DIMS}
     base = {"act_calib": a.act_calib}
     if a.plan:

@@ -8,10 +8,11 @@ import io
 import json
 import os
 from pathlib import Path
+import warnings
 
 import numpy as np
 
-from ..errors import SweepError
+from ..errors import IntsimWarning, SweepError
 from ..quantize import QuantConfig
 
 MANIFEST = "sweep.json"
@@ -72,26 +73,42 @@ class SweepStore:
         return self.points_dir / f"{self.key(point)}.json"
 
     def done(self, point):
-        """A point is done when its file reads back whole (a corrupt one is run again)."""
-        rec = self._read(self.path(point))
-        return rec is not None and rec.get("key") == self.key(point)
+        """A point is done when its file reads back whole, unedited, for this point's key (anything
+        else is run again, with a warning for a file that exists)."""
+        path = self.path(point)
+        rec = self._read(path)
+        if rec is not None and rec.get("key") == self.key(point):
+            return True
+        if path.exists():
+            warnings.warn(IntsimWarning(f"{path}: corrupt, edited or of another point; running the "
+                                        f"point again"), stacklevel=2)
+        return False
 
-    @staticmethod
-    def _read(path):
+    def _read(self, path):
+        """The record in a point file, or None if it is unreadable, incomplete, or its content no
+        longer matches the checksum written with it, or its key is not its point's."""
         try:
             rec = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        return rec if isinstance(rec, dict) and {"key", "point", "row"} <= set(rec) else None
+        if not (isinstance(rec, dict) and {"key", "point", "row", "sha256"} <= set(rec)):
+            return None
+        body = {k: rec[k] for k in ("key", "point", "row")}
+        try:
+            same_point = rec["key"] == self.key(rec["point"])
+        except (TypeError, ValueError):
+            return None
+        return rec if same_point and rec["sha256"] == _checksum(body) else None
 
     def save(self, point, row):
-        rec = {"key": self.key(point), "point": point, "row": row}
-        atomic_write(self.path(point), json.dumps(rec, indent=1, default=_json_default) + "\n")
+        body = json.loads(json.dumps({"key": self.key(point), "point": point, "row": row},
+                                     default=_json_default))            # as it reads back
+        rec = {**body, "sha256": _checksum(body)}
+        atomic_write(self.path(point), json.dumps(rec, indent=1) + "\n")
 
     def records(self):
         recs = (self._read(f) for f in sorted(self.points_dir.glob("*.json")))
         return [r for r in recs if r is not None]     # a corrupt file: ignored, its point reruns
-
 
     def write_csv(self, order=None):
         """results.csv: one row per finished point, in grid order (then any others)."""
@@ -105,6 +122,10 @@ class SweepStore:
         w.writerows(rows)
         atomic_write(self.dir / "results.csv", buf.getvalue())
         return rows
+
+
+def _checksum(body):
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _json_default(o):

@@ -7,6 +7,7 @@ stay and the workers are stopped.
 """
 import concurrent.futures as cf
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import signal
@@ -49,7 +50,19 @@ def _limited_call(fn, ctx, item, threads):
 _WORKER = {}
 
 
-def _pool_init(fn, ctx, threads):
+def _die_with_parent(parent):
+    """Linux: the kernel kills this worker when the process that started it dies, even by SIGKILL
+    (PR_SET_PDEATHSIG), so an interrupted run leaves no workers behind. Elsewhere: a no-op."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))    # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:          # the parent died before the request took effect
+        os._exit(1)
+
+
+def _pool_init(fn, ctx, threads, parent):
+    _die_with_parent(parent)
     _WORKER.update(fn=fn, ctx=ctx)
     _limit_threads(threads)
 
@@ -87,7 +100,7 @@ def run_tasks(fn, ctx, items, workers=None, scheduler=None, on_result=None):
     os.environ["OPENBLAS_NUM_THREADS"] = str(threads)
     try:
         with cf.ProcessPoolExecutor(min(workers, len(items)), mp.get_context("spawn"),
-                                    initializer=_pool_init, initargs=(fn, ctx, threads)) as pool:
+                                    initializer=_pool_init, initargs=(fn, ctx, threads, os.getpid())) as pool:
             futures = {pool.submit(_pool_call, item): item for item in items}
             try:
                 for fut in cf.as_completed(futures):

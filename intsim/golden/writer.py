@@ -113,22 +113,53 @@ def write_atomically(out_dir, force, fill):
     out = Path(out_dir)
     check_output(out, force)
     created = _make_parents(out.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())        # mkdtemp's 0700 would make the dump private
         manifest = fill(tmp)
         with open(tmp / MANIFEST, "w") as f:
             f.write(manifest_text(manifest))
         _install(tmp, out, force)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_created(created)
+        full = e.errno == errno.ENOSPC or "requested and" in str(e)
+        raise GoldenError(f"{out}: writing the dump failed ({'the disk is full' if full else e}); "
+                          f"nothing was left behind") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+        _remove_created(created)
         raise
     return manifest
+
+
+def _remove_created(created):
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(out):
+    """Remove the hidden temporaries of earlier dumps to the same name whose process is gone (a
+    run killed with SIGKILL cannot clean up after itself; its pid is in the folder's name)."""
+    for p in Path(out).parent.glob(f".{Path(out).name}.*-*-*"):
+        kind, _, rest = p.name[len(Path(out).name) + 2:].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def manifest_text(manifest):
@@ -305,7 +336,7 @@ def _install(tmp, out, force):
     if _renameat2(tmp, out, _RENAME_EXCHANGE):
         shutil.rmtree(tmp)          # tmp now holds the old dump
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
     os.rename(out, old / "d")
     os.rename(tmp, out)
     shutil.rmtree(old)

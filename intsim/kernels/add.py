@@ -15,19 +15,23 @@ from .requantize import multiplier, multiplier_formats
 
 
 def _check(a, b, ma, ka, mb, kb):
-    if np.shape(a) != np.shape(b):
-        raise arith.ArithSpecError(f"residual add: shapes differ: {np.shape(a)} and {np.shape(b)}")
-    for what, v in (("m_a", ma), ("k_a", ka), ("m_b", mb), ("k_b", kb)):
-        if arith.int_const(what, v).ndim:
-            raise arith.ArithSpecError(f"residual add: {what} must be a scalar")
-    arith.check_product_bound("residual add (a)", arith.max_abs(a), ma, ka)
-    arith.check_product_bound("residual add (b)", arith.max_abs(b), mb, kb)
+    """Both operands integer (within int64) and of one shape; each (m, k) a scalar pair inside A2's
+    ranges whose products stay inside int64 (A4)."""
+    a, b = arith.integer_input("residual add (a)", a), arith.integer_input("residual add (b)", b)
+    if a.shape != b.shape:
+        raise arith.ArithSpecError(f"residual add: shapes differ: {a.shape} and {b.shape}")
+    for branch, x, m, k in (("a", a, ma, ka), ("b", b, mb, kb)):
+        m, k = arith.check_multiplier(f"residual add ({branch})", m, k)
+        if m.ndim or k.ndim:
+            raise arith.ArithSpecError(f"residual add: m_{branch}, k_{branch} must be scalars")
+        arith.check_product_bound(f"residual add ({branch})", arith.max_abs(x), m, k)
+    return a, b
 
 
 def residual_add_ref(a, b, ma, ka, mb, kb, out_fmt: IntFormat):
-    _check(a, b, ma, ka, mb, kb)
-    ya = arith.round_shift(np.asarray(a, dtype=np.int64) * ma, ka)
-    yb = arith.round_shift(np.asarray(b, dtype=np.int64) * mb, kb)
+    a, b = _check(a, b, ma, ka, mb, kb)
+    ya = arith.round_shift(a.astype(np.int64) * ma, ka)
+    yb = arith.round_shift(b.astype(np.int64) * mb, kb)
     return arith.saturate(ya + yb, out_fmt)
 
 
@@ -40,10 +44,7 @@ def _residual_add(a, b, ma, ka, mb, kb, lo, hi, out):
 
 
 def residual_add(a, b, ma, ka, mb, kb, out_fmt: IntFormat):
-    _check(a, b, ma, ka, mb, kb)
-    a, b = np.asarray(a), np.asarray(b)
-    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
-        raise arith.ArithSpecError(f"residual add: integer inputs required, got {a.dtype} and {b.dtype}")
+    a, b = _check(a, b, ma, ka, mb, kb)
     out = np.empty(a.size, dtype=out_fmt.storage)
     _residual_add(np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel(),
                   np.int64(ma), np.int64(ka), np.int64(mb), np.int64(kb),

@@ -35,8 +35,8 @@ def block_size(a_fmt: IntFormat, b_fmt: IntFormat):
 
 
 def _check_operands(a, b, bias):
-    a = np.asarray(a)
-    b = np.asarray(b)
+    a = arith.integer_input("matmul operand a", a)
+    b = arith.integer_input("matmul operand b", b)
     if a.ndim < 2 or b.ndim < 2:
         raise arith.ArithSpecError(f"matmul needs operands of rank >= 2, got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-2]:
@@ -149,8 +149,10 @@ class Matmul(Kernel):
                           {} if inner is None else {"inner": int(inner)}, tuple(in_scale))
 
     @staticmethod
-    def prepare(b):
-        b = np.asarray(b)
+    def prepare(b, b_fmt: IntFormat):
+        """Check a constant operand against its declared format once, and keep its float32 copy."""
+        b = arith.integer_input("matmul constant operand", b)
+        arith.check_fits("matmul constant operand", b, b_fmt)
         return PreparedOperand(b, np.ascontiguousarray(b, dtype=np.float32))
 
     def reference(self, inputs, plan):
@@ -163,6 +165,9 @@ class Matmul(Kernel):
         a_fmt, b_fmt = plan.in_fmt
         if isinstance(b, PreparedOperand):
             return matmul(a, b.values, a_fmt, b_fmt, plan.consts.get("bias"), plan.out_fmt, b.as_float32)
+        b = np.asarray(b)
+        if not _dtype_within(b.dtype, b_fmt):
+            arith.check_fits("matmul operand b", b, b_fmt)
         return matmul(a, b, a_fmt, b_fmt, plan.consts.get("bias"), plan.out_fmt)
 
     def cost(self, shape, plan=None):

@@ -53,10 +53,8 @@ def _limits(m, k):
 
 def requantize(x, m, k, out_fmt: IntFormat, axis=None):
     """Fast path; identical results to requantize_ref for every input that passes the checks."""
-    x = np.asarray(x)
-    if x.dtype.kind not in "iu":
-        raise arith.ArithSpecError(f"requantize: integer input required, got {x.dtype}")
-    m, k = arith.int_const("multiplier m", m), arith.int_const("shift k", k)
+    x = arith.integer_input("requantize", x)
+    m, k = arith.check_multiplier("requantize", m, k)
     m_arr = np.atleast_1d(m)
     k_arr = np.atleast_1d(k)
     if m.ndim == 0 and k.ndim == 0:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..arith import ConstFormat, IntFormat
 from ..kernels import MATMUL
-from ..quantize import quantize_bias, quantize_weight, weight_format
+from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 
 ACC = IntFormat(32)
@@ -22,6 +22,9 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None):
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if bias is not None:
+        exact = exact_bias_scales(acc_scale, w_q, bias)
+        w_s = np.where(exact != acc_scale, exact / x_scale, w_s)      # zero channels only
+        acc_scale = exact
         consts["bias"] = quantize_bias(bias, acc_scale)
     # weight_scale is documentary (golden manifests): the real value of one weight LSB per
     # output channel; with equalization the integers hold W * f (docs/quantization.md Q5)
@@ -93,8 +96,10 @@ class Linear(OpDef):
         return plan
 
     def bind(self, op, program):
-        """The weight transposed and prepared once for the fast path, and the product's plan."""
-        return MATMUL.prepare(op.consts["weight"].T), self.product_plan(op, program)
+        """The weight transposed, checked against its format and prepared once for the fast path,
+        and the product's plan."""
+        plan = self.product_plan(op, program)
+        return MATMUL.prepare(op.consts["weight"].T, plan.in_fmt[1]), plan
 
     def run(self, op, inputs, bound, path):
         weight, plan = bound

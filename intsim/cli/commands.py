@@ -1,7 +1,8 @@
 """`intsim COMMAND ...`: dispatch to one module per command; every intsim error is one line."""
 import sys
+import warnings
 
-from ..errors import IntsimError
+from ..errors import IntsimError, IntsimWarning
 from ..version import __version__
 from . import conformance, golden, run, select, sweep
 
@@ -32,8 +33,21 @@ def main(argv=None):
     if argv[0] not in COMMANDS:
         print(f"intsim: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    show = warnings.showwarning
+
+    def one_line(message, category, *args, **kwargs):
+        if issubclass(category, IntsimWarning):
+            print(f"intsim {argv[0]}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, *args, **kwargs)
+    warnings.showwarning = one_line
     try:
         return COMMANDS[argv[0]][0](argv[1:])
     except (IntsimError, OSError) as e:
         print(f"intsim {argv[0]}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"intsim {argv[0]}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = show

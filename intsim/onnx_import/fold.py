@@ -1,0 +1,184 @@
+"""Step 2: split the ONNX graph into the image path and constants, fold the constants, find shapes.
+
+- Image dependence by traversal: a tensor depends on the image if a node reading an
+  image-dependent tensor produces it; Shape and Size read only the shape, so their outputs (and
+  everything computed from them alone) are constants at the concrete batch size B.
+- Constants by a well-kept engine: the whole graph runs once on the seeded random image with ONNX
+  Runtime (if installed) or onnx.reference.ReferenceEvaluator, which returns the graph output (for
+  the verification) and every constant that an image-path node reads. Any standard op may sit on a
+  constant path (shape arithmetic, weight transposes, a resized position embedding, ...).
+- Shapes and element types of image-path tensors by onnx.shape_inference on the image-path nodes
+  with the folded constants; a tensor it leaves without a concrete shape is evaluated instead.
+- No-op nodes on the image path (Identity, Dropout, Cast to the same type) are bypassed.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import helper, numpy_helper, shape_inference
+from onnx.reference import ReferenceEvaluator
+
+from .errors import OnnxImportError
+
+try:  # optional: faster and lighter on memory than the reference evaluator
+    import onnxruntime
+except ImportError:  # pragma: no cover
+    onnxruntime = None
+
+NOOPS = ("Identity", "Dropout", "Cast")   # bypassed on the image path (Cast only to the same type)
+SHAPE_ONLY = ("Shape", "Size")          # read the shape of an image-dependent tensor, not its data
+SMALL = 4096                            # constants up to this size go to shape inference with values
+ENGINE = "auto"     # "auto" (ONNX Runtime when installed, else the reference evaluator) or "reference"
+
+
+@dataclass
+class Folded:
+    """The image path of an ONNX graph after folding: what the matchers work on."""
+    nodes: list          # image-path ONodes in graph order, no-ops bypassed
+    live: set            # image-dependent tensor names
+    const: dict          # name -> value of every constant an image-path node reads
+    shapes: dict         # name -> shape at batch B, for image-path tensors and those constants
+    producer: dict       # image-dependent tensor -> its ONode
+    consumers: dict      # image-dependent tensor -> image-path ONodes reading it
+    in_name: str
+    out_name: str        # after bypassing no-ops
+    batch: int           # the concrete batch size B
+    image: np.ndarray    # the seeded random image (B, C, H, W)
+    onnx_out: np.ndarray  # the ONNX graph's output on that image
+
+
+def image_path(nodes, in_name):
+    """(nodes that depend on the image, in graph order; names of image-dependent tensors)."""
+    live, path = {in_name}, []
+    for n in nodes:
+        if n.op not in SHAPE_ONLY and any(t in live for t in n.inputs):
+            live.update(t for t in n.outputs if t)
+            path.append(n)
+    return path, live
+
+
+def constant_inputs(path, live):
+    """Names of the constants that image-path nodes read, in first-use order."""
+    return list(dict.fromkeys(t for n in path for t in n.inputs if t and t not in live))
+
+
+def evaluate(model, feeds, names):
+    """{name: value} of tensors `names` (any in the graph) on `feeds`: by ONNX Runtime if it is
+    installed (and ENGINE is "auto") and can run the model, else by the ONNX reference evaluator."""
+    failed = ""
+    if onnxruntime is not None and ENGINE == "auto":
+        try:
+            return _run_onnxruntime(model, feeds, names)
+        except Exception as e:   # e.g. an opset newer than this ONNX Runtime: try the reference
+            failed = f"ONNX Runtime: {_one_line(e)}; "
+    try:
+        return dict(zip(names, ReferenceEvaluator(model).run(list(names), feeds)))
+    except Exception as e:
+        raise RuntimeError(f"{failed}onnx.reference: {_one_line(e)}") from None
+
+
+def _one_line(e, limit=400):
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _run_onnxruntime(model, feeds, names):
+    outputs = list(model.graph.output)
+    del model.graph.output[:]                # serialise with the wanted tensors as outputs
+    model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in names)
+    try:
+        data = model.SerializeToString()
+    finally:
+        del model.graph.output[:]
+        model.graph.output.extend(outputs)
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL   # as written
+    opts.log_severity_level = 4         # failures are raised, not logged
+    session = onnxruntime.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    return dict(zip(names, session.run(list(names), feeds)))
+
+
+def _value_info(name, value):
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+
+
+def infer_types(model, path, image_name, image, const, out_name):
+    """{tensor: (shape, dtype)} of the image-path tensors that shape inference resolves to a
+    concrete shape; runs on the image-path nodes alone, with the constants they read given by
+    value (small ones, which may be shapes or axes) or by type and shape (weights)."""
+    small = [t for t, v in const.items() if v.size <= SMALL]
+    graph = helper.make_graph(
+        [n.proto for n in path], "image_path",
+        [_value_info(image_name, image)] + [_value_info(t, v) for t, v in const.items() if v.size > SMALL],
+        [helper.make_empty_tensor_value_info(out_name)],
+        [numpy_helper.from_array(np.asarray(const[t]), t) for t in small])
+    sub = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    try:
+        inferred = shape_inference.infer_shapes(sub, strict_mode=True).graph
+    except Exception:   # an op without an inference function, an inconsistent graph: evaluate
+        return {}
+    out = {}
+    for vi in list(inferred.value_info) + list(inferred.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and tt.elem_type and all(d.HasField("dim_value") for d in tt.shape.dim):
+            out[vi.name] = (tuple(d.dim_value for d in tt.shape.dim),
+                            helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    return out
+
+
+def bypass_noops(path, types, out_name):
+    """Image-path nodes without Identity, Dropout and same-type Cast nodes, inputs rewired past
+    them; and the output's name after the rewiring."""
+    alias = {}
+
+    def resolve(t):
+        while t in alias:
+            t = alias[t]
+        return t
+    kept = []
+    for n in path:
+        n.inputs = [resolve(t) for t in n.inputs]
+        if n.op in NOOPS and (n.op != "Cast" or types[n.outputs[0]] == types[n.inputs[0]]):
+            alias[n.outputs[0]] = n.inputs[0]
+        else:
+            kept.append(n)
+    return kept, resolve(out_name)
+
+
+def _engine_run(model, source, feeds, names, batch):
+    try:
+        return evaluate(model, feeds, names)
+    except RuntimeError as e:
+        raise OnnxImportError(f"{source}: evaluating the ONNX graph at batch {batch} failed: {e}") from None
+
+
+def _wiring(nodes, live):
+    producer = {t: n for n in nodes for t in n.outputs}
+    consumers = {}
+    for n in nodes:
+        for t in dict.fromkeys(n.inputs):
+            if t in live:
+                consumers.setdefault(t, []).append(n)
+    return producer, consumers
+
+
+def fold(model, source, path, live, in_name, out_name, image):
+    """Evaluate the constants and the output, find shapes, bypass no-ops: a Folded image path."""
+    batch = image.shape[0]
+    inits = {t.name: t for t in model.graph.initializer}
+    wanted = constant_inputs(path, live)
+    computed = [t for t in wanted if t not in inits]
+    values = _engine_run(model, source, {in_name: image}, computed + [out_name], batch)
+    const = {t: numpy_helper.to_array(inits[t]) if t in inits else values[t] for t in wanted}
+    types = infer_types(model, path, in_name, image, const, out_name)
+    types[in_name] = (image.shape, image.dtype)
+    missing = [t for n in path for t in n.outputs if t and t not in types]
+    if missing:
+        more = _engine_run(model, source, {in_name: image}, missing, batch)
+        types.update({t: (np.shape(v), np.asarray(v).dtype) for t, v in more.items()})
+    shapes = {t: tuple(int(d) for d in s) for t, (s, _) in types.items()}
+    shapes.update({t: tuple(np.shape(v)) for t, v in const.items()})
+    nodes, out = bypass_noops(path, {t: d for t, (_, d) in types.items()}, out_name)
+    live = {t for n in nodes for t in n.outputs if t} | {in_name}
+    producer, consumers = _wiring(nodes, live)
+    return Folded(nodes, live, const, shapes, producer, consumers, in_name, out, batch, image,
+                  values[out_name])
