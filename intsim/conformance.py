@@ -586,15 +586,20 @@ def reference_outputs(case):
     return program, outs
 
 
-def iter_cases(kernels=None, seed=0):
-    """Every Case of the selected kernels (default all), in a fixed order. Each kernel draws from
-    its own generator seeded by (seed, crc32(kernel name)): selecting kernels changes nothing."""
+def check_kernels(kernels=None):
+    """The selected kernel names (default all), each one of KERNELS."""
     names = list(KERNELS) if kernels is None else list(kernels)
     unknown = [k for k in names if k not in KERNELS]
     if unknown:
         raise GoldenError(f"unknown conformance kernel(s) {', '.join(unknown)}; choose from "
                           f"{', '.join(KERNELS)}")
-    for kname in names:
+    return names
+
+
+def iter_cases(kernels=None, seed=0):
+    """Every Case of the selected kernels (default all), in a fixed order. Each kernel draws from
+    its own generator seeded by (seed, crc32(kernel name)): selecting kernels changes nothing."""
+    for kname in check_kernels(kernels):
         rng = np.random.default_rng([int(seed), zlib.crc32(kname.encode())])
         yield from GENERATORS[kname](rng)
 
@@ -609,8 +614,7 @@ def write_conformance(out_dir, formats=("npy",), seed=0, kernels=None, pack=1, f
     pack = check_pack(pack)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise GoldenError(f"--seed must be a non-negative integer, got {seed!r}")
-    names = list(KERNELS) if kernels is None else list(kernels)
-    iter_cases(names, seed)                              # unknown kernels fail before any work
+    names = check_kernels(kernels)                       # every check before any work
     check_dump_output(out_dir, force)
     return write_atomically(out_dir, force, lambda tmp: _write_into(tmp, formats, pack, int(seed), names))
 

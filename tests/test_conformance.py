@@ -116,6 +116,7 @@ def test_bad_requests(tmp_path):
     assert (tmp_path / "y" / "keep.txt").exists()
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     out = tmp_path / "c"
     r = subprocess.run([sys.executable, "-m", "intsim", "conformance", "--out", str(out), "--format", "npy,hex",

@@ -28,7 +28,8 @@ def test_registers_are_the_narrowest_holding_the_allowed_values():
     assert ConstFormat.of(IntFormat(16, narrow=True)).describe() == "s16n"
     assert ConstFormat.holding(2, 16).exactly(8).violation(9) == "value 9 outside [8, 8] (register u5)"
     assert k.violation(70) == "value 70 outside [-31, 62] (register s7)"
-    assert ConstFormat(7, True, lo=-31, hi=62).violation(np.array([3, -32])) == "value -32 outside [-31, 62] (register s7)"
+    any_shape = ConstFormat(7, True, lo=-31, hi=62)
+    assert any_shape.violation(np.array([3, -32])) == "value -32 outside [-31, 62] (register s7)"
     assert k.violation(np.uint64(2**64 - 1)).startswith("value 18446744073709551615 outside")   # no wrap
     assert "not an integer" in k.violation(3.0) and "not an integer" in k.violation(True)
     assert ConstFormat.holding(0, 5, (4,)).violation(np.zeros(3, np.int64)) == "shape (3,), declared (4,)"

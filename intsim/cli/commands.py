@@ -14,7 +14,8 @@ COMMANDS = {
     "sweep": (sweep.main, "accuracy over a grid of bit widths and kernel choices (parallel, resumable)"),
     "conformance": (conformance.conformance_main,
                     "write directed + random conformance vectors of every kernel (golden format)"),
-    "coverage": (conformance.coverage_main, "report which spec coverage bins a golden or conformance dump hits"),
+    "coverage": (conformance.coverage_main,
+                 "report which spec coverage bins a golden or conformance dump hits"),
 }
 
 

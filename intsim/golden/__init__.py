@@ -19,4 +19,5 @@ __all__ = ["CompareReport", "FileResult", "FORMATS", "GOLDEN_SCHEMA", "GoldenErr
            "MANIFEST", "OpView", "PACK_MAX", "SCHEMA_NAME", "TFormat", "Tensors", "act_id", "canonical",
            "check_formats", "check_output", "check_pack", "compare", "const_id", "dump", "entry_format",
            "hex_text", "hex_word_digits", "load", "load_program", "manifest_text", "op_labels",
-           "parse_hex", "program_const", "read_file", "read_manifest", "TensorWriter", "write_atomically", "write_constants"]
+           "parse_hex", "program_const", "read_file", "read_manifest", "TensorWriter", "write_atomically",
+           "write_constants"]

@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 from .formats import FORMATS, MANIFEST, GoldenError
-from .reader import entry_format, load, read_file, read_manifest
+from .reader import load, read_file, read_manifest
 
 @dataclass
 class FileResult:
