@@ -132,7 +132,7 @@ class ConstFormat:
         lo, hi = int(lo), int(hi)
         if lo >= 0:
             return cls(max(hi.bit_length(), 1), False, False, lo, hi, shape)
-        bits = max(max(hi, 0).bit_length(), (-lo - 1).bit_length()) + 1
+        bits = max(max(hi, 0).bit_length(), (-lo - 1).bit_length(), 1) + 1     # signed: >= 2 bits
         return cls(bits, True, False, lo, hi, shape)
 
     @classmethod

@@ -25,6 +25,7 @@ def test_registers_are_the_narrowest_holding_the_allowed_values():
     assert ConstFormat.holding(1, (1 << 31) - 1).describe() == "u31"
     assert ConstFormat.holding(0, (1 << 62) - 1).describe() == "u62"       # wider than any tensor
     assert ConstFormat.fixed(20).describe() == "u5" and ConstFormat.fixed(20).lo == 20
+    assert ConstFormat.holding(-1, -1).describe() == "s2"                   # A1: signed is >= 2 bits
     assert ConstFormat.of(IntFormat(16, narrow=True)).describe() == "s16n"
     assert ConstFormat.holding(2, 16).exactly(8).violation(9) == "value 9 outside [8, 8] (register u5)"
     assert k.violation(70) == "value 70 outside [-31, 62] (register s7)"

@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 
+from ..arith import register_range
 from .formats import FORMATS, MANIFEST, GoldenError
 from .reader import load, read_file, read_manifest
 
@@ -188,18 +189,12 @@ def verify_golden(g, tid):
                               f"against it")
 
 
-def _format_range(bits, signed, narrow=False):
-    if not signed:
-        return 0, (1 << bits) - 1
-    return -(1 << (bits - 1)) + (1 if narrow else 0), (1 << (bits - 1)) - 1
-
-
 def _refusal(entry, read_entry, path):
     """Why the other file cannot hold the golden tensor faithfully (its dtype or declared format
     does not cover the golden format's range: a value would wrap), or None."""
-    lo, hi = _format_range(int(entry["bits"]), bool(entry["signed"]), bool(entry.get("narrow", False)))
+    lo, hi = register_range(int(entry["bits"]), bool(entry["signed"]), bool(entry.get("narrow", False)))
     want = f"the golden {'s' if entry['signed'] else 'u'}{entry['bits']} range [{lo}, {hi}]"
-    o_lo, o_hi = _format_range(int(read_entry["bits"]), bool(read_entry["signed"]))
+    o_lo, o_hi = register_range(int(read_entry["bits"]), bool(read_entry["signed"]))
     if not o_lo <= lo <= hi <= o_hi:
         return (f"its manifest declares {'s' if read_entry['signed'] else 'u'}{read_entry['bits']}, "
                 f"which cannot hold {want}")
