@@ -93,7 +93,8 @@ def int_const(what, v):
     a float above all - is refused: the integer program carries integers only (spec K0)."""
     if isinstance(v, bool) or not (isinstance(v, (int, np.integer)) or
                                    (isinstance(v, np.ndarray) and v.dtype.kind in "iu")):
-        raise ArithSpecError(f"{what} must be an integer constant, got {type(v).__name__} {v!r}")
+        got = f"an array of dtype {v.dtype}" if isinstance(v, np.ndarray) else f"{type(v).__name__} {v!r}"
+        raise ArithSpecError(f"{what} must be an integer constant, got {got}")
     return np.asarray(v, dtype=np.int64)
 
 
@@ -165,6 +166,8 @@ class ConstFormat:
         lo, hi = (int(v.min()), int(v.max())) if v.size else (self.lo, self.hi)
         if lo < self.lo or hi > self.hi:
             bad = lo if lo < self.lo else hi
+            if (self.lo, self.hi) == register_range(self.bits, self.signed, self.narrow):
+                return f"value {bad} outside {self.describe()}[{self.lo}, {self.hi}]"
             return f"value {bad} outside [{self.lo}, {self.hi}] (register {self.describe()})"
         return None
 

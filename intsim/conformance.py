@@ -64,6 +64,7 @@ class Case:
     attrs: dict = field(default_factory=dict)
     spec: str = ""
     out_names: tuple = ("out",)
+    out_shape: tuple = None         # of every output, without the batch axis (None: the input's)
 
 
 def _s(bits, narrow=False):
@@ -196,7 +197,13 @@ def _linear_case(name, x, x_fmt, w, wbits, bias=None, kind="linear", attrs=None)
         consts["bias"] = np.asarray(bias, dtype=np.int64)
     a = {"weight_fmt": _s(wbits, narrow=True).to_dict()}
     a.update(attrs or {})
-    return Case("matmul", name, kind, [("in", np.asarray(x, dtype=np.int64), x_fmt)], [_s(32)], consts, a)
+    x = np.asarray(x, dtype=np.int64)
+    if "patch" in a:                                   # (N, C, H, W) -> (N, P, Out), K1.4
+        rows = (x.shape[2] // a["patch"]) * (x.shape[3] // a["patch"])
+        out_shape = (rows, consts["weight"].shape[0])
+    else:
+        out_shape = x.shape[1:-1] + (consts["weight"].shape[0],)
+    return Case("matmul", name, kind, [("in", x, x_fmt)], [_s(32)], consts, a, out_shape=out_shape)
 
 
 def _matmul_cases(rng):
@@ -226,11 +233,11 @@ def _matmul_cases(rng):
     # attention: q k^T (signed x signed) and P V (unsigned 16-bit probabilities x signed), heads merged
     q, kt = _rand(rng, s8, (2, 4, 10, 6)), _rand(rng, s8, (2, 4, 10, 6))
     yield Case("matmul", "attn_scores", "attn_scores", [("q", q, s8), ("k", kt, s8)], [_s(32)],
-               attrs={"scale": 1 / math.sqrt(6)}, out_names=("acc",))
+               attrs={"scale": 1 / math.sqrt(6)}, out_names=("acc",), out_shape=(4, 10, 10))
     p = _with_extremes(_rand(rng, _u(16), (2, 4, 10, 10)), _u(16))
     v = _rand(rng, s8, (2, 4, 10, 6))
     yield Case("matmul", "attn_context", "attn_context", [("p", p, _u(16)), ("v", v, s8)], [_s(32)],
-               out_names=("acc",))
+               out_names=("acc",), out_shape=(10, 4 * 6))          # heads merged
     # patch embedding (K1.4): 2 channels, 8x12 image, 4x4 patches: patch and feature order
     img = _rand(rng, _u(8), (2, 2, 8, 12))
     w = _rand(rng, _s(8, narrow=True), (5, 2 * 4 * 4))
@@ -508,12 +515,14 @@ def _data_movement_cases(rng):
     x = _with_extremes(_rand(rng, s16, (2, 4, 6)), s16)
     cls = _rand(rng, s16, 6)
     pos = _rand(rng, s16, (5, 6))
-    yield Case("data-movement", "cls_pos", "cls_pos", [("in", x, s16)], [s16], {"cls": cls, "pos": pos})
+    yield Case("data-movement", "cls_pos", "cls_pos", [("in", x, s16)], [s16], {"cls": cls, "pos": pos},
+               out_shape=pos.shape)
     # qkv_split: (N, T, 3D) -> q, k, v of (N, H, T, D/H), timm's (3, H, Dh) channel layout
     x = _rand(rng, _s(8), (2, 5, 3 * 12))
     yield Case("data-movement", "qkv_split", "qkv_split", [("in", x, _s(8))], [_s(8)] * 3,
-               attrs={"heads": 3}, out_names=("q", "k", "v"))
-    yield Case("data-movement", "cls_select", "cls_select", [("in", _rand(rng, s16, (2, 5, 6)), s16)], [s16])
+               attrs={"heads": 3}, out_names=("q", "k", "v"), out_shape=(3, 5, 4))
+    yield Case("data-movement", "cls_select", "cls_select", [("in", _rand(rng, s16, (2, 5, 6)), s16)], [s16],
+               out_shape=(6,))
 
 
 # --- K7.1 Relu -------------------------------------------------------------------------------------
@@ -551,19 +560,21 @@ def _tensor(name, fmt, arr):
 
 
 def case_program(case):
-    """The one-op integer program of a case: its inputs, constants, attributes and output formats
-    (output shapes are filled in by reference_outputs)."""
+    """The one-op integer program of a case: its inputs, constants, attributes, output formats and
+    shapes (the first input's unless the case says otherwise)."""
     name = f"{case.kernel}.{case.name}"
     ins = [_tensor(f"{name}.{n}", f, x) for n, x, f in case.inputs]
-    outs = [TensorInfo(f"{name}.{n}", f, None, ()) for n, f in zip(case.out_names, case.out_fmts)]
+    shape = ins[0].shape if case.out_shape is None else tuple(case.out_shape)
+    outs = [TensorInfo(f"{name}.{n}", f, None, shape) for n, f in zip(case.out_names, case.out_fmts)]
     op = Op(case.kind, name, [t.name for t in ins], [t.name for t in outs], case.consts, case.attrs,
             case.spec or KERNELS[case.kernel][1])
     return Program([op], {t.name: t for t in ins + outs}, ins[0].name, outs[0].name, {})
 
 
 def run_op(program, inputs, path="reference"):
-    """The outputs of a one-op program's op through the op registry on `path`, each checked to lie
-    in its declared format (as the executor checks every op)."""
+    """The outputs of a one-op program's op through the op registry on `path` (bind checks its
+    constants), each checked to have its declared shape and lie in its declared format, as the
+    executor checks every op."""
     op = program.ops[0]
     d = program_op(op.kind)
     outs = d.run(op, inputs, d.bind(op, program), path)
@@ -579,11 +590,8 @@ def reference_outputs(case):
     for n, x, f in case.inputs:
         if x.size and (int(x.min()) < f.lo or int(x.max()) > f.hi):
             raise AssertionError(f"{program.ops[0].name}: input {n} outside {f.describe()}")
-    outs = run_op(program, [x for _, x, _ in case.inputs])
-    for name, out in zip(program.ops[0].outputs, outs):
-        program.tensors[name].shape = tuple(out.shape[1:])
     check_constants(program)
-    return program, outs
+    return program, run_op(program, [x for _, x, _ in case.inputs])
 
 
 def check_kernels(kernels=None):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..arith import register_range
 from .formats import FORMATS, MANIFEST, GoldenError
-from .reader import load, read_file, read_manifest
+from .reader import load, load_npy, read_file, read_manifest
 
 @dataclass
 class FileResult:
@@ -202,9 +202,8 @@ def _refusal(entry, read_entry, path):
     if ext == "hex":
         return None
     try:
-        dt = (np.load(path, mmap_mode="r", allow_pickle=False).dtype if ext == "npy"
-              else np.dtype(read_entry["dtype"]))
-    except (OSError, ValueError, TypeError):
+        dt = load_npy(path, mmap=True).dtype if ext == "npy" else np.dtype(read_entry["dtype"])
+    except (GoldenError, TypeError):
         return None                              # unreadable: read_file says why
     if dt.kind in "iu" and not np.iinfo(dt).min <= lo <= hi <= np.iinfo(dt).max:
         return f"dtype {dt.name} cannot hold {want} (a value would wrap)"
@@ -231,7 +230,7 @@ def _compare_file(tid, gold, entry, other_entry, path, rel, pack):
                           message=str(e).replace(f"{path}: ", "").replace(str(path), rel))
     result = _compare_values(tid, rel, gold, b)
     if rel.endswith(".npy"):
-        dt = np.load(path, mmap_mode="r", allow_pickle=False).dtype
+        dt = load_npy(path, mmap=True).dtype
         if dt != np.dtype(entry["dtype"]):
             result.note = f"dtype {dt}, golden {entry['dtype']} (values compared as integers)"
     corrupt = checksum_problem(b, {**read_entry, **other_entry}) if other_entry else None

@@ -1,7 +1,7 @@
 """The one kernel interface (docs/arithmetic.md, section K0).
 
 Every kernel - requantize (A6), residual add (K5), matmul (K1) and the non-linear candidates of
-K2-K4 - is an object with the same six methods:
+K2-K4 - is an object with the same seven methods:
 
     plan(in_scale, in_fmt, **options) -> KernelPlan     offline, float allowed: real scales (and a
                                                          family's own options) -> integer constants
@@ -12,6 +12,9 @@ K2-K4 - is an object with the same six methods:
     const_formats(plan) -> {name: arith.ConstFormat}     the register of each plan constant and the
                                                          values the spec allows in it (the kernel's
                                                          spec section states them)
+    check_consts(plan)                                   load time: the constants in their registers
+                                                         (`Consts`) and the preconditions between
+                                                         them that the kernel's proofs rely on
 
 `inputs` is a sequence of integer arrays (one per operand); `in_scale` and `in_fmt` are one value
 for a single-operand kernel and a tuple for a two-operand one. The options a plan takes are fixed
@@ -23,6 +26,8 @@ At run time only `plan.consts` (integers), `plan.in_fmt` and `plan.out_fmt` are 
 rebuilds a KernelPlan from an integer program op without any float.
 """
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..arith import ArithSpecError, IntFormat
 
@@ -42,7 +47,7 @@ class KernelPlan:
 
 
 class Kernel:
-    """Base class; subclasses set the class attributes and implement the six methods."""
+    """Base class; subclasses set the class attributes and implement the methods above."""
     name = ""           # candidate name used on the command line and in plans
     family = ""         # "requantize", "add", "matmul", "gelu", "softmax" or "layernorm"
     spec_section = ""   # e.g. "K3.1"
@@ -76,6 +81,12 @@ class Kernel:
         """The float function the kernel approximates (with the plan's float parameters)."""
         raise NotImplementedError
 
+    def check_consts(self, plan):
+        """Refuse, at load time, constants that no plan could have made (see `Consts`); `plan` is
+        rebuilt from a program: its integer constants and the formats of the op's tensors. The
+        default checks the declared registers; a kernel adds its preconditions between constants."""
+        Consts(self, plan)
+
 
 def row_length(shape):
     """The last axis of an output shape, checked (cost conventions amortise per-row work on it)."""
@@ -86,3 +97,50 @@ def row_length(shape):
     if n < 1:
         raise ArithSpecError(f"cost: the row length (last axis of {tuple(shape)}) must be >= 1")
     return n
+
+
+class Consts:
+    """Load-time checks of a plan's integer constants, so that a program carrying constants no plan
+    could have produced is refused before it runs (an out-of-range shift or a short table would be
+    undefined, or silently wrong, in the fast path). Each constant is checked against the register
+    its kernel declares (`const_formats`: the names, integer values, shapes and allowed ranges of
+    spec A1 "Constant registers" and the kernel's Registers paragraph); `fixed` and `require` add
+    the preconditions between constants that the kernel's proofs rely on. `c[name]` is a checked
+    value: a Python int for a scalar, an int64 array otherwise."""
+
+    def __init__(self, kernel, plan):
+        self.where = f"{kernel.name} ({kernel.spec_section})"
+        self.c = plan.consts
+        try:
+            declared = kernel.const_formats(plan)
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            raise ArithSpecError(f"{self.where}: malformed constants ({type(e).__name__}: {e})") from None
+        check_registers(self.where, declared, plan.consts)
+
+    def __getitem__(self, name):
+        v = np.asarray(self.c[name])
+        return int(v) if v.ndim == 0 else v.astype(np.int64)
+
+    def fixed(self, name, value):
+        """A constant the spec fixes (a table, a precision): it must be exactly the spec's."""
+        v = np.asarray(self.c[name])
+        if v.shape != np.shape(value) or not np.array_equal(v, value):
+            raise ArithSpecError(f"{self.where}: constant {name} is not the spec's value")
+        return value
+
+    def require(self, ok, message):
+        if not ok:
+            raise ArithSpecError(f"{self.where}: {message}")
+
+
+def check_registers(where, declared, consts):
+    """Every constant of `consts` declared, every declared one present and inside its register
+    (arith.ConstFormat.violation); ArithSpecError naming the first that is not."""
+    missing = sorted(set(declared) - set(consts))
+    extra = sorted(set(consts) - set(declared))
+    if missing or extra:
+        raise ArithSpecError(f"{where}: constants missing {missing}, unexpected {extra}")
+    for name, fmt in declared.items():
+        why = fmt.violation(consts[name])
+        if why:
+            raise ArithSpecError(f"{where}: constant {name}: {why}")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import arith, floatfn
 from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
-from .base import Kernel, KernelPlan, row_length
+from .base import Consts, Kernel, KernelPlan, row_length
 
 SQRT2 = math.sqrt(2.0)
 INT64_LIMIT = 1 << 62          # every intermediate is proven to stay strictly below this (K3.0)
@@ -122,6 +122,18 @@ class _GeluKernel(Kernel):
     """The family's plan options: `sample` (the layer's calibration values, for data-aware fits;
     a candidate without a fit ignores it) and the candidate's own knobs."""
     family = "gelu"
+
+    def check_consts(self, plan):
+        """K3.0: the registers (in_lo, in_hi, out_bits restating the program's formats), a signed
+        input and a signed full-range output; then the candidate's preconditions (`_check`) and
+        its output bound, which must fit the declared output width."""
+        c = Consts(self, plan)
+        fmt, out_fmt = plan.in_fmt, IntFormat(c["out_bits"])
+        c.require(fmt.signed and plan.out_fmt == out_fmt,
+                  f"the program's tensors are {fmt.describe()} -> {plan.out_fmt.describe()}, the "
+                  f"constants need a signed input and {out_fmt.describe()}")
+        bound = self._check(c, fmt)
+        c.require(bound <= out_fmt.hi, f"outputs up to {bound} do not fit {out_fmt.describe()}")
 
     def float_reference(self, x, plan=None):
         """Exact GELU(x) = 0.5 x (1 + erf(x/sqrt2)) in float64."""
@@ -316,11 +328,8 @@ class PolyGelu(_GeluKernel):
         if dy.m < (1 << (MA_BITS - 1)) or dy.k < 0:
             raise ArithSpecError(f"poly-gelu: a={a!r} gives a multiplier outside the normalised "
                                  f"{MA_BITS}-bit range (m={dy.m}, k={dy.k}; spec K3.1.2)")
-        d4_max = ((B * B) >> S2) ** 2
-        y_max = (d4_max * dy.m) >> dy.k
-        assert d4_max * dy.m < INT64_LIMIT, "K3.1.3: B <= 2^NB bounds the product below 2^62"
+        bound, y_max = _poly_bound(fmt, B, dy.m, dy.k)
         two_one = 1 << (F_POLY + 1)
-        bound = max(fmt.hi * two_one, -fmt.lo * y_max, fmt.hi * max(y_max - two_one, 0))
         out_fmt = _out_fmt_for(bound, f"poly-gelu with a={a!r}, b={b!r}")
         consts = dict(_base_consts(fmt, out_fmt), GL=GL, GR=GR, B=B, S2=S2, mA=dy.m, kA=dy.k,
                       TWO_ONE=two_one)
@@ -328,6 +337,17 @@ class PolyGelu(_GeluKernel):
                 "L_at_0": 1.0 - y_max / 2.0 ** F_POLY}
         return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (F_POLY + 1), info, S,
                           {"a": a, "b": b})
+
+
+    @staticmethod
+    def _check(c, fmt):
+        """K3.1.2: one of GL, GR zero and |q| << GL inside int64, |q| >> GR not all zero (B, mA,
+        kA, S2 and 2^(F+1) are checked by their registers); returns the output bound."""
+        gl, gr = c["GL"], c["GR"]
+        mag = max(-fmt.lo, fmt.hi)
+        c.require(min(gl, gr) == 0 and mag.bit_length() + gl <= 62 and mag >> gr > 0,
+                  f"GL = {gl}, GR = {gr} do not fit a {fmt.bits}-bit input")
+        return _poly_bound(fmt, c["B"], c["mA"], c["kA"])[0]
 
     def reference(self, inputs, plan):
         """Spec K3.1.3, steps P1-P6."""
@@ -365,6 +385,16 @@ class PolyGelu(_GeluKernel):
                  + 32.0 * A * Sw ** 2 * v ** 2 + 4.0 * A * v ** 3 * delta)
         e_int = np.where(np.abs(x) / SQRT2 >= -b + delta, 0.0, e_int)    # w >= B: d = 0, exact
         return np.abs(poly_gelu_float(x, a, b) - gelu_exact(x)) + np.abs(x) / 2.0 * e_int + 1e-12
+
+
+def _poly_bound(fmt, B, mA, kA):
+    """K3.1.3: the largest |output| (and y_max) for these constants; B <= 2^NB and mA < 2^14 keep
+    d^4 * mA below 2^62."""
+    d4_max = ((B * B) >> S2) ** 2
+    assert d4_max * mA < INT64_LIMIT, "K3.1.3: B <= 2^NB bounds the product below 2^62"
+    y_max = (d4_max * mA) >> kA
+    two_one = 1 << (F_POLY + 1)
+    return max(fmt.hi * two_one, -fmt.lo * y_max, fmt.hi * max(y_max - two_one, 0)), y_max
 
 
 @numba.njit(cache=True, nogil=True)
@@ -422,13 +452,20 @@ class IbertGelu(_GeluKernel):
             raise ArithSpecError(f"ibert-gelu: in_scale={in_scale!r} with n={n} leaves 1.0 = {one} "
                                  f"(fewer than {IBERT_ONE_MIN} erf levels): the function is lost "
                                  f"(spec K3.2.1)")
-        y_abs = max(abs(c_int), abs(b_int * b_int + c_int))       # |(t + b_int)^2 + c_int|
-        mag = max(-fmt.lo, fmt.hi)
-        bound = mag * ((y_abs >> n) + 1 + abs(one))
+        bound = _ibert_bound(fmt, b_int, c_int, n, one)
         out_fmt = _out_fmt_for(bound, f"ibert-gelu at in_scale={in_scale!r}, n={n}")
         consts = dict(_base_consts(fmt, out_fmt), b_int=b_int, c_int=c_int, n=n, one=one)
         info = {"a": IBERT_A, "b": IBERT_B, "n": n, "S1": S1, "S_erf": S_erf}
         return KernelPlan(self.name, consts, fmt, out_fmt, -S * S_erf / 2.0, info, S)
+
+
+    @staticmethod
+    def _check(c, fmt):
+        """K3.2.1: b_int^2 + |c_int| below 2^62 (the signs and ranges of b_int, c_int, n and one
+        are their registers); returns the output bound."""
+        b_int, c_int = c["b_int"], c["c_int"]
+        c.require(b_int * b_int + abs(c_int) < INT64_LIMIT, "b_int^2 + |c_int| leaves int64")
+        return _ibert_bound(fmt, b_int, c_int, c["n"], c["one"])
 
     def reference(self, inputs, plan):
         """Spec K3.2.2, steps I1-I5 (I-BERT's algorithm; the final negation is ours)."""
@@ -461,6 +498,12 @@ class IbertGelu(_GeluKernel):
         e_int = A * ((2.0 * p + delta) * delta + S1 ** 2 * (1.0 + 2.0 * 2.0 ** n))
         f = ibert_gelu_float(x)
         return np.abs(f - gelu_exact(x)) + np.abs(x) / 2.0 * e_int + 1e-12
+
+
+def _ibert_bound(fmt, b_int, c_int, n, one):
+    """K3.2.1: the largest |output|, |q| (|(t + b_int)^2 + c_int| >> n + 1 + |one|)."""
+    y_abs = max(abs(c_int), abs(b_int * b_int + c_int))
+    return max(-fmt.lo, fmt.hi) * ((y_abs >> n) + 1 + abs(one))
 
 
 def ibert_gelu_float(x):
@@ -554,6 +597,15 @@ class IvitShiftGelu(_GeluKernel):
         consts = dict(_base_consts(fmt, out_fmt), x0=x0, n=n, rowmax=int(bool(rowmax)))
         info = {"n": n, "x0": x0, "rowmax": bool(rowmax), "clamp_free_for_m_ge_0": 2 * (X << n) <= SAT}
         return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (SIG_BITS - 1), info, S)
+
+
+    @staticmethod
+    def _check(c, fmt):
+        """K3.3.2: |x0| 2^n <= 2^31 - 1 (x0 < 0, n in [1, 30] and rowmax are registers); the
+        output bound is |q| * 127."""
+        x0, n = c["x0"], c["n"]
+        c.require(-x0 << n <= SAT, f"|x0| * 2^n = {-x0 << n} exceeds 2^31 - 1")
+        return max(-fmt.lo, fmt.hi) * ((1 << (SIG_BITS - 1)) - 1)
 
     def reference(self, inputs, plan):
         """Spec K3.3.2, steps S1-S7 (S1 of K3.3.3 for the elementwise variant)."""

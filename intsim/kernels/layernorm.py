@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import arith, floatfn
 from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
-from .base import OP_KINDS, Kernel, KernelPlan, row_length
+from .base import OP_KINDS, Consts, Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 24)
 C_MAX = 4096
@@ -194,11 +194,17 @@ def _affine_plan(gamma, beta, lam, F, n_max, gamma_bits, out_bits):
     for h in range(max(0, prod_max.bit_length() - out_bits), H_MAX + 1):
         S_out = Fraction(S_g) * Fraction(2) ** (h - F)
         B = [arith.round_half_up(b / S_out) for b in b_exact]    # exact rationals: no float rounding
-        shifted = prod_max if h == 0 else (prod_max + (1 << (h - 1))) >> h
-        if shifted + max(abs(x) for x in B) <= out_hi:
-            return g, np.array(B, dtype=np.int64), h, S_g, float(S_out), shifted + max(abs(x) for x in B)
+        out_max = _affine_bound(prod_max, h, max(abs(x) for x in B))
+        if out_max <= out_hi:
+            return g, np.array(B, dtype=np.int64), h, S_g, float(S_out), out_max
     raise ArithSpecError(f"layernorm: beta (max |beta| = {float(np.max(np.abs(beta)))!r}) is too large "
                          f"relative to gamma scale {S_g!r} to fit a {out_bits}-bit output (K4.0.3)")
+
+
+def _affine_bound(prod_max, h, b_max):
+    """K4.0.3: the largest |round_shift(n g, h) + B| when |n g| <= prod_max and |B| <= b_max."""
+    shifted = prod_max if h == 0 else (prod_max + (1 << (h - 1))) >> h
+    return shifted + b_max
 
 
 def _rows(q, consts):
@@ -307,16 +313,30 @@ class _LayerNormKernel(Kernel):
         """K4.0: C, in_lo and in_hi (restating the input format), the integer gamma g (signed narrow
         gamma_bits, default 16) and beta B (signed out_bits) per channel, the shift h and out_bits;
         then the candidate's constants."""
-        C = int(plan.consts["C"])
+        C = np.asarray(plan.consts.get("C", 0))
+        per_channel = (int(C),) if C.ndim == 0 and C.dtype.kind in "iu" else None
         widest = 1 << (IN_BITS_RANGE[1] - 1)
         gamma = IntFormat(plan.info.get("gamma_bits", GAMMA_BITS_DEFAULT), narrow=True)
         out = IntFormat(plan.out_fmt.bits)
         return {"C": ConstFormat.holding(1, C_MAX),
                 "in_lo": ConstFormat.holding(-widest, -1).exactly(plan.in_fmt.lo),
                 "in_hi": ConstFormat.holding(1, widest - 1).exactly(plan.in_fmt.hi),
-                "g": ConstFormat.of(gamma, (C,)), "B": ConstFormat.of(out, (C,)),
+                "g": ConstFormat.of(gamma, per_channel), "B": ConstFormat.of(out, per_channel),
                 "h": ConstFormat.holding(0, H_MAX),
                 "out_bits": ConstFormat.holding(*OUT_BITS_RANGE).exactly(out.bits), **self.const_registers}
+
+    def check_consts(self, plan):
+        """K4.0: the registers (C, in_lo, in_hi restating the program's input, g and B of C
+        channels, h, out_bits), then the candidate's preconditions (`_check`, which returns the
+        bound on |n|) and the affine stage's output bound against the declared width."""
+        c = Consts(self, plan)
+        fmt, out_fmt = plan.in_fmt, IntFormat(c["out_bits"])
+        c.require(fmt.signed and plan.out_fmt == out_fmt,
+                  f"the program's tensors are {fmt.describe()} -> {plan.out_fmt.describe()}, the "
+                  f"constants need a signed input and {out_fmt.describe()}")
+        n_max = self._check(c, fmt, c["C"])
+        bound = _affine_bound(n_max * int(np.max(np.abs(c["g"]))), c["h"], int(np.max(np.abs(c["B"]))))
+        c.require(bound <= out_fmt.hi, f"outputs up to {bound} do not fit {out_fmt.describe()}")
 
     def _plan_out(self, consts, in_fmt, gamma, beta, lam, F, n_max, gamma_bits, out_bits, info):
         g, B, h, S_g, S_out, out_max = _affine_plan(gamma, beta, lam, F, n_max, gamma_bits, out_bits)
@@ -424,6 +444,21 @@ class IsqrtLayerNorm(_LayerNormKernel):
         consts = {"C": C, "in_lo": in_fmt.lo, "in_hi": in_fmt.hi, "p": p, "u": u, "E": E, "F": F}
         info = {"in_scale": S, "eps": eps, "p": p, "u": u, "E": E, "D_max": D_max, "norm_bits": F}
         return self._plan_out(consts, in_fmt, gamma, beta, 1.0, F, n_max, gamma_bits, out_bits, info)
+
+
+    @staticmethod
+    def _check(c, fmt, C):
+        """K4.2.1: a pre-shift below the input width, and p, u and E keeping every variance
+        intermediate in int64 and R = (D << 2u) + E below 2^62 (their ranges and F's are
+        registers); returns the bound on |n| of K4.2.3."""
+        p, u, F = c["p"], c["u"], c["F"]
+        c.require(p <= fmt.bits - 2, f"pre-shift p = {p} exceeds the {fmt.bits}-bit input")
+        lo, hi = fmt.lo >> p, fmt.hi >> p
+        c.require(C * C * max(lo * lo, hi * hi) <= arith.INT64_MAX, f"pre-shift p = {p} leaves C*sum(q~^2) "
+                  f"outside int64")
+        D_max = (C * (hi - lo)) ** 2 // 4
+        c.require((D_max << (2 * u)) + c["E"] < R_LIMIT, "R = (D << 2u) + E reaches 2^62")
+        return math.isqrt((C - 1) << (2 * F)) + 4
 
     def reference(self, inputs, plan):
         q, consts = inputs[0], plan.consts
@@ -544,6 +579,12 @@ class IvitLayerNorm(_LayerNormKernel):
         info = {"in_scale": S, "eps": eps, "eps_ignored": True}
         return self._plan_out(consts, in_fmt, gamma, beta, math.sqrt(C), IVIT_NORM_BITS, 1 << 30,
                               gamma_bits, out_bits, info)
+
+
+    @staticmethod
+    def _check(c, fmt, C):
+        """K4.3: no constants of its own; |n| <= 2^30."""
+        return 1 << 30
 
     def reference(self, inputs, plan):
         q, consts = inputs[0], plan.consts

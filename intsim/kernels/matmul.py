@@ -185,9 +185,9 @@ class Matmul(Kernel):
                         + (np.shape(a)[-2], np.shape(b)[-1]))
 
     def const_formats(self, plan):
-        """K1: a bias (optional), added to the accumulator, is held in the accumulator's format
-        (int32); its shape (one per output column) is the layer's."""
-        return {"bias": ConstFormat.of(plan.out_fmt)} if "bias" in plan.consts else {}
+        """K1: a bias (optional), added to the accumulator, is an int32; its shape (one per output
+        column) is the layer's."""
+        return {"bias": ConstFormat.of(ACC32)} if "bias" in plan.consts else {}
 
     def float_reference(self, x, plan=None):
         a, b = x

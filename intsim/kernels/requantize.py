@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import ConstFormat, IntFormat
-from .base import Kernel, KernelPlan
+from .base import Consts, Kernel, KernelPlan
 
 
 def requantize_ref(x, m, k, out_fmt: IntFormat, axis=None):
@@ -116,6 +116,11 @@ class Requantize(Kernel):
                           {"multiplier_bits": multiplier_bits}, in_scale,
                           {"ratio": np.asarray(ratio, dtype=np.float64)})
 
+    def check_consts(self, plan):
+        """A2: (m, k) in their registers (the shape of m is k's), scalars or one pair per channel."""
+        c = Consts(self, plan)
+        c.require(np.ndim(c["m"]) <= 1, f"m and k must be scalars or vectors, have shape {np.shape(c['m'])}")
+
     @staticmethod
     def _axis(consts):
         return -1 if np.ndim(consts["m"]) else None
@@ -149,7 +154,7 @@ class Requantize(Kernel):
     def const_formats(self, plan):
         """A6: (m, k) per tensor (scalars) or per channel (vectors of equal length); m as wide as
         the plan's multiplier width (`info["multiplier_bits"]`, 31 unless given)."""
-        shape = np.shape(plan.consts["m"])
+        shape = np.shape(plan.consts.get("m", 0))
         m, k = multiplier_formats(plan.info.get("multiplier_bits", arith.MULTIPLIER_BITS_DEFAULT), shape)
         return {"m": m, "k": k}
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import ArithSpecError, ConstFormat, IntFormat
-from .base import Kernel, KernelPlan, row_length
+from .base import Consts, Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 16)
 OUT_BITS_RANGE = (2, 16)
@@ -176,6 +176,17 @@ class _SoftmaxKernel(Kernel):
         hi = math.inf if ok(2.0 ** 1000) else edge(start, 2.0 ** 1000)
         return lo, hi
 
+    def check_consts(self, plan):
+        """K2.0.1: the registers (in_bits, in_narrow, out_bits restating the program's formats),
+        a signed input and an unsigned output; then the candidate's preconditions (`_check`)."""
+        c = Consts(self, plan)
+        in_fmt = IntFormat(c["in_bits"], True, bool(c["in_narrow"]))
+        out_fmt = IntFormat(c["out_bits"], signed=False)
+        c.require(plan.in_fmt == in_fmt and plan.out_fmt == out_fmt,
+                  f"constants say {in_fmt.describe()} -> {out_fmt.describe()}, the program's tensors "
+                  f"are {plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
+        self._check(c, in_fmt)
+
     def exp_table(self, consts):
         """e(D) for D = 0 .. in_hi - in_lo: the value the normalisation sees (K2.0.4)."""
         fmt = IntFormat(consts["in_bits"], signed=True, narrow=bool(consts["in_narrow"]))
@@ -284,6 +295,17 @@ class BitshiftSoftmax(_SoftmaxKernel):
                 "slope_csd_digits": max(len(csd(int(v))) for v in ds_tab)}
         return self._plan(consts, in_fmt, out_fmt, info)
 
+
+    @staticmethod
+    def _check(c, in_fmt):
+        """K2.1.2, K2.1.4: the spec's tables (the fixed scalars and the ranges of K and G are their
+        registers) and D*K <= 2^62."""
+        table, slopes = bitshift_tables()
+        c.fixed("C", table)
+        c.fixed("DS", slopes)
+        k = c["K"]
+        c.require((in_fmt.hi - in_fmt.lo) * k <= 1 << 62, f"D*K up to {(in_fmt.hi - in_fmt.lo) * k} > 2^62")
+
     @staticmethod
     def _exp_ref(d, consts):
         """K2.1.3 steps 2-5: e = 2^Q * 2^-T with T = D*S*log2(e), at scale 2^-Q."""
@@ -385,6 +407,13 @@ class IvitShiftmax(_SoftmaxKernel):
         consts = {"x0": x0, "n": IVIT_N, "SUM_CAP": IVIT_SUM_CAP}
         return self._plan(consts, in_fmt, out_fmt, {"in_scale": s})
 
+
+    @staticmethod
+    def _check(c, in_fmt):
+        """K2.2.4: e(0) = |x0| 2^n <= 2^31 - 1 (n, the sum cap and x0's range are registers)."""
+        n, cap, x0 = c["n"], c["SUM_CAP"], c["x0"]
+        c.require(-x0 << n <= cap, f"e(0) = {-x0 << n} exceeds 2^31 - 1")
+
     @staticmethod
     def _exp_ref(d, consts):
         """K2.2.3 steps 1-6 (I-ViT int_exp_shift with true integer floor)."""
@@ -482,6 +511,17 @@ class IbertSoftmax(_SoftmaxKernel):
         consts = {"x0": x0, "n": IBERT_N, "b_int": b_int, "c_int": c_int, "SH16": sh,
                   "E16_MAX": IBERT_E16_MAX}
         return self._plan(consts, in_fmt, out_fmt, {"in_scale": s})
+
+
+    @staticmethod
+    def _check(c, in_fmt):
+        """K2.3.4: both products below 2^62 and SH16 derived from e(0) as the plan derives it (n,
+        the 16-bit cap and the ranges of x0, b_int, c_int are registers)."""
+        n, x0, b_int, c_int = c["n"], c["x0"], c["b_int"], c["c_int"]
+        c.require(c_int << n < 1 << 62 and (-x0) * b_int << n < 1 << 62,
+                  "c_int * 2^30 or |x0| * b_int * 2^30 reaches 2^62")
+        c.require(c["SH16"] == (c_int << n).bit_length() - 15,
+                  "SH16 is not bitlen(c_int * 2^30) - 15")
 
     @staticmethod
     def _exp_ref(d, consts):

@@ -42,6 +42,12 @@ class Add(OpDef):
         b.bind(y, out, shape)
 
     def bind(self, op, program):
+        plan = self.plan(op, program)
+        RESIDUAL_ADD.check_consts(plan)
+        return plan
+
+    def plan(self, op, program):
+        """The kernel plan rebuilt from the program: its constants, formats and multiplier width."""
         return KernelPlan(RESIDUAL_ADD.name, op.consts, tuple(program.tensors[t].fmt for t in op.inputs),
                           program.tensors[op.outputs[0]].fmt,
                           info={"multiplier_bits": multiplier_bits(program)})
@@ -50,4 +56,4 @@ class Add(OpDef):
         return [run_kernel(RESIDUAL_ADD, path, inputs, plan)]
 
     def const_formats(self, op, program):
-        return RESIDUAL_ADD.const_formats(self.bind(op, program))
+        return RESIDUAL_ADD.const_formats(self.plan(op, program))

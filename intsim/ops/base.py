@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..arith import MULTIPLIER_BITS_DEFAULT
-from ..errors import GraphError
+from ..errors import GraphError, ProgramError
 from ..kernels import KernelPlan, get_kernel
 
 
@@ -61,6 +61,10 @@ class OpDef:
         raise NotImplementedError
 
     def bind(self, op, program):
+        """Run-time state (default: none). Every op checks here that its constants and attributes
+        are what its lowering can produce; this one has no constants."""
+        if op.consts:
+            raise ProgramError(f"{self.kind} has no constants, got {sorted(op.consts)}")
         return None
 
     def run(self, op, inputs, bound, path):
@@ -103,12 +107,18 @@ class KernelOp(OpDef):
     def kernel(self, op):
         return get_kernel(op.attrs["family"], op.attrs["kernel"])
 
-    def bind(self, op, program):
+    def plan(self, op, program):
         """The candidate and its KernelPlan rebuilt from the program (integers and formats only)."""
         out = program.tensors[op.outputs[0]]
-        plan = KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt, out.fmt,
-                          out.scale, op.attrs.get("info", {}))
-        return self.kernel(op), plan
+        return self.kernel(op), KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt,
+                                           out.fmt, out.scale, op.attrs.get("info", {}))
+
+    def bind(self, op, program):
+        """The candidate and its plan, its constants checked against what any plan of the
+        candidate can hold (its registers and preconditions, Kernel.check_consts)."""
+        kernel, plan = self.plan(op, program)
+        kernel.check_consts(plan)
+        return kernel, plan
 
     def run(self, op, inputs, bound, path):
         kernel, plan = bound
@@ -116,7 +126,7 @@ class KernelOp(OpDef):
 
     def const_formats(self, op, program):
         """The candidate's declaration for the plan rebuilt from the program."""
-        kernel, plan = self.bind(op, program)
+        kernel, plan = self.plan(op, program)
         return kernel.const_formats(plan)
 
     def cost(self, op, program):

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import ConstFormat, IntFormat
+from ..kernels import check_registers
 from .base import OpDef
 
 
@@ -43,6 +44,9 @@ class ClsPos(OpDef):
         b.bind(y, out, pos.shape)
 
     def bind(self, op, program):
+        """cls (D) and pos (T, D) in their registers: the output's shape and format (they were
+        saturated to it)."""
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
         return program.tensors[op.outputs[0]].fmt
 
     def run(self, op, inputs, out_fmt, path):

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..arith import ConstFormat, IntFormat
-from ..kernels import MATMUL
+from ..kernels import MATMUL, check_registers
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 
@@ -91,13 +91,13 @@ class Linear(OpDef):
         w_fmt = IntFormat(**op.attrs["weight_fmt"])
         plan = MATMUL.plan((1.0, 1.0), (program.tensors[op.inputs[0]].fmt, w_fmt),
                            program.tensors[op.outputs[0]].fmt)
-        if "bias" in op.consts:
-            plan.consts = {"bias": op.consts["bias"]}
+        plan.consts = {k: v for k, v in op.consts.items() if k != "weight"}
         return plan
 
     def bind(self, op, program):
-        """The weight transposed, checked against its format and prepared once for the fast path,
-        and the product's plan."""
+        """The weight and bias checked against their registers (format and shape, const_formats),
+        the weight transposed and prepared once for the fast path, and the product's plan."""
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
         plan = self.product_plan(op, program)
         return MATMUL.prepare(op.consts["weight"].T, plan.in_fmt[1]), plan
 

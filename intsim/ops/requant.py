@@ -12,6 +12,12 @@ class Requant(OpDef):
     spec = "A6"
 
     def bind(self, op, program):
+        plan = self.plan(op, program)
+        REQUANTIZE.check_consts(plan)
+        return plan
+
+    def plan(self, op, program):
+        """The kernel plan rebuilt from the program: its constants, formats and multiplier width."""
         return KernelPlan(REQUANTIZE.name, op.consts, program.tensors[op.inputs[0]].fmt,
                           program.tensors[op.outputs[0]].fmt,
                           info={"multiplier_bits": multiplier_bits(program)})
@@ -21,7 +27,7 @@ class Requant(OpDef):
 
     def const_formats(self, op, program):
         """A6: per tensor, scalars; per channel, one (m, k) per channel of the input's last axis."""
-        formats = REQUANTIZE.const_formats(self.bind(op, program))
+        formats = REQUANTIZE.const_formats(self.plan(op, program))
         if all(f.shape == () for f in formats.values()):
             return formats
         shape = tuple(program.tensors[op.inputs[0]].shape[-1:])
