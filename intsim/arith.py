@@ -88,6 +88,17 @@ def check_scale(what, scale):
     return s
 
 
+def check_nonnegative(what, value):
+    """A finite real number >= 0 (a weight, an epsilon), as a float; anything else is refused."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ArithSpecError(f"{what} must be a finite number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ArithSpecError(f"{what} must be a finite number >= 0, got {value!r}")
+    return v
+
+
 def int_const(what, v):
     """An integer constant (Python int, NumPy integer or integer array) as int64; anything else -
     a float above all - is refused: the integer program carries integers only (spec K0)."""

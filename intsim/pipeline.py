@@ -76,9 +76,9 @@ def batches(n, batch):
     return range(0, n, batch)
 
 
-def run_integer(program, images_u8, batch=100, progress=False):
+def run_integer(program, images_u8, batch=100, progress=False, engine="auto"):
     """Integer outputs (dequantized) for uint8 images, streamed in batches."""
-    exe = Executable(program)
+    exe = Executable(program, engine=engine)
     out = []
     with bar(len(images_u8), "integer", progress or None, "img") as b:
         for i in batches(len(images_u8), batch):
@@ -93,11 +93,12 @@ def float_outputs(graph, images_u8, batch=100):
                            for i in batches(len(images_u8), batch)])
 
 
-def evaluate(graph, program, images_u8, labels=None, batch=100, progress=None):
-    """Float and integer top-1, their agreement, logit SQNR and integer images/s, streamed."""
+def evaluate(graph, program, images_u8, labels=None, batch=100, progress=None, engine="auto"):
+    """Float and integer top-1, their agreement, logit SQNR and integer images/s, streamed; the
+    integer path's matmuls run on `engine` (execute.Executable)."""
     check_images_fit(graph, images_u8)
     n = len(images_u8)
-    exe = Executable(program)                     # untimed: weights prepared once
+    exe = Executable(program, engine=engine)      # untimed: weights prepared once
     exe.infer(to_model_input(images_u8[:1]))       # untimed: numba cache load
     f_correct = i_correct = agree = 0
     sqnr, t_int = metrics.Sqnr(), 0.0

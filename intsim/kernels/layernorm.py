@@ -149,12 +149,7 @@ def _check_common(in_scale, in_fmt, gamma, beta, eps, gamma_bits, out_bits):
     beta = _check_vector("beta", beta)
     if gamma.shape != beta.shape:
         raise ArithSpecError(f"layernorm: gamma has {gamma.size} channels, beta {beta.size}")
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise ArithSpecError(f"layernorm eps must be a finite number >= 0, got {eps!r}") from None
-    if not math.isfinite(e) or e < 0:
-        raise ArithSpecError(f"layernorm eps must be a finite number >= 0, got {eps!r}")
+    e = arith.check_nonnegative("layernorm eps", eps)
     gamma_bits = arith.check_bits("layernorm gamma_bits", gamma_bits, *GAMMA_BITS_RANGE)
     out_bits = arith.check_bits("layernorm out_bits", out_bits, *OUT_BITS_RANGE)
     return s, in_fmt, gamma, beta, e, gamma_bits, out_bits

@@ -107,6 +107,17 @@ class KernelOp(OpDef):
     def kernel(self, op):
         return get_kernel(op.attrs["family"], op.attrs["kernel"])
 
+    def infer(self, node, in_shapes):
+        return [in_shapes[0]]          # elementwise or along the last axis: the shape is kept
+
+    def lower_at(self, b, node, fmt, **options):
+        """The usual lowering: the input requantized to `fmt` at its calibrated scale, the layer's
+        candidate planned for that scale with the family's options, the kernel op emitted."""
+        src = node.inputs[0]
+        kernel = b.kernel_for(node, self.family)
+        x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
+        self.emit(b, node, kernel, kernel.plan(float(b.scale_of(x)), fmt, **options), x, b.shapes[src])
+
     def plan(self, op, program):
         """The candidate and its KernelPlan rebuilt from the program (integers and formats only)."""
         out = program.tensors[op.outputs[0]]
