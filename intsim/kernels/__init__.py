@@ -7,7 +7,7 @@ family (GELU K3, Softmax K2, LayerNorm K4, Sigmoid K8.1, QuickGELU K8.2): `candi
 from ..arith import ArithSpecError
 from . import gelu, layernorm, sigmoid, softmax
 from .add import RESIDUAL_ADD
-from .base import Kernel, KernelPlan
+from .base import Kernel, KernelPlan, check_registers
 from .matmul import MATMUL
 from .requantize import REQUANTIZE
 
@@ -18,7 +18,7 @@ _CANDIDATES = {"gelu": gelu.CANDIDATES, "softmax": softmax.CANDIDATES, "layernor
                "sigmoid": sigmoid.SIGMOID_CANDIDATES, "quickgelu": sigmoid.QUICKGELU_CANDIDATES}
 
 __all__ = ["FAMILIES", "DEFAULTS", "Kernel", "KernelPlan", "MATMUL", "REQUANTIZE", "RESIDUAL_ADD",
-           "candidates", "get_kernel"]
+           "candidates", "check_registers", "get_kernel"]
 
 
 def candidates(family):

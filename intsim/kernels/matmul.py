@@ -9,8 +9,8 @@ Both check the result fits the accumulator (no wrap, spec A4).
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
-from .base import Consts, Kernel, KernelPlan
+from ..arith import ConstFormat, IntFormat
+from .base import Kernel, KernelPlan
 from .gemm import (ACC32, ENGINES, FLOAT32_EXACT, FLOAT64_EXACT, MAX_FLOAT32_BLOCKS, PreparedWeight,  # noqa: F401
                    block_size, gemm, gemm_reference, magnitude, prepare_weight)
 
@@ -45,13 +45,6 @@ class Matmul(Kernel):
         return KernelPlan(self.name, {}, tuple(in_fmt), acc_fmt, float(sa) * float(sb),
                           {} if inner is None else {"inner": int(inner)}, tuple(in_scale))
 
-    def check_consts(self, plan):
-        """K1: at most a bias, one int32 per output."""
-        c = Consts(self, plan.consts, tuple(plan.consts) if set(plan.consts) <= {"bias"} else ("bias",))
-        if "bias" in plan.consts:
-            bias = np.asarray(plan.consts["bias"])
-            c.vector("bias", bias.shape[0] if bias.ndim == 1 else -1, ACC32.lo, ACC32.hi)
-
     @staticmethod
     def prepare(b, b_fmt: IntFormat):
         """A constant right operand checked against its format and laid out once, for the engine of
@@ -83,6 +76,11 @@ class Matmul(Kernel):
         b = b.b if isinstance(b, PreparedWeight) else b
         return np.zeros(np.broadcast_shapes(np.shape(a)[:-2], np.shape(b)[:-2])
                         + (np.shape(a)[-2], np.shape(b)[-1]))
+
+    def const_formats(self, plan):
+        """K1: a bias (optional), added to the accumulator, is an int32; its shape (one per output
+        column) is the layer's."""
+        return {"bias": ConstFormat.of(ACC32)} if "bias" in plan.consts else {}
 
     def float_reference(self, x, plan=None):
         a, b = x

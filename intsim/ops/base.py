@@ -14,15 +14,17 @@ interpreter, the compiler, the executor, golden manifests, program loading and t
     run(op, inputs, bound, path) -> [array]           path "fast" or "reference": which kernel
                                                       method runs (same integers either way)
     cost(op, program) -> OpCost                       integer work per image
-    const_formats(op) -> {name: IntFormat or None}    declared format of each constant (None: the
-                                                      values decide); what golden writes and
-                                                      program loading checks
+    const_formats(op, program) -> {name: ConstFormat} the register of each constant and the values
+                                                      the spec allows in it (arith.ConstFormat);
+                                                      what golden manifests record and
+                                                      ops.check_constants validates
     const_scales(op, program) -> {name: scale}        documentary real scale of a constant
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..arith import MULTIPLIER_BITS_DEFAULT
 from ..errors import GraphError, ProgramError
 from ..kernels import KernelPlan, get_kernel
 
@@ -78,8 +80,9 @@ class OpDef:
     def cost(self, op, program):
         return OpCost()
 
-    def const_formats(self, op):
-        return {name: None for name in op.consts}
+    def const_formats(self, op, program):
+        """{constant name: arith.ConstFormat}: every constant the op has (none by default)."""
+        return {}
 
     def const_scales(self, op, program):
         return {name: None for name in op.consts}
@@ -99,6 +102,11 @@ class OpDef:
 def run_kernel(kernel, path, inputs, plan):
     """The kernel's fast or reference method: the only place a path is chosen."""
     return getattr(kernel, path)(inputs, plan)
+
+
+def multiplier_bits(program):
+    """The width B of the program's (m, k) multipliers (A2): its configuration's, else 31."""
+    return int(program.meta.get("config", {}).get("multiplier_bits", MULTIPLIER_BITS_DEFAULT))
 
 
 def tensor_elements(program, name):
@@ -123,19 +131,27 @@ class KernelOp(OpDef):
         x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
         self.emit(b, node, kernel, kernel.plan(float(b.scale_of(x)), fmt, **options), x, b.shapes[src])
 
-    def bind(self, op, program):
-        """The candidate and its KernelPlan rebuilt from the program (integers and formats only),
-        its constants checked against what any plan of the candidate can hold."""
+    def plan(self, op, program):
+        """The candidate and its KernelPlan rebuilt from the program (integers and formats only)."""
         out = program.tensors[op.outputs[0]]
-        plan = KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt, out.fmt,
-                          out.scale, op.attrs.get("info", {}))
-        kernel = self.kernel(op)
+        return self.kernel(op), KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt,
+                                           out.fmt, out.scale, op.attrs.get("info", {}))
+
+    def bind(self, op, program):
+        """The candidate and its plan, its constants checked against what any plan of the
+        candidate can hold (its registers and preconditions, Kernel.check_consts)."""
+        kernel, plan = self.plan(op, program)
         kernel.check_consts(plan)
         return kernel, plan
 
     def run(self, op, inputs, bound, path):
         kernel, plan = bound
         return [run_kernel(kernel, path, inputs, plan)]
+
+    def const_formats(self, op, program):
+        """The candidate's declaration for the plan rebuilt from the program."""
+        kernel, plan = self.plan(op, program)
+        return kernel.const_formats(plan)
 
     def cost(self, op, program):
         kernel, plan = self.bind(op, program)
