@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat
 from .base import Consts, Kernel, KernelPlan
 from .gemm import PreparedWeight
 from .matmul import MATMUL
@@ -223,9 +223,11 @@ class _ConvKernel(Kernel):
 
     def check_consts(self, plan):
         """At most a bias, one int32 per output channel (K1)."""
-        c = Consts(self, plan.consts, ("bias",) if "bias" in plan.consts else ())
-        if "bias" in plan.consts:
-            c.vector("bias", np.size(plan.consts["bias"]), ACC32.lo, ACC32.hi)
+        Consts(self, plan)
+
+    def const_formats(self, plan):
+        """The bias: one int32 register per output channel (K1)."""
+        return {k: ConstFormat(32, signed=True, shape=np.shape(v)) for k, v in plan.consts.items()}
 
     def error_bound(self, plan, inputs):
         """Exact (K1.6, K1.7): no error beyond the operands' own."""

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from .. import arith
-from ..arith import ArithSpecError, IntFormat
+from ..arith import ArithSpecError, ConstFormat, IntFormat
 from .base import Consts, Kernel, KernelPlan
 
 MODES = ("nearest", "linear")
@@ -150,20 +150,26 @@ class Resize(Kernel):
         return KernelPlan(self.name, consts, in_fmt, in_fmt, s, {"mode": mode}, s,
                           {"lam_y": ly, "lam_x": lx})
 
+    def const_formats(self, plan):
+        """K9.0 tables: indices and weights in the narrowest registers holding them."""
+        return {k: ConstFormat.holding(int(np.min(v)), int(np.max(v)), np.shape(v)) for k, v in plan.consts.items()}
+
     def check_consts(self, plan):
         """K9.0 tables: source indices inside the input (plan.info["in_hw"]), i0 <= i1 <= i0 + 1,
         weights in [0, 2^P], P in 1..20; the output format is the input's."""
+        c = Consts(self, plan)
         linear = "P" in plan.consts
-        c = Consts(self, plan.consts, ("iy0", "ix0") + (("iy1", "wy", "ix1", "wx", "P") if linear else ()))
         c.require(plan.in_fmt == plan.out_fmt, "the output format must be the input's")
-        p = c.scalar("P", 1, 20) if linear else 0
+        p = int(plan.consts["P"]) if linear else 0
+        c.require(not linear or 1 <= p <= 20, f"P = {p} outside [1, 20]")
         for axis, n_in in zip("yx", plan.info.get("in_hw", (1 << 30, 1 << 30))):
-            n_out = np.size(plan.consts[f"i{axis}0"])
-            i0 = c.vector(f"i{axis}0", n_out, 0, n_in - 1)
+            i0 = np.asarray(plan.consts[f"i{axis}0"])
+            c.require(i0.ndim == 1 and i0.size and i0.min() >= 0 and i0.max() < n_in, f"i{axis}0 outside the input")
             if linear:
-                i1 = c.vector(f"i{axis}1", n_out, 0, n_in - 1)
-                c.vector(f"w{axis}", n_out, 0, 1 << p)
-                c.require(bool(np.all((i1 >= i0) & (i1 <= i0 + 1))), f"i{axis}1 is not i{axis}0 or its next index")
+                i1, w = np.asarray(plan.consts[f"i{axis}1"]), np.asarray(plan.consts[f"w{axis}"])
+                c.require(i1.shape == w.shape == i0.shape and bool(np.all((i1 >= i0) & (i1 <= i0 + 1)))
+                          and i1.max() < n_in and w.min() >= 0 and w.max() <= 1 << p,
+                          f"i{axis}1 / w{axis} do not fit i{axis}0 and P")
 
     @staticmethod
     def _input(x, plan):

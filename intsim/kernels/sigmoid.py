@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from .. import arith, floatfn
-from ..arith import ArithSpecError, IntFormat, IntOverflowError
+from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
 from .base import Consts, Kernel, KernelPlan
 from .softmax import (BS_CSD_MAX_K, BS_CSD_MAX_SLOPE, BS_F, BS_Q, BS_SEG_BITS, BS_Z_MAX, bitshift_exp1,
                       bitshift_exp_plan, bitshift_exp_ref, bitshift_tables)
@@ -114,13 +114,18 @@ class _SigmoidBase(Kernel):
     def out_fmt_for(self, in_fmt, out_bits):
         return IntFormat(out_bits, signed=False)
 
+    def const_formats(self, plan):
+        """K8.1.1 constants in the narrowest registers holding them."""
+        return {k: ConstFormat.holding(int(np.min(v)), int(np.max(v)), np.shape(v)) for k, v in plan.consts.items()}
+
     def check_consts(self, plan):
         """K8.0 formats and K8.1.1 constants: the K2.1 tables and fixed widths, G <= 62, D*K <= 2^62."""
-        c = Consts(self, plan.consts, ("in_lo", "in_hi", "out_bits", "K", "G", "F", "Q", "SEG_BITS", "C",
-                                       "DS", "Z_MAX"))
-        lo, hi = c.scalar("in_lo", -(1 << 15), 0), c.scalar("in_hi", 1, (1 << 16) - 1)
-        o = c.scalar("out_bits", *OUT_BITS_RANGE)
-        c.require((plan.in_fmt.lo, plan.in_fmt.hi) == (lo, hi) and plan.out_fmt == self.out_fmt_for(plan.in_fmt, o),
+        c = Consts(self, plan)
+        need = ("in_lo", "in_hi", "out_bits", "K", "G", "F", "Q", "SEG_BITS", "C", "DS", "Z_MAX")
+        c.require(sorted(plan.consts) == sorted(need), f"constants {sorted(plan.consts)}, expected {sorted(need)}")
+        lo, hi, o = (int(plan.consts[k]) for k in ("in_lo", "in_hi", "out_bits"))
+        c.require(OUT_BITS_RANGE[0] <= o <= OUT_BITS_RANGE[1] and (plan.in_fmt.lo, plan.in_fmt.hi) == (lo, hi)
+                  and plan.out_fmt == self.out_fmt_for(plan.in_fmt, o),
                   f"constants say [{lo}, {hi}] and {o} output bits, the program's tensors are "
                   f"{plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
         for name, value in (("F", BS_F), ("Q", BS_Q), ("SEG_BITS", BS_SEG_BITS), ("Z_MAX", BS_Z_MAX)):
@@ -128,9 +133,9 @@ class _SigmoidBase(Kernel):
         table, slopes = bitshift_tables()
         c.fixed("C", table)
         c.fixed("DS", slopes)
-        c.scalar("G", 0, arith.SHIFT_MAX)
-        k = c.scalar("K", 1, 1 << 62)
-        c.require(max(-lo, hi) * k <= 1 << 62, f"D*K up to {max(-lo, hi) * k} > 2^62")
+        g, k = int(plan.consts["G"]), int(plan.consts["K"])
+        c.require(0 <= g <= arith.SHIFT_MAX and 1 <= k and max(-lo, hi) * k <= 1 << 62,
+                  f"G = {g}, K = {k}: outside G <= 62, D*K <= 2^62")
 
     def sigmoid_error(self, plan, q):
         """K8.1.4 per element: |sigmoid out * 2^-O - sigma(a S q)| bounded by the table error
