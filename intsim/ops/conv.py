@@ -97,7 +97,7 @@ class Conv(Linear):
         geo = ConvGeometry.of(op.attrs)
         plan = self.kernel.plan((1.0, 1.0), (program.tensors[op.inputs[0]].fmt, w_fmt), geo,
                                 program.tensors[op.outputs[0]].fmt, op.consts.get("bias"),
-                                self.inner(op, geo))
+                                self.taps(op, geo))
         self.kernel.check_consts(plan)
         return self.kernel.prepare(op.consts["weight"], w_fmt, geo.group), plan
 
@@ -105,11 +105,15 @@ class Conv(Linear):
         weights, plan = bound
         return [run_kernel(self.kernel, path, [inputs[0], weights], plan)]
 
-    def inner(self, op, geo):
+    def inner(self, op, program):
+        """Products summed into one output (Linear's name for it: the cost and the registers)."""
+        return self.taps(op, ConvGeometry.of(op.attrs))
+
+    def taps(self, op, geo):
         """Products summed into one output: C/g * kh * kw."""
         return int(np.prod(op.consts["weight"].shape[1:]))
 
     def cost(self, op, program):
-        macs = tensor_elements(program, op.outputs[0]) * self.inner(op, ConvGeometry.of(op.attrs))
+        macs = tensor_elements(program, op.outputs[0]) * self.taps(op, ConvGeometry.of(op.attrs))
         bits = program.tensors[op.inputs[0]].fmt.bits * int(op.attrs["weight_fmt"]["bits"])
         return OpCost({}, int(macs) * bits)

@@ -44,7 +44,7 @@ class ConvTranspose(Conv):
     def out_hw(geo, hw):
         return geo.transpose_out_size(hw)
 
-    def inner(self, op, geo):
+    def taps(self, op, geo):
         """Products summed into one output, on average: Cin/g * kh * kw / (sh * sw)."""
         cin, _, kh, kw = op.consts["weight"].shape
         return cin // geo.group * kh * kw / (geo.strides[0] * geo.strides[1])
