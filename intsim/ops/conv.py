@@ -8,7 +8,7 @@ the accumulator scale. The accumulator (N, Cout, Ho, Wo) is scaled per output ch
 its weight and bias by the importer; one that could not be is a depthwise 1x1 Conv."""
 import numpy as np
 
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat
 from ..kernels.conv import CONV2D, ConvGeometry, conv2d_float
 from .base import OpCost, run_kernel, tensor_elements
 from .linear import ACC, Linear, quantize_linear
@@ -104,6 +104,15 @@ class Conv(Linear):
     def run(self, op, inputs, bound, path):
         weights, plan = bound
         return [run_kernel(self.kernel, path, [inputs[0], weights], plan)]
+
+    def const_formats(self, op, program):
+        """The weight in its narrow format and layout (K1.6/K1.7), the bias one int32 per output channel."""
+        w = op.consts["weight"]
+        cout = program.tensors[op.outputs[0]].shape[0]
+        formats = {"weight": ConstFormat.of(IntFormat(**op.attrs["weight_fmt"]), tuple(np.shape(w)))}
+        if "bias" in op.consts:
+            formats["bias"] = ConstFormat(32, signed=True, shape=(cout,))
+        return formats
 
     def inner(self, op, program):
         """Products summed into one output (Linear's name for it: the cost and the registers)."""
