@@ -73,5 +73,9 @@ class Resize(OpDef):
         n = tensor_elements(program, op.outputs[0])
         return OpCost({k: v * n for k, v in per.items()})
 
+    def const_formats(self, op, program):
+        """K9.0's index and weight tables (the kernel's declaration)."""
+        return RESIZE.const_formats(self.bind(op, program))
+
     def const_scales(self, op, program):
         return {name: None for name in op.consts}       # indices and weights: pure integers
