@@ -19,7 +19,7 @@ import numpy as np
 from .. import arith, floatfn
 from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
 from .base import Consts, Kernel, KernelPlan
-from .softmax import (BS_CSD_MAX_K, BS_CSD_MAX_SLOPE, BS_F, BS_Q, BS_SEG_BITS, BS_Z_MAX, bitshift_exp1,
+from .softmax import (BitshiftSoftmax, BS_CSD_MAX_K, BS_CSD_MAX_SLOPE, BS_F, BS_Q, BS_SEG_BITS, BS_Z_MAX, bitshift_exp1,
                       bitshift_exp_plan, bitshift_exp_ref, bitshift_tables)
 
 IN_BITS_MAX = 16
@@ -115,8 +115,11 @@ class _SigmoidBase(Kernel):
         return IntFormat(out_bits, signed=False)
 
     def const_formats(self, plan):
-        """K8.1.1 constants in the narrowest registers holding them."""
-        return {k: ConstFormat.holding(int(np.min(v)), int(np.max(v)), np.shape(v)) for k, v in plan.consts.items()}
+        """K8.0 Registers: the input range and output width restated, K2.1.1's exponential constants."""
+        return {"in_lo": ConstFormat.holding(-(1 << 15), 0).exactly(plan.in_fmt.lo),
+                "in_hi": ConstFormat.holding(1, (1 << 16) - 1).exactly(plan.in_fmt.hi),
+                "out_bits": ConstFormat.holding(*OUT_BITS_RANGE),
+                **{k: v for k, v in BitshiftSoftmax.const_registers.items() if k != "N"}}
 
     def check_consts(self, plan):
         """K8.0 formats and K8.1.1 constants: the K2.1 tables and fixed widths, G <= 62, D*K <= 2^62."""
