@@ -22,4 +22,4 @@ class Gather(MovementOp):
         return [x[:axis] + idx.shape + x[axis + 1:]]
 
     def move(self, x, attrs):
-        return np.take(x, np.asarray(attrs["indices"]), axis=int(attrs["axis"]) + 1)
+        return np.take(x, np.asarray(attrs["indices"], dtype=np.int64), axis=int(attrs["axis"]) + 1)

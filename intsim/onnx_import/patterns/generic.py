@@ -172,7 +172,7 @@ def gather(m, n):
     ax = m.sem_axis(x, axis)
     need(ax is not None, "it gathers along the batch axis")
     idx = np.asarray(m.c(n.inputs[1]))
-    need(idx.dtype.kind in "iu", f"its indices are {idx.dtype}, not integers")
+    need(idx.dtype.kind in "iu" and idx.size > 0, f"its indices are {idx.dtype} of shape {idx.shape}, not integers")
     idx = np.where(idx < 0, idx + m.shapes[x][axis], idx).astype(np.int64)
     _emit_moved(m, n, "Gather", x, out, dict(axis=ax, indices=idx.tolist()))
 
