@@ -139,17 +139,23 @@ def _scoped_name(s, r, scope, block, in_block):
 
 def scoped_names(nodes, role, scope, block_of):
     """Names from the exporter's module scopes, or None if any needed scope is missing or the
-    result is ambiguous. Parameter-free ops are named beside their module's Linear/LayerNorm."""
+    result is ambiguous. Parameter-free ops are named beside their module's Linear/LayerNorm. A
+    graph with generic ops (patterns/generic.py) is named leniently: any node with a scope is
+    named after it and its role, and repeated names are numbered (a graph of ViT patterns alone is
+    named exactly as before)."""
     scopes = _block_scopes(nodes, role, scope, block_of)
     if scopes is None:
         return None
+    lenient = any(role[s.name] in GENERIC_ROLES for s in nodes)
     names, count = {}, {}
     for s in nodes:
         name = _scoped_name(s, role[s.name], scope[s.name], scopes.get(block_of.get(s.name), {}),
                             s.name in block_of)
+        if lenient and scope[s.name] and (name is None or name == role[s.name]):
+            name = _join(scope[s.name], role[s.name])
         if name is None:
             return None
-        if role[s.name] in GENERIC_ROLES:
+        if lenient:
             count[name] = count.get(name, 0) + 1
             name = name if count[name] == 1 else f"{name}_{count[name]}"
         names[s.name] = name
