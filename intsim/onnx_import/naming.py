@@ -53,6 +53,14 @@ def _linear_role(s, producer, consumers):
             else "fc2" if fed_by("GELU") else "head" if fed_by("ClsSelect") else "linear")
 
 
+def _through_scales(producer, t):
+    """The node making t, looking through layer-scale and scalar factors (ChannelMul, Scale)."""
+    node = producer[t]
+    while node.op in ("ChannelMul", "Scale") and node.inputs[0] in producer:
+        node = producer[node.inputs[0]]
+    return node
+
+
 def roles(nodes, role):
     """Refine the matchers' roles from the structure: qkv/proj/fc1/fc2/head, norm1/norm2/norm,
     residual1/residual2. `role` maps node name -> the role its matcher gave."""
@@ -66,7 +74,7 @@ def roles(nodes, role):
             nxt = {role[c.name] for c in consumers.get(s.outputs[0], [])}
             role[s.name] = "norm1" if "qkv" in nxt else "norm2" if "fc1" in nxt else "norm"
         elif s.op == "Add":
-            src = {role[producer[t].name] for t in s.inputs if t in producer}
+            src = {role[_through_scales(producer, t).name] for t in s.inputs if t in producer}
             role[s.name] = "residual1" if "proj" in src else "residual2" if "fc2" in src else "add"
     return role
 
