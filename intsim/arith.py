@@ -93,7 +93,8 @@ def int_const(what, v):
     a float above all - is refused: the integer program carries integers only (spec K0)."""
     if isinstance(v, bool) or not (isinstance(v, (int, np.integer)) or
                                    (isinstance(v, np.ndarray) and v.dtype.kind in "iu")):
-        raise ArithSpecError(f"{what} must be an integer constant, got {type(v).__name__} {v!r}")
+        got = f"an array of dtype {v.dtype}" if isinstance(v, np.ndarray) else f"{type(v).__name__} {v!r}"
+        raise ArithSpecError(f"{what} must be an integer constant, got {got}")
     return np.asarray(v, dtype=np.int64)
 
 

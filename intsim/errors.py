@@ -5,7 +5,11 @@ message names what is wrong: the node or op, the tensor, the value and the rule 
 
 
 class IntsimError(ValueError):
-    """Base of every deliberate intsim error."""
+    """Base of every deliberate intsim error. Its text is one line, whatever a library it quotes
+    put in the message (the command line prints errors as one line)."""
+
+    def __str__(self):
+        return " ".join(line.strip() for line in super().__str__().splitlines() if line.strip())
 
 
 class IntsimWarning(UserWarning):

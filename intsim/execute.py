@@ -11,6 +11,8 @@ SQNR are consumers of this hook, not separate paths. `path="reference"` runs eve
 NumPy reference instead of its fast path; both give identical integers. The Executable is the one,
 explicit place where run-time state lives (nothing is stashed on the Program).
 """
+from dataclasses import replace
+
 import numpy as np
 
 from . import arith
@@ -29,15 +31,17 @@ class Executable:
         if path not in PATHS:
             raise ExecutionError(f"path must be 'fast' or 'reference', got {path!r}")
         self.program, self.path = program, path
+        check_wiring(program)
         self.steps = []
         for idx, op in enumerate(program.ops):
             where = f"op {idx} {op.name!r}: "
             d = program_op(op.kind, where)
-            check_constants(idx, op)
+            op = replace(op, consts=canonical_constants(idx, op))
             try:
-                self.steps.append((d, d.bind(op, program)))
-            except (ArithSpecError, ValueError, KeyError) as e:
-                raise ProgramError(f"{where}{op.kind}: cannot prepare it ({e})") from None
+                self.steps.append((d, op, d.bind(op, program)))
+            except (ArithSpecError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+                # malformed constants or attributes (bind checks them): one line naming the op
+                raise ProgramError(f"{where}{op.kind}: cannot prepare it ({type(e).__name__}: {e})") from None
         self.last = last_uses(program.ops, lambda op: op.inputs, keep=program.outputs)
 
     def run(self, q_input, observe=None, check=True):
@@ -45,10 +49,10 @@ class Executable:
         verifies that every op output is an integer array within its declared format."""
         program = self.program
         env = {program.input_name: check_input(program, q_input)}
-        for idx, (op, (d, bound)) in enumerate(zip(program.ops, self.steps)):
+        for idx, (op, (d, bound_op, bound)) in enumerate(zip(program.ops, self.steps)):
             ins = [env[t] for t in op.inputs]
             try:
-                outs = d.run(op, ins, bound, self.path)
+                outs = d.run(bound_op, ins, bound, self.path)
             except (ArithSpecError, ValueError) as e:
                 raise ExecutionError(f"op {idx} {op.kind} {op.name!r}: {e}") from e
             for name, val in zip(op.outputs, outs):
@@ -69,6 +73,25 @@ class Executable:
         return dequantize_output(self.program, self.run(q, observe))
 
 
+def check_wiring(program):
+    """Every op reads tensors made before it and declares the tensors it makes; the output exists."""
+    known = {program.input_name}
+    for idx, op in enumerate(program.ops):
+        where = f"op {idx} {op.kind} {op.name!r}"
+        late = [t for t in op.inputs if t not in known]
+        if late:
+            raise ProgramError(f"{where} reads {late} before any op makes it")
+        undeclared = [t for t in op.outputs if t not in program.tensors]
+        if undeclared:
+            raise ProgramError(f"{where} makes {undeclared}, which the program does not declare")
+        known.update(op.outputs)
+    outs = program.output_name if isinstance(program.output_name, list) else [program.output_name]
+    if (program.input_name not in program.tensors or not outs
+            or any(not isinstance(t, str) or t not in known for t in outs)):
+        raise ProgramError(f"the program's input {program.input_name!r} or output "
+                           f"{program.output_name!r} is not a tensor it declares and makes")
+
+
 def check_input(program, q_input):
     info = program.input
     q_input = np.asarray(q_input)
@@ -79,16 +102,26 @@ def check_input(program, q_input):
     return q_input
 
 
-def check_constants(idx, op):
+def canonical_constants(idx, op):
+    """The op's constants as the kernels read them: integers only (spec K0), scalars as Python
+    ints, arrays as int64 (a weight keeps its narrow storage), whatever dtype a program file used."""
+    out = {}
     for cname, v in op.consts.items():
         try:
-            arith.int_const(f"op {idx} {op.kind} {op.name!r} constant {cname!r}", v)
+            a = arith.integer_input(f"op {idx} {op.kind} {op.name!r} constant {cname!r}",
+                                    arith.int_const(f"op {idx} {op.kind} {op.name!r} constant {cname!r}", v)
+                                    if not isinstance(v, np.ndarray) else v)
         except ArithSpecError as e:
             raise ExecutionError(str(e)) from None
+        out[cname] = int(a) if a.ndim == 0 else (a if cname == "weight" else a.astype(np.int64, copy=False))
+    return out
 
 
 def check_output(program, idx, op, name, val):
     what = f"op {idx} {op.kind} {op.name!r}"
+    if tuple(val.shape[1:]) != tuple(program.tensors[name].shape):
+        raise ExecutionError(f"{what} produced {name!r} of shape {val.shape[1:]}, the program declares "
+                             f"{tuple(program.tensors[name].shape)}")
     if val.dtype.kind not in "iu":
         raise ExecutionError(f"{what} produced {val.dtype} for {name!r}: integer programs carry "
                              f"integers only")

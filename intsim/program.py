@@ -139,7 +139,7 @@ class Program:
             doc = json.loads(base.with_suffix(".json").read_text())
             with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - a damaged archive fails in zipfile's many ways: one error
             raise ProgramError(f"cannot read integer program {base}.json/.npz: {e}") from None
         if not isinstance(doc, dict) or doc.get("schema") != PROGRAM_SCHEMA:
             schema = doc.get("schema") if isinstance(doc, dict) else None

@@ -1,6 +1,7 @@
 """Shared fixtures: the repository scripts as modules, and generated ONNX ViTs (cached on disk by
 models/make_models.py, so a model is exported once per machine, not once per test or per run)."""
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,12 @@ def toy_program(seed=0):
 
 def toy_input(n=2, seed=1):
     return np.random.default_rng(seed).integers(-128, 128, (n, 3, 8)).astype(np.int8)
+
+
+# --- the fuzzing tier's seed: printed in the session header, fixed with INTSIM_FUZZ_SEED -----------
+
+FUZZ_SEED = int(os.environ.get("INTSIM_FUZZ_SEED") or int.from_bytes(os.urandom(4), "little"))
+
+
+def pytest_report_header(config):
+    return f"intsim fuzz seed: {FUZZ_SEED} (reproduce: INTSIM_FUZZ_SEED={FUZZ_SEED})"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .formats import FORMATS, MANIFEST, GoldenError
-from .reader import load, read_file, read_manifest
+from .reader import load, load_npy, read_file, read_manifest
 
 @dataclass
 class FileResult:
@@ -164,7 +164,7 @@ def _compare_file(tid, gold, entry, other_entry, path, rel, pack):
         return FileResult(tid, rel, "unreadable", gold.size,
                           message=str(e).replace(f"{path}: ", "").replace(str(path), rel))
     if rel.endswith(".npy"):
-        dt = np.load(path, mmap_mode="r", allow_pickle=False).dtype
+        dt = load_npy(path, mmap=True).dtype
         if dt != np.dtype(entry["dtype"]):
             note = f"dtype {dt}, golden {entry['dtype']} (values compared as integers)"
     a = gold.ravel()

@@ -26,12 +26,67 @@ def read_manifest(root):
     if doc.get("schema_version") != GOLDEN_SCHEMA:
         raise GoldenError(f"{path}: golden schema version {doc.get('schema_version')}, this intsim reads "
                           f"{GOLDEN_SCHEMA}")
+    check_manifest(doc, path)
     return doc
+
+
+_DTYPES = {f"{k}{n}" for k in ("int", "uint") for n in (8, 16, 32, 64)}
+
+
+def check_manifest(doc, path):
+    """Every tensor entry and op record is well formed (a damaged manifest is named, field by field,
+    instead of failing later inside NumPy)."""
+    tensors, ops = doc.get("tensors"), doc.get("ops")
+    if not isinstance(tensors, dict) or not isinstance(ops, list):
+        raise GoldenError(f"{path}: 'tensors' must be an object and 'ops' a list")
+    for tid, e in tensors.items():
+        _check_entry(tid, e, path)
+    for i, o in enumerate(ops):
+        ids = (o.get("inputs"), o.get("outputs"), list((o.get("consts") or {}).values())) \
+            if isinstance(o, dict) and isinstance(o.get("consts", {}), dict) else None
+        if ids is None or not all(isinstance(x, list) and all(t in tensors for t in x) for x in ids):
+            raise GoldenError(f"{path}: op record {i} names tensors the manifest does not hold")
+    out = doc.get("output")
+    outs = out if isinstance(out, list) and out else [out]
+    if (any(not isinstance(t, str) or t not in tensors for t in outs)
+            or (doc.get("input") or {}).get("tensor") not in tensors):
+        raise GoldenError(f"{path}: the input or output tensor is not in the manifest")
+
+
+def _check_entry(tid, e, path):
+    def bad(field):
+        raise GoldenError(f"{path}: tensor {tid!r}: bad field {field!r} ({(e or {}).get(field)!r})")
+    if not isinstance(e, dict):
+        bad("entry")
+    shape = e.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        bad("shape")
+    if not isinstance(e.get("dtype"), str) or e["dtype"] not in _DTYPES:
+        bad("dtype")
+    if not isinstance(e.get("bits"), int) or isinstance(e.get("bits"), bool) or not 1 <= e["bits"] <= 64:
+        bad("bits")
+    if not isinstance(e.get("signed"), bool) or not isinstance(e.get("narrow", False), bool):
+        bad("signed")
+    files = e.get("files")
+    if not isinstance(files, dict) or not all(
+            f in FORMATS and isinstance(rel, str) and not Path(rel).is_absolute() and ".." not in Path(rel).parts
+            for f, rel in files.items()):
+        bad("files")
 
 
 def entry_format(entry):
     return TFormat(int(entry["bits"]), bool(entry["signed"]), bool(entry.get("narrow", False)),
                    entry.get("width_rule", "declared"))
+
+
+def load_npy(path, mmap=False):
+    """An .npy file, or a GoldenError: a damaged header fails inside NumPy in many ways (a bad
+    literal, a short file, a wrong length), all of which mean the same thing here."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        raise GoldenError(f"{path}: not a readable .npy file ({type(e).__name__}: {e})") from None
 
 
 def read_file(path, entry, pack=None):
@@ -45,10 +100,7 @@ def read_file(path, entry, pack=None):
     ext = path.suffix[1:]
     try:
         if ext == "npy":
-            try:
-                a = np.load(path, allow_pickle=False)
-            except ValueError as e:
-                raise GoldenError(f"{path}: not a readable .npy file ({e})") from None
+            a = load_npy(path)
             if a.dtype.kind not in "iub":
                 raise GoldenError(f"{path}: dtype {a.dtype}, expected integers")
             if a.shape != shape and not (a.ndim == 1 and a.size == size):

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import IntFormat
-from .base import Kernel, KernelPlan
+from .base import Consts, Kernel, KernelPlan
 from .requantize import multiplier
 
 
@@ -69,6 +69,13 @@ class ResidualAdd(Kernel):
             consts[f"m{branch}"], consts[f"k{branch}"] = multiplier(ratios[-1], multiplier_bits)
         return KernelPlan(self.name, consts, tuple(in_fmt), out_fmt, out_scale, {}, tuple(in_scale),
                           {"ratios": tuple(ratios)})
+
+    def check_consts(self, plan):
+        """K5: two scalar (m, k) pairs inside A2's ranges."""
+        c = Consts(self, plan.consts, ("ma", "ka", "mb", "kb"))
+        for branch in "ab":
+            arith.check_multiplier(f"residual add ({branch})", c.scalar(f"m{branch}", 0, (1 << 31) - 1),
+                                   c.scalar(f"k{branch}", arith.SHIFT_MIN, arith.SHIFT_MAX))
 
     def reference(self, inputs, plan):
         c = plan.consts

@@ -21,6 +21,8 @@ rebuilds a KernelPlan from an integer program op without any float.
 """
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..arith import ArithSpecError, IntFormat
 
 OP_KINDS = ("mul", "shift", "add", "div", "cmp")
@@ -68,6 +70,11 @@ class Kernel:
         """The float function the kernel approximates (with the plan's float parameters)."""
         raise NotImplementedError
 
+    def check_consts(self, plan):
+        """Refuse, at load time, constants that no plan could have made (see `Consts`); `plan` is
+        rebuilt from a program: its integer constants and the formats of the op's tensors."""
+        Consts(self, plan.consts, ())
+
 
 def row_length(shape):
     """The last axis of an output shape, checked (cost conventions amortise per-row work on it)."""
@@ -78,3 +85,49 @@ def row_length(shape):
     if n < 1:
         raise ArithSpecError(f"cost: the row length (last axis of {tuple(shape)}) must be >= 1")
     return n
+
+
+class Consts:
+    """Load-time checks of a plan's integer constants: the preconditions the kernel's proofs rely on
+    (names, ranges, the values the spec fixes, vector lengths). A program carrying constants that no
+    plan could have produced is refused before it runs (an out-of-range shift or a short table would
+    be undefined, or silently wrong, in the fast path)."""
+
+    def __init__(self, kernel, consts, names):
+        self.where = f"{kernel.name} ({kernel.spec_section})"
+        self.c = consts
+        missing = sorted(set(names) - set(consts))
+        extra = sorted(set(consts) - set(names))
+        if missing or extra:
+            raise ArithSpecError(f"{self.where}: constants missing {missing}, unexpected {extra}")
+
+    def scalar(self, name, lo, hi):
+        v = self.c[name]
+        if isinstance(v, np.ndarray):
+            if v.ndim:
+                raise ArithSpecError(f"{self.where}: constant {name} must be a scalar, has shape {v.shape}")
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
+            raise ArithSpecError(f"{self.where}: constant {name} = {v!r} outside [{lo}, {hi}]")
+        return int(v)
+
+    def fixed(self, name, value):
+        """A constant the spec fixes (a table, a precision): it must be exactly the spec's."""
+        v = np.asarray(self.c[name])
+        if v.shape != np.shape(value) or not np.array_equal(v, value):
+            raise ArithSpecError(f"{self.where}: constant {name} is not the spec's value")
+        return value
+
+    def vector(self, name, length, lo, hi):
+        v = np.asarray(self.c[name])
+        if v.dtype.kind not in "iu" or v.shape != (length,):
+            raise ArithSpecError(f"{self.where}: constant {name} must be {length} integers, has "
+                                 f"dtype {v.dtype} and shape {v.shape}")
+        if length and (int(v.min()) < lo or int(v.max()) > hi):
+            raise ArithSpecError(f"{self.where}: constant {name} holds {int(v.min())}..{int(v.max())}, "
+                                 f"outside [{lo}, {hi}]")
+        return v.astype(np.int64)
+
+    def require(self, ok, message):
+        if not ok:
+            raise ArithSpecError(f"{self.where}: {message}")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import arith, floatfn
 from ..arith import ArithSpecError, IntFormat, IntOverflowError
-from .base import Kernel, KernelPlan, row_length
+from .base import Consts, Kernel, KernelPlan, row_length
 
 SQRT2 = math.sqrt(2.0)
 INT64_LIMIT = 1 << 62          # every intermediate is proven to stay strictly below this (K3.0)
@@ -122,6 +122,21 @@ class _GeluKernel(Kernel):
     """The family's plan options: `sample` (the layer's calibration values, for data-aware fits;
     a candidate without a fit ignores it) and the candidate's own knobs."""
     family = "gelu"
+
+    def check_consts(self, plan):
+        """K3.0 formats, then the candidate's constants (`_check`) and its output bound, which must
+        fit the declared output width."""
+        c = Consts(self, plan.consts, ("in_lo", "in_hi", "out_bits") + self.CONSTS)
+        bits = c.scalar("in_hi", 1, (1 << (IN_BITS_MAX - 1)) - 1).bit_length() + 1
+        fmt = IntFormat(bits)
+        c.require(c.scalar("in_lo", fmt.lo, fmt.lo) == fmt.lo and fmt.hi == plan.consts["in_hi"],
+                  "in_lo, in_hi are not a signed format's range")
+        out_fmt = IntFormat(c.scalar("out_bits", 2, OUT_BITS_MAX))
+        c.require(plan.in_fmt == fmt and plan.out_fmt == out_fmt,
+                  f"constants say {fmt.describe()} -> {out_fmt.describe()}, the program's tensors are "
+                  f"{plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
+        bound = self._check(c, fmt)
+        c.require(bound <= out_fmt.hi, f"outputs up to {bound} do not fit {out_fmt.describe()}")
 
     def float_reference(self, x, plan=None):
         """Exact GELU(x) = 0.5 x (1 + erf(x/sqrt2)) in float64."""
@@ -301,11 +316,8 @@ class PolyGelu(_GeluKernel):
         if dy.m < (1 << (MA_BITS - 1)) or dy.k < 0:
             raise ArithSpecError(f"poly-gelu: a={a!r} gives a multiplier outside the normalised "
                                  f"{MA_BITS}-bit range (m={dy.m}, k={dy.k}; spec K3.1.2)")
-        d4_max = ((B * B) >> S2) ** 2
-        y_max = (d4_max * dy.m) >> dy.k
-        assert d4_max * dy.m < INT64_LIMIT, "K3.1.3: B <= 2^NB bounds the product below 2^62"
+        bound, y_max = _poly_bound(fmt, B, dy.m, dy.k)
         two_one = 1 << (F_POLY + 1)
-        bound = max(fmt.hi * two_one, -fmt.lo * y_max, fmt.hi * max(y_max - two_one, 0))
         out_fmt = _out_fmt_for(bound, f"poly-gelu with a={a!r}, b={b!r}")
         consts = dict(_base_consts(fmt, out_fmt), GL=GL, GR=GR, B=B, S2=S2, mA=dy.m, kA=dy.k,
                       TWO_ONE=two_one)
@@ -313,6 +325,22 @@ class PolyGelu(_GeluKernel):
                 "L_at_0": 1.0 - y_max / 2.0 ** F_POLY}
         return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (F_POLY + 1), info, S,
                           {"a": a, "b": b})
+
+    CONSTS = ("GL", "GR", "B", "S2", "mA", "kA", "TWO_ONE")
+
+    @staticmethod
+    def _check(c, fmt):
+        """K3.1.2: one of GL, GR zero, |q| << GL inside int64, B in [2^(NB-1), 2^NB], a normalised
+        14-bit mA, S2 and 2^(F+1) as the spec fixes them."""
+        gl, gr = c.scalar("GL", 0, 62), c.scalar("GR", 0, 62)
+        mag = max(-fmt.lo, fmt.hi)
+        c.require(min(gl, gr) == 0 and mag.bit_length() + gl <= 62 and mag >> gr > 0,
+                  f"GL = {gl}, GR = {gr} do not fit a {fmt.bits}-bit input")
+        c.fixed("S2", S2)
+        c.fixed("TWO_ONE", 1 << (F_POLY + 1))
+        B = c.scalar("B", 1 << (NB - 1), 1 << NB)
+        return _poly_bound(fmt, B, c.scalar("mA", 1 << (MA_BITS - 1), (1 << MA_BITS) - 1),
+                           c.scalar("kA", 0, 62))[0]
 
     def reference(self, inputs, plan):
         """Spec K3.1.3, steps P1-P6."""
@@ -350,6 +378,16 @@ class PolyGelu(_GeluKernel):
                  + 32.0 * A * Sw ** 2 * v ** 2 + 4.0 * A * v ** 3 * delta)
         e_int = np.where(np.abs(x) / SQRT2 >= -b + delta, 0.0, e_int)    # w >= B: d = 0, exact
         return np.abs(poly_gelu_float(x, a, b) - gelu_exact(x)) + np.abs(x) / 2.0 * e_int + 1e-12
+
+
+def _poly_bound(fmt, B, mA, kA):
+    """K3.1.3: the largest |output| (and y_max) for these constants; B <= 2^NB and mA < 2^14 keep
+    d^4 * mA below 2^62."""
+    d4_max = ((B * B) >> S2) ** 2
+    assert d4_max * mA < INT64_LIMIT, "K3.1.3: B <= 2^NB bounds the product below 2^62"
+    y_max = (d4_max * mA) >> kA
+    two_one = 1 << (F_POLY + 1)
+    return max(fmt.hi * two_one, -fmt.lo * y_max, fmt.hi * max(y_max - two_one, 0)), y_max
 
 
 @numba.njit(cache=True, nogil=True)
@@ -402,13 +440,20 @@ class IbertGelu(_GeluKernel):
             raise ArithSpecError(f"ibert-gelu: in_scale={in_scale!r} with n={n} leaves 1.0 = {one} "
                                  f"(fewer than {IBERT_ONE_MIN} erf levels): the function is lost "
                                  f"(spec K3.2.1)")
-        y_abs = max(abs(c_int), abs(b_int * b_int + c_int))       # |(t + b_int)^2 + c_int|
-        mag = max(-fmt.lo, fmt.hi)
-        bound = mag * ((y_abs >> n) + 1 + abs(one))
+        bound = _ibert_bound(fmt, b_int, c_int, n, one)
         out_fmt = _out_fmt_for(bound, f"ibert-gelu at in_scale={in_scale!r}, n={n}")
         consts = dict(_base_consts(fmt, out_fmt), b_int=b_int, c_int=c_int, n=n, one=one)
         info = {"a": IBERT_A, "b": IBERT_B, "n": n, "S1": S1, "S_erf": S_erf}
         return KernelPlan(self.name, consts, fmt, out_fmt, -S * S_erf / 2.0, info, S)
+
+    CONSTS = ("b_int", "c_int", "n", "one")
+
+    @staticmethod
+    def _check(c, fmt):
+        """K3.2.1: b_int, c_int < 0 with b_int^2 + |c_int| below 2^62, n <= 62, one <= -16."""
+        b_int, c_int = c.scalar("b_int", -(1 << 31), -1), c.scalar("c_int", -(1 << 62), -1)
+        c.require(b_int * b_int + abs(c_int) < INT64_LIMIT, "b_int^2 + |c_int| leaves int64")
+        return _ibert_bound(fmt, b_int, c_int, c.scalar("n", 0, 62), c.scalar("one", -(1 << 62), -IBERT_ONE_MIN))
 
     def reference(self, inputs, plan):
         """Spec K3.2.2, steps I1-I5 (I-BERT's algorithm; the final negation is ours)."""
@@ -441,6 +486,12 @@ class IbertGelu(_GeluKernel):
         e_int = A * ((2.0 * p + delta) * delta + S1 ** 2 * (1.0 + 2.0 * 2.0 ** n))
         f = ibert_gelu_float(x)
         return np.abs(f - gelu_exact(x)) + np.abs(x) / 2.0 * e_int + 1e-12
+
+
+def _ibert_bound(fmt, b_int, c_int, n, one):
+    """K3.2.1: the largest |output|, |q| (|(t + b_int)^2 + c_int| >> n + 1 + |one|)."""
+    y_abs = max(abs(c_int), abs(b_int * b_int + c_int))
+    return max(-fmt.lo, fmt.hi) * ((y_abs >> n) + 1 + abs(one))
 
 
 def ibert_gelu_float(x):
@@ -531,6 +582,16 @@ class IvitShiftGelu(_GeluKernel):
         consts = dict(_base_consts(fmt, out_fmt), x0=x0, n=n, rowmax=int(bool(rowmax)))
         info = {"n": n, "x0": x0, "rowmax": bool(rowmax), "clamp_free_for_m_ge_0": 2 * (X << n) <= SAT}
         return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (SIG_BITS - 1), info, S)
+
+    CONSTS = ("x0", "n", "rowmax")
+
+    @staticmethod
+    def _check(c, fmt):
+        """K3.3.2: x0 < 0, n in [1, 30] with |x0| 2^n <= 2^31 - 1; outputs |q| * 127."""
+        x0, n = c.scalar("x0", -SAT, -1), c.scalar("n", 1, 30)
+        c.require(-x0 << n <= SAT, f"|x0| * 2^n = {-x0 << n} exceeds 2^31 - 1")
+        c.scalar("rowmax", 0, 1)
+        return max(-fmt.lo, fmt.hi) * ((1 << (SIG_BITS - 1)) - 1)
 
     def reference(self, inputs, plan):
         """Spec K3.3.2, steps S1-S7 (S1 of K3.3.3 for the elementwise variant)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import arith, floatfn
 from ..arith import ArithSpecError, IntFormat, IntOverflowError
-from .base import OP_KINDS, Kernel, KernelPlan, row_length
+from .base import OP_KINDS, Consts, Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 24)
 C_MAX = 4096
@@ -193,11 +193,17 @@ def _affine_plan(gamma, beta, lam, F, n_max, gamma_bits, out_bits):
     for h in range(max(0, prod_max.bit_length() - out_bits), H_MAX + 1):
         S_out = Fraction(S_g) * Fraction(2) ** (h - F)
         B = [arith.round_half_up(b / S_out) for b in b_exact]    # exact rationals: no float rounding
-        shifted = prod_max if h == 0 else (prod_max + (1 << (h - 1))) >> h
-        if shifted + max(abs(x) for x in B) <= out_hi:
-            return g, np.array(B, dtype=np.int64), h, S_g, float(S_out), shifted + max(abs(x) for x in B)
+        out_max = _affine_bound(prod_max, h, max(abs(x) for x in B))
+        if out_max <= out_hi:
+            return g, np.array(B, dtype=np.int64), h, S_g, float(S_out), out_max
     raise ArithSpecError(f"layernorm: beta (max |beta| = {float(np.max(np.abs(beta)))!r}) is too large "
                          f"relative to gamma scale {S_g!r} to fit a {out_bits}-bit output (K4.0.3)")
+
+
+def _affine_bound(prod_max, h, b_max):
+    """K4.0.3: the largest |round_shift(n g, h) + B| when |n g| <= prod_max and |B| <= b_max."""
+    shifted = prod_max if h == 0 else (prod_max + (1 << (h - 1))) >> h
+    return shifted + b_max
 
 
 def _rows(q, consts):
@@ -299,6 +305,24 @@ class _LayerNormKernel(Kernel):
         where dz bounds |z_int - z| and S_gam = S_g / lam is gamma's real LSB."""
         s_gam = plan.info["gamma_scale"] / plan.info["lam"]
         return (np.abs(gamma) + s_gam / 2) * dz + s_gam / 2 * np.abs(z) + plan.out_scale
+
+    def check_consts(self, plan):
+        """K4.0.1-3 formats and lengths, the candidate's own constants (`_check`, which returns the
+        bound on |n|), and the affine stage's output bound against the declared width."""
+        c = Consts(self, plan.consts, ("C", "in_lo", "in_hi", "g", "B", "h", "out_bits") + self.CONSTS)
+        C = c.scalar("C", 1, C_MAX)
+        fmt = IntFormat(c.scalar("in_hi", 1, (1 << (IN_BITS_RANGE[1] - 1)) - 1).bit_length() + 1)
+        c.require(c.scalar("in_lo", fmt.lo, fmt.lo) == fmt.lo and fmt.hi == plan.consts["in_hi"],
+                  "in_lo, in_hi are not a signed format's range")
+        out_fmt = IntFormat(c.scalar("out_bits", *OUT_BITS_RANGE))
+        c.require(plan.in_fmt == fmt and plan.out_fmt == out_fmt,
+                  f"constants say {fmt.describe()} -> {out_fmt.describe()}, the program's tensors are "
+                  f"{plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
+        g = c.vector("g", C, -(1 << (GAMMA_BITS_RANGE[1] - 1)) + 1, (1 << (GAMMA_BITS_RANGE[1] - 1)) - 1)
+        B = c.vector("B", C, -out_fmt.hi, out_fmt.hi)
+        n_max = self._check(c, fmt, C)
+        bound = _affine_bound(n_max * int(np.max(np.abs(g))), c.scalar("h", 0, H_MAX), int(np.max(np.abs(B))))
+        c.require(bound <= out_fmt.hi, f"outputs up to {bound} do not fit {out_fmt.describe()}")
 
     def _plan_out(self, consts, in_fmt, gamma, beta, lam, F, n_max, gamma_bits, out_bits, info):
         g, B, h, S_g, S_out, out_max = _affine_plan(gamma, beta, lam, F, n_max, gamma_bits, out_bits)
@@ -404,6 +428,21 @@ class IsqrtLayerNorm(_LayerNormKernel):
         consts = {"C": C, "in_lo": in_fmt.lo, "in_hi": in_fmt.hi, "p": p, "u": u, "E": E, "F": F}
         info = {"in_scale": S, "eps": eps, "p": p, "u": u, "E": E, "D_max": D_max, "norm_bits": F}
         return self._plan_out(consts, in_fmt, gamma, beta, 1.0, F, n_max, gamma_bits, out_bits, info)
+
+    CONSTS = ("p", "u", "E", "F")
+
+    @staticmethod
+    def _check(c, fmt, C):
+        """K4.2.1: the pre-shift, eps resolution and E keep every variance intermediate in int64
+        and R = (D << 2u) + E below 2^62; returns the bound on |n| of K4.2.3."""
+        p, u = c.scalar("p", 0, fmt.bits - 2), c.scalar("u", 0, U_MAX)
+        F = c.scalar("F", *NORM_BITS_RANGE)
+        lo, hi = fmt.lo >> p, fmt.hi >> p
+        c.require(C * C * max(lo * lo, hi * hi) <= arith.INT64_MAX, f"pre-shift p = {p} leaves C*sum(q~^2) "
+                  f"outside int64")
+        D_max = (C * (hi - lo)) ** 2 // 4
+        c.require((D_max << (2 * u)) + c.scalar("E", 0, R_LIMIT) < R_LIMIT, "R = (D << 2u) + E reaches 2^62")
+        return math.isqrt((C - 1) << (2 * F)) + 4
 
     def reference(self, inputs, plan):
         q, consts = inputs[0], plan.consts
@@ -524,6 +563,13 @@ class IvitLayerNorm(_LayerNormKernel):
         info = {"in_scale": S, "eps": eps, "eps_ignored": True}
         return self._plan_out(consts, in_fmt, gamma, beta, math.sqrt(C), IVIT_NORM_BITS, 1 << 30,
                               gamma_bits, out_bits, info)
+
+    CONSTS = ()
+
+    @staticmethod
+    def _check(c, fmt, C):
+        """K4.3: no constants of its own; |n| <= 2^30."""
+        return 1 << 30
 
     def reference(self, inputs, plan):
         q, consts = inputs[0], plan.consts

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import IntFormat
-from .base import Kernel, KernelPlan
+from .base import Consts, Kernel, KernelPlan
 
 ACC32 = IntFormat(32)
 FLOAT32_EXACT = 1 << 24
@@ -147,6 +147,13 @@ class Matmul(Kernel):
         sa, sb = in_scale
         return KernelPlan(self.name, {}, tuple(in_fmt), acc_fmt, float(sa) * float(sb),
                           {} if inner is None else {"inner": int(inner)}, tuple(in_scale))
+
+    def check_consts(self, plan):
+        """K1: at most a bias, one int32 per output."""
+        c = Consts(self, plan.consts, tuple(plan.consts) if set(plan.consts) <= {"bias"} else ("bias",))
+        if "bias" in plan.consts:
+            bias = np.asarray(plan.consts["bias"])
+            c.vector("bias", bias.shape[0] if bias.ndim == 1 else -1, ACC32.lo, ACC32.hi)
 
     @staticmethod
     def prepare(b, b_fmt: IntFormat):

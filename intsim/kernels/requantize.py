@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import IntFormat
-from .base import Kernel, KernelPlan
+from .base import Consts, Kernel, KernelPlan
 
 
 def requantize_ref(x, m, k, out_fmt: IntFormat, axis=None):
@@ -106,6 +106,14 @@ class Requantize(Kernel):
         m, k = multiplier(ratio, multiplier_bits)
         return KernelPlan(self.name, {"m": m, "k": k}, in_fmt, out_fmt, out_scale, {},
                           in_scale, {"ratio": np.asarray(ratio, dtype=np.float64)})
+
+    def check_consts(self, plan):
+        """A2: (m, k) in range, scalars or one pair per channel."""
+        Consts(self, plan.consts, ("m", "k"))
+        m, k = arith.check_multiplier("requantize", plan.consts["m"], plan.consts["k"])
+        if m.shape != k.shape or m.ndim > 1:
+            raise arith.ArithSpecError(f"requantize: m and k must be scalars or vectors of one length, "
+                                       f"have shapes {m.shape} and {k.shape}")
 
     @staticmethod
     def _axis(consts):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import ArithSpecError, IntFormat
-from .base import Kernel, KernelPlan, row_length
+from .base import Consts, Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 16)
 OUT_BITS_RANGE = (2, 16)
@@ -166,6 +166,16 @@ class _SoftmaxKernel(Kernel):
         hi = math.inf if ok(2.0 ** 1000) else edge(start, 2.0 ** 1000)
         return lo, hi
 
+    def check_consts(self, plan):
+        """K2.0.1 formats, then the candidate's own constants (`_check`)."""
+        c = Consts(self, plan.consts, ("in_bits", "in_narrow", "out_bits") + self.CONSTS)
+        in_fmt = IntFormat(c.scalar("in_bits", *IN_BITS_RANGE), True, bool(c.scalar("in_narrow", 0, 1)))
+        out_fmt = IntFormat(c.scalar("out_bits", *OUT_BITS_RANGE), signed=False)
+        c.require(plan.in_fmt == in_fmt and plan.out_fmt == out_fmt,
+                  f"constants say {in_fmt.describe()} -> {out_fmt.describe()}, the program's tensors "
+                  f"are {plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
+        self._check(c, in_fmt)
+
     def exp_table(self, consts):
         """e(D) for D = 0 .. in_hi - in_lo: the value the normalisation sees (K2.0.4)."""
         fmt = IntFormat(consts["in_bits"], signed=True, narrow=bool(consts["in_narrow"]))
@@ -266,6 +276,21 @@ class BitshiftSoftmax(_SoftmaxKernel):
                 "slope_csd_digits": max(len(csd(int(v))) for v in ds_tab)}
         return self._plan(consts, in_fmt, out_fmt, info)
 
+    CONSTS = ("K", "G", "F", "Q", "SEG_BITS", "C", "DS", "N", "Z_MAX")
+
+    @staticmethod
+    def _check(c, in_fmt):
+        """K2.1.4: the spec's fixed constants and tables, G <= 62 and D*K <= 2^62."""
+        for name, value in (("F", BS_F), ("Q", BS_Q), ("SEG_BITS", BS_SEG_BITS), ("N", BS_N),
+                            ("Z_MAX", BS_Z_MAX)):
+            c.fixed(name, value)
+        table, slopes = bitshift_tables()
+        c.fixed("C", table)
+        c.fixed("DS", slopes)
+        c.scalar("G", 0, arith.SHIFT_MAX)
+        k = c.scalar("K", 1, 1 << 62)
+        c.require((in_fmt.hi - in_fmt.lo) * k <= 1 << 62, f"D*K up to {(in_fmt.hi - in_fmt.lo) * k} > 2^62")
+
     @staticmethod
     def _exp_ref(d, consts):
         """K2.1.3 steps 2-5: e = 2^Q * 2^-T with T = D*S*log2(e), at scale 2^-Q."""
@@ -365,6 +390,15 @@ class IvitShiftmax(_SoftmaxKernel):
         consts = {"x0": x0, "n": IVIT_N, "SUM_CAP": IVIT_SUM_CAP}
         return self._plan(consts, in_fmt, out_fmt, {"in_scale": s})
 
+    CONSTS = ("x0", "n", "SUM_CAP")
+
+    @staticmethod
+    def _check(c, in_fmt):
+        """K2.2.4: n and the sum cap are I-ViT's; x0 < 0 with e(0) = |x0| 2^n <= 2^31 - 1."""
+        n, cap = c.fixed("n", IVIT_N), c.fixed("SUM_CAP", IVIT_SUM_CAP)
+        x0 = c.scalar("x0", -(cap >> n), -1)
+        c.require(-x0 << n <= cap, f"e(0) = {-x0 << n} exceeds 2^31 - 1")
+
     @staticmethod
     def _exp_ref(d, consts):
         """K2.2.3 steps 1-6 (I-ViT int_exp_shift with true integer floor)."""
@@ -458,6 +492,21 @@ class IbertSoftmax(_SoftmaxKernel):
         consts = {"x0": x0, "n": IBERT_N, "b_int": b_int, "c_int": c_int, "SH16": sh,
                   "E16_MAX": IBERT_E16_MAX}
         return self._plan(consts, in_fmt, out_fmt, {"in_scale": s})
+
+    CONSTS = ("x0", "n", "b_int", "c_int", "SH16", "E16_MAX")
+
+    @staticmethod
+    def _check(c, in_fmt):
+        """K2.3.4: n and the 16-bit cap are I-BERT's; x0 < 0, b_int >= 0, c_int >= 1, both products
+        below 2^62, and SH16 derived from e(0) as the plan derives it."""
+        n, _ = c.fixed("n", IBERT_N), c.fixed("E16_MAX", IBERT_E16_MAX)
+        x0 = c.scalar("x0", -(1 << 31), -1)
+        b_int = c.scalar("b_int", 0, 1 << 62)
+        c_int = c.scalar("c_int", 1, (1 << 62) - 1)
+        c.require(c_int << n < 1 << 62 and (-x0) * b_int << n < 1 << 62,
+                  "c_int * 2^30 or |x0| * b_int * 2^30 reaches 2^62")
+        c.require(c.scalar("SH16", 1, 62) == (c_int << n).bit_length() - 15,
+                  "SH16 is not bitlen(c_int * 2^30) - 15")
 
     @staticmethod
     def _exp_ref(d, consts):

@@ -42,8 +42,10 @@ class Add(OpDef):
         b.bind(y, out, shape)
 
     def bind(self, op, program):
-        return KernelPlan(RESIDUAL_ADD.name, op.consts, tuple(program.tensors[t].fmt for t in op.inputs),
+        plan = KernelPlan(RESIDUAL_ADD.name, op.consts, tuple(program.tensors[t].fmt for t in op.inputs),
                           program.tensors[op.outputs[0]].fmt)
+        RESIDUAL_ADD.check_consts(plan)
+        return plan
 
     def run(self, op, inputs, plan, path):
         return [run_kernel(RESIDUAL_ADD, path, inputs, plan)]

@@ -6,6 +6,7 @@ attribute is documentary (a float that no kernel reads)."""
 import numpy as np
 
 from ..arith import IntFormat
+from ..errors import ProgramError
 from ..kernels import MATMUL
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 
@@ -19,6 +20,8 @@ def matmul_cost(program, op, inner):
 
 
 def activation_product_plan(op, program):
+    if op.consts:
+        raise ProgramError(f"{op.kind} has no constants, got {sorted(op.consts)}")
     return MATMUL.plan((1.0, 1.0), tuple(program.tensors[t].fmt for t in op.inputs),
                        program.tensors[op.outputs[0]].fmt)
 

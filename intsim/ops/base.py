@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import GraphError
+from ..errors import GraphError, ProgramError
 from ..kernels import KernelPlan, get_kernel
 
 
@@ -66,6 +66,10 @@ class OpDef:
         raise NotImplementedError
 
     def bind(self, op, program):
+        """Run-time state (default: none). Every op checks here that its constants and attributes
+        are what its lowering can produce; this one has no constants."""
+        if op.consts:
+            raise ProgramError(f"{self.kind} has no constants, got {sorted(op.consts)}")
         return None
 
     def run(self, op, inputs, bound, path):
@@ -103,11 +107,14 @@ class KernelOp(OpDef):
         return get_kernel(op.attrs["family"], op.attrs["kernel"])
 
     def bind(self, op, program):
-        """The candidate and its KernelPlan rebuilt from the program (integers and formats only)."""
+        """The candidate and its KernelPlan rebuilt from the program (integers and formats only),
+        its constants checked against what any plan of the candidate can hold."""
         out = program.tensors[op.outputs[0]]
         plan = KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt, out.fmt,
                           out.scale, op.attrs.get("info", {}))
-        return self.kernel(op), plan
+        kernel = self.kernel(op)
+        kernel.check_consts(plan)
+        return kernel, plan
 
     def run(self, op, inputs, bound, path):
         kernel, plan = bound

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import IntFormat
+from ..errors import ProgramError
 from .base import OpDef
 
 
@@ -43,7 +44,14 @@ class ClsPos(OpDef):
         b.bind(y, out, pos.shape)
 
     def bind(self, op, program):
-        return program.tensors[op.outputs[0]].fmt
+        """cls (D) and pos (T, D) fit the output's shape and format (they were saturated to it)."""
+        out = program.tensors[op.outputs[0]]
+        cls, pos = (np.asarray(op.consts.get(k)) for k in ("cls", "pos"))
+        if set(op.consts) != {"cls", "pos"} or cls.shape != out.shape[1:] or pos.shape != tuple(out.shape):
+            raise ProgramError(f"cls {cls.shape} / pos {pos.shape} do not fit the output {out.shape}")
+        for name, v in (("cls", cls), ("pos", pos)):
+            arith.check_fits(f"constant {name}", v, out.fmt)
+        return out.fmt
 
     def run(self, op, inputs, out_fmt, path):
         x, = inputs

@@ -6,6 +6,7 @@ Q5); the weight is quantized per output channel, the bias at the accumulator sca
 import numpy as np
 
 from ..arith import IntFormat
+from ..errors import ProgramError
 from ..kernels import MATMUL
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
@@ -90,9 +91,15 @@ class Linear(OpDef):
         w_fmt = IntFormat(**op.attrs["weight_fmt"])
         plan = MATMUL.plan((1.0, 1.0), (program.tensors[op.inputs[0]].fmt, w_fmt),
                            program.tensors[op.outputs[0]].fmt)
-        if "bias" in op.consts:
-            plan.consts = {"bias": op.consts["bias"]}
-        return MATMUL.prepare(op.consts["weight"].T, w_fmt), plan
+        plan.consts = {k: v for k, v in op.consts.items() if k != "weight"}
+        MATMUL.check_consts(plan)
+        w = op.consts["weight"]
+        out = program.tensors[op.outputs[0]]
+        if np.ndim(w) != 2 or w.shape[0] != out.shape[-1] or \
+                ("bias" in plan.consts and np.shape(plan.consts["bias"]) != (w.shape[0],)):
+            raise ProgramError(f"weight {np.shape(w)} / bias {np.shape(plan.consts.get('bias'))} do not fit "
+                               f"an output of {out.shape[-1]} channels")
+        return MATMUL.prepare(w.T, w_fmt), plan
 
     def run(self, op, inputs, bound, path):
         weight, plan = bound

@@ -4,6 +4,7 @@ order of the Conv weight flattened). (N, C, H, W) -> (N, P, D); rows/columns tha
 whole patch are dropped, as the convolution does."""
 import numpy as np
 
+from ..errors import ProgramError
 from .linear import Linear, quantize_linear
 
 
@@ -48,6 +49,14 @@ class PatchEmbed(Linear):
         consts, attrs, acc_scale = quantize_linear(b.cfg, float(b.scale_of(x)), w.reshape(w.shape[0], -1),
                                                    node.params.get("bias"), {"patch": p})
         self.emit_product(b, node, x, consts, attrs, acc_scale, ((h // p) * (wd // p), w.shape[0]))
+
+    def bind(self, op, program):
+        patch, chw = op.attrs.get("patch"), program.tensors[op.inputs[0]].shape
+        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or len(chw) != 3 \
+                or op.consts["weight"].shape[-1] != chw[0] * patch * patch:
+            raise ProgramError(f"patch = {patch!r} does not fit an input {chw} and weight "
+                               f"{op.consts['weight'].shape}")
+        return super().bind(op, program)
 
     def operand(self, x, op):
         return unfold_patches(x, op.attrs["patch"])

@@ -7,6 +7,7 @@ third lands at its own calibrated scale."""
 import numpy as np
 
 from ..arith import IntFormat
+from ..errors import ProgramError
 from .base import OpDef
 
 
@@ -52,6 +53,12 @@ class QKVSplit(OpDef):
             outs.append(b.add_tensor(o if o not in b.tensors else f"{node.name}.{o}", fmts[0], s, shape))
             b.bind(o, outs[-1], shape)
         b.emit(self.kind, node.name, [x], outs, {}, {"heads": heads}, self.spec)
+
+    def bind(self, op, program):
+        heads, d3 = op.attrs.get("heads"), program.tensors[op.inputs[0]].shape[-1]
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or d3 % (3 * heads):
+            raise ProgramError(f"heads = {heads!r} does not split {d3} channels into q, k, v")
+        return super().bind(op, program)
 
     def run(self, op, inputs, bound, path):
         return split_heads(inputs[0], op.attrs["heads"])

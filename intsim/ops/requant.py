@@ -10,8 +10,10 @@ class Requant(OpDef):
     spec = "A6"
 
     def bind(self, op, program):
-        return KernelPlan(REQUANTIZE.name, op.consts, program.tensors[op.inputs[0]].fmt,
+        plan = KernelPlan(REQUANTIZE.name, op.consts, program.tensors[op.inputs[0]].fmt,
                           program.tensors[op.outputs[0]].fmt)
+        REQUANTIZE.check_consts(plan)
+        return plan
 
     def run(self, op, inputs, plan, path):
         return [run_kernel(REQUANTIZE, path, inputs, plan)]
