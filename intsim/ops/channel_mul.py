@@ -13,6 +13,7 @@ Lowering, in order of preference:
 import numpy as np
 
 from ..arith import IntFormat
+from ..errors import ProgramError
 from ..kernels import REQUANTIZE, KernelPlan
 from .base import OpDef, run_kernel
 from .requant import Requant
@@ -68,8 +69,22 @@ class ChannelMul(OpDef):
         b.bind(node.outputs[0], out, b.shapes[src])
 
     def bind(self, op, program):
-        return KernelPlan(REQUANTIZE.name, {"m": op.consts["m"], "k": op.consts["k"]},
-                          program.tensors[op.inputs[0]].fmt, program.tensors[op.outputs[0]].fmt)
+        """(m, k) per channel (A2 ranges) and a sign in {-1, 0, 1} per channel; a narrow output."""
+        if set(op.consts) != {"m", "k", "sign"}:
+            raise ProgramError(f"channel_mul: constants {sorted(op.consts)}, expected ['k', 'm', 'sign']")
+        out = program.tensors[op.outputs[0]]
+        c = program.tensors[op.inputs[0]].shape[-1]
+        sign = np.asarray(op.consts["sign"])
+        if sign.shape != (c,) or not np.isin(sign, (-1, 0, 1)).all() or not out.fmt.narrow:
+            raise ProgramError(f"channel_mul: sign must be {c} values in {{-1, 0, 1}} and the output "
+                               f"narrow")
+        plan = KernelPlan(REQUANTIZE.name, {"m": op.consts["m"], "k": op.consts["k"]},
+                          program.tensors[op.inputs[0]].fmt, out.fmt)
+        REQUANTIZE.check_consts(plan)
+        if np.shape(op.consts["m"]) != (c,):
+            raise ProgramError(f"channel_mul: (m, k) must be one pair per channel ({c})")
+        self.check_shapes(op, program, {"gamma": np.ones(c)})
+        return plan
 
     def run(self, op, inputs, plan, path):
         y = run_kernel(REQUANTIZE, path, inputs, plan)

@@ -8,7 +8,8 @@ widest of the inputs' formats (at most residual_bits); constants are quantized t
 saturated like any value of that format). Then the integers only move."""
 import numpy as np
 
-from ..arith import IntFormat
+from .. import arith
+from ..errors import ProgramError
 from .base import OpDef
 from .cls_pos import const_at_scale
 
@@ -59,7 +60,18 @@ class Concat(OpDef):
         b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
-        return program.tensors[op.outputs[0]].fmt.storage
+        """The constants are the pieces the attributes name, within the output's format."""
+        out = program.tensors[op.outputs[0]]
+        names = set(self.allowed_params(op))
+        if set(op.consts) != names:
+            raise ProgramError(f"concat: constants {sorted(op.consts)}, the pieces name {sorted(names)}")
+        self.check_shapes(op, program, {k: np.asarray(v) for k, v in op.consts.items()})
+        for k, v in op.consts.items():
+            arith.check_fits(f"concat constant {k!r}", np.asarray(v), out.fmt)
+        for t in op.inputs:
+            if program.tensors[t].fmt != out.fmt:
+                raise ProgramError(f"concat: input {t!r} is not in the output's format")
+        return out.fmt.storage
 
     def run(self, op, inputs, storage, path):
         return [self._join(op.attrs["pieces"], op.attrs["axis"], inputs, op.consts, storage)]

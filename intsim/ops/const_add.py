@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import arith
 from ..arith import IntFormat
+from ..errors import ProgramError
 from .base import OpCost, OpDef, tensor_elements
 from .cls_pos import const_at_scale
 
@@ -45,7 +46,14 @@ class ConstAdd(OpDef):
         b.bind(y, out, b.shapes[src])
 
     def bind(self, op, program):
-        return program.tensors[op.outputs[0]].fmt
+        """One constant, broadcast to the input and within the output's format."""
+        out = program.tensors[op.outputs[0]]
+        if set(op.consts) != {"value"}:
+            raise ProgramError(f"const_add: constants {sorted(op.consts)}, expected ['value']")
+        value = np.asarray(op.consts["value"])
+        self.check_shapes(op, program, {"value": value})
+        arith.check_fits("const_add constant 'value'", value, out.fmt)
+        return out.fmt
 
     def run(self, op, inputs, fmt, path):
         x, = inputs

@@ -52,6 +52,7 @@ class MatMul(OpDef):
         b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
+        self.check_shapes(op, program)
         return activation_product_plan(op, program)
 
     def run(self, op, inputs, plan, path):

@@ -9,6 +9,7 @@ fits); an accumulator (32 bits) is first requantized to residual_bits."""
 import numpy as np
 
 from ..arith import IntFormat
+from ..errors import ProgramError
 from .base import OpDef
 
 PRODUCTS = ("linear", "matmul", "mul", "attn_scores", "attn_context")
@@ -53,7 +54,15 @@ class Scale(OpDef):
         b.bind(node.outputs[0], out, info.shape)
 
     def bind(self, op, program):
-        return program.tensors[op.outputs[0]].fmt.storage
+        """No constants; a negation one bit wider than its input, a copy in the input's format."""
+        super().bind(op, program)
+        fin, fout = program.tensors[op.inputs[0]].fmt, program.tensors[op.outputs[0]].fmt
+        negate = op.attrs.get("negate")
+        if not isinstance(negate, bool) or fout != (IntFormat(fin.bits + 1) if negate else fin):
+            raise ProgramError(f"scale: negate={negate!r} with formats {fin.describe()} -> {fout.describe()}")
+        if tuple(program.tensors[op.outputs[0]].shape) != tuple(program.tensors[op.inputs[0]].shape):
+            raise ProgramError("scale: the output's shape differs from the input's")
+        return fout.storage
 
     def run(self, op, inputs, storage, path):
         x, = inputs
