@@ -5,6 +5,8 @@ is lowered by its op (`intsim/ops/<kind>.py`, `OpDef.lower`) through the Builder
 that needs another format or scale gets it through `Builder.realise`, which inserts the requantize
 op (spec A6) - the single place where scale ratios become (m, k) pairs.
 """
+import re
+
 import numpy as np
 
 from .arith import ArithSpecError, IntFormat
@@ -190,6 +192,9 @@ def output_labels(graph, shapes):
         return ["logits" if len(shapes[outs[0]]) == 1 else "output"]
     onnx = graph.meta.get("onnx_output") if getattr(graph, "meta", None) else None
     names = onnx if isinstance(onnx, list) and len(onnx) == len(outs) else [str(i) for i in range(len(outs))]
+    names = [re.sub(r"[^A-Za-z0-9_.\-]", "_", str(n)) for n in names]     # golden file names
+    if len(set(names)) != len(names):
+        names = [str(i) for i in range(len(outs))]
     return [f"output.{name}" for name in names]
 
 
