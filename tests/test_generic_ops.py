@@ -68,7 +68,8 @@ def generic_net(seed=0):
         Node("Slice", "patches", ["residual"], ["patches"], {}, {"starts": [1, 0], "ends": [17, D], "steps": [1, 1]}),
         Node("ReduceMean", "mean", ["patches"], ["mean"], {}, {"axes": [0], "keepdims": 0}),
         Node("Gather", "cls", ["residual"], ["cls"], {}, {"axis": 0, "indices": 0}),
-        Node("Concat", "pooled", ["cls", "mean"], ["pooled"], {}, {"axis": 0, "pieces": [0, 1]}),
+        Node("Scale", "half", ["mean"], ["half"], {}, {"factor": 0.5}),
+        Node("Concat", "pooled", ["cls", "half"], ["pooled"], {}, {"axis": 0, "pieces": [0, 1]}),
         lin("head", "pooled", 5, 2 * D),
         Node("Scale", "neg", ["patches"], ["neg"], {}, {"factor": -2.0}),
         Node("Mul", "square", ["neg", "patches"], ["square"]),
@@ -111,6 +112,9 @@ def test_lowering_folds_and_integer_ops(compiled):
     # embedding it is the channel_mul op; the attention scale folds into the product's scale
     assert kinds["ls0"] == "channel_mul" and "ls1" not in kinds and "scaled" not in kinds
     assert kinds["neg"] == "scale" and p.op("neg").attrs == {"negate": True}
+    half = p.op("half")           # after a reduce_mean (no product): a copy at half the scale
+    assert half.kind == "scale" and half.attrs == {"negate": False}
+    assert p.tensors[half.outputs[0]].scale == p.tensors[half.inputs[0]].scale * 0.5
     # the fold against the same Linear without layer-scale: rows negated or zeroed, scales * |gamma|
     plain = generic_net()
     gamma = plain.node("ls1").params["gamma"].astype(np.float64)
