@@ -96,7 +96,7 @@ def _cell(outs, key):
 
 def row(r):
     if "error" in r:
-        return f"| {r['name']} | {r['form']} | fails: {r['error'][:120]} | | | | |"
+        return f"| {r['name']} | {r['form']} | fails: {r['error'].split('. Supported')[0][:110]} | | | | |"
     w8, w4 = r["W8A8"], r["W4A8"]
     same = f" (= {r['same_graph_as']})" if "same_graph_as" in r else ""
     return (f"| {r['name']} | {r['form']} | {r['import_s']:.1f} | {r['float_error']:.1e} | "
@@ -131,7 +131,8 @@ def main():
                 r = measure(name, form, a.images, a.calib, known=known)
                 known.setdefault(r["graph"], r)
             except Exception as err:  # noqa: BLE001 - a model that fails is a row of the table
-                r = dict(name=name, form=form, error=f"{type(err).__name__}: {err}".splitlines()[0])
+                text = str(err).splitlines()[0].split(".onnx: ")[-1]      # without the file's path
+                r = dict(name=name, form=form, error=f"{type(err).__name__}: {text}")
             print(row(r), flush=True)
             if a.out:
                 with open(a.out, "a") as f:
