@@ -31,9 +31,12 @@ class Builder:
         self.shapes = {}        # float tensor name -> shape without the batch
         self.equalized = {}     # LayerNorm output -> (channel factors f, observer of y / f, scale)
         self.readers = {}       # float tensor -> the nodes reading it
+        self.moved_from = {}    # output of data movement -> the tensor whose values it moves
         for n in graph.nodes:
             for t in n.inputs:
                 self.readers.setdefault(t, []).append(n)
+            if SEMANTIC[n.op].movement and len(n.inputs) == 1:
+                self.moved_from[n.outputs[0]] = self.moved_from.get(n.inputs[0], n.inputs[0])
 
     # -- tensors -----------------------------------------------------------------------------------
     def add_tensor(self, name, fmt, scale, shape, source=""):
@@ -119,6 +122,10 @@ class Builder:
 
     # -- calibration -------------------------------------------------------------------------------
     def observer(self, float_name):
+        """The calibration statistics of a tensor; for the output of data movement, those of the
+        tensor whose values it moves, so that a moved tensor keeps the scale it was carried at (a
+        reader wanting the same format reads it as it is: no second rounding)."""
+        float_name = self.moved_from.get(float_name, float_name)
         if float_name not in self.obs:
             raise CompileError(f"no calibration statistics for tensor {float_name!r}")
         return self.obs[float_name]
