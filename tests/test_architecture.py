@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "intsim"
 LAYERS = [
     ("commands", ["intsim.cli", "intsim.__main__"]),
     ("experiments", ["intsim.experiment"]),
-    ("consumers", ["intsim.golden", "intsim.analysis"]),
+    ("consumers", ["intsim.golden", "intsim.analysis", "intsim.conformance", "intsim.coverage"]),
     ("api", ["intsim.pipeline"]),
     ("import, compile, execute, data", ["intsim.onnx_import", "intsim.compile", "intsim.execute",
                                         "intsim.data", "intsim.model_files"]),
@@ -151,7 +151,8 @@ def test_the_checks_can_fail():
 
 
 DISPATCHERS = ("intsim.graph", "intsim.float_ref", "intsim.compile", "intsim.execute", "intsim.program",
-               "intsim.golden", "intsim.analysis", "intsim.pipeline", "intsim.experiment", "intsim.cli")
+               "intsim.golden", "intsim.analysis", "intsim.conformance", "intsim.coverage", "intsim.pipeline",
+               "intsim.experiment", "intsim.cli")
 
 
 def test_every_op_kind_has_one_home():

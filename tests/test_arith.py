@@ -233,7 +233,9 @@ def test_matmul_errors():
     with pytest.raises(ArithSpecError, match="empty"):
         matmul(np.zeros((0, 3), int), np.zeros((3, 2), int), i8, i8)
     with pytest.raises(IntOverflowError, match="operand a"):
-        matmul(np.full((1, 3), 300), np.zeros((3, 2), int), i8, i8)
+        matmul(np.full((1, 3), 300), np.zeros((3, 2), dtype=np.int8), i8, i8)
+    with pytest.raises(ArithSpecError, match="integer"):
+        matmul(np.zeros((1, 3)), np.zeros((3, 2)), i8, i8)
     for fast in (False, True):   # the bias pushes the exact sum past int32: K1.3 check, both paths
         a, b, bias = np.full((3, 4), 127), np.full((4, 2), 127), [(1 << 31) - 10, 0]
         with pytest.raises(IntOverflowError, match="accumulator"):

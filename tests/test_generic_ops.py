@@ -1,7 +1,7 @@
 """The generic ops (intsim/ops: Reshape, Transpose, Slice, Gather, Pad, Concat, MatMul, Mul, Scale,
 ChannelMul, ConstAdd, ReduceMean) end to end through the registry: shapes, float evaluation,
 lowering (which integer ops, which folds), both run paths bit for bit, accuracy against float; the
-integer rules of their spec sections (docs/arithmetic.md K1.5, K6.1-K6.6, K7.2-K7.6) on hand
+integer rules of their spec sections (docs/arithmetic.md K1.6, K6.1-K6.6, K7.2-K7.6) on hand
 examples; several outputs through compile, save/load and golden dumps."""
 import numpy as np
 import pytest

@@ -136,10 +136,15 @@ def test_manifest_entries_describe_the_bytes(toy):
     x, w, acc, mk, k = (m["tensors"][t] for t in ("act/x", "const/fc.weight", "act/fc.acc",
                                                    "const/fc.out.m", "const/fc.out.k"))
     assert (x["bits"], x["signed"], x["scale"], x["shape"]) == (8, True, 0.02, [2, 3, 8])
-    assert (w["bits"], w["narrow"], w["width_rule"]) == (8, True, "declared")
-    assert (acc["dtype"], acc["scale"]) == ("int32", [0.001, 0.002, 0.003, 0.004])
-    assert (mk["bits"], mk["signed"], mk["width_rule"]) == (31, False, "minimal")
-    assert (k["bits"], k["dtype"]) == (6, "uint8")
+    assert (w["bits"], w["narrow"], w["width_rule"], w["range"]) == (8, True, "register", [-127, 127])
+    assert (acc["dtype"], acc["scale"], acc["width_rule"]) == ("int32", [0.001, 0.002, 0.003, 0.004], "declared")
+    # constants: the register the spec declares (A2: m u31 for 31-bit multipliers, k s7 for
+    # [-31, 62]) beside the narrowest format holding the values
+    assert (mk["bits"], mk["signed"], mk["width_rule"], mk["range"]) == (31, False, "register", [1, 2**31 - 1])
+    assert (k["bits"], k["signed"], k["dtype"], k["range"]) == (7, True, "int8", [-31, 62])
+    assert k["minimal"] == {"bits": max(int(v).bit_length() for v in np.atleast_1d(prog.ops[1].consts["k"])),
+                            "signed": False}
+    assert "minimal" not in x and "range" not in x
     assert m["tensors"]["const/sm.G"]["value"] == prog.ops[2].consts["G"]
     assert m["tensors"]["act/sm"]["kind"] == "activation" and m["tensors"]["act/sm"]["op"] == 2
 
@@ -300,6 +305,71 @@ def test_compare_uses_the_other_manifest_and_warns(toy, tmp_path):
     r = golden.compare(root, tmp_path / "w")
     assert not r.ok and any("integer program" in w for w in r.warnings)
     assert r.first_divergence.tensor == "const/fc.weight"
+
+
+def test_compare_refuses_a_corrupted_golden_file_naming_the_golden_side(toy, tmp_path):
+    """A golden file that no longer matches its manifest's checksums stops the comparison: the
+    good other side is never blamed."""
+    _, _, root, _ = toy
+    gold = tmp_path / "gold"
+    shutil.copytree(root, gold)
+    other = tmp_path / "rtl"
+    _copy(root / "act", other / "act", "sm.npy")             # a correct RTL dump, no manifest
+    assert golden.compare(gold, other).ok
+    sm = np.load(gold / "act/sm.npy")
+    sm.ravel()[3] ^= 1
+    np.save(gold / "act/sm.npy", sm)
+    with pytest.raises(GoldenError, match=r"golden side: .*act/sm\.npy is corrupted \(CRC32"):
+        golden.compare(gold, other)
+    shutil.copy(root / "act/sm.npy", gold / "act/sm.npy")
+    (gold / "act/sm.bin").write_bytes((gold / "act/sm.bin").read_bytes()[:-1])   # every file is checked
+    with pytest.raises(GoldenError, match=r"golden side: .*act/sm\.bin is corrupted \(\d+ bytes"):
+        golden.compare(gold, other)
+    assert main(["compare", str(gold), str(other)]) == 1
+
+
+def test_compare_names_a_corrupted_file_on_the_other_side(toy, tmp_path):
+    """The other side's files are checked against its own manifest when it has one."""
+    _, _, root, _ = toy
+    other = tmp_path / "o"
+    shutil.copytree(root, other)
+    w = np.load(other / "const/fc.weight.npy")
+    w.ravel()[0] = -w.ravel()[0] if w.ravel()[0] else 1
+    np.save(other / "const/fc.weight.npy", w)
+    r = golden.compare(root, other)
+    bad = r.first_divergence
+    assert not r.ok and (bad.tensor, bad.file, bad.status) == ("const/fc.weight", "const/fc.weight.npy", "corrupt")
+    assert "other side: const/fc.weight.npy does not match its own manifest" in bad.message
+    assert bad.mismatches == 1 and [x.tensor for x in r.failed] == ["const/fc.weight"]
+    assert "other side" in r.text()
+
+
+def test_compare_refuses_dtypes_and_formats_that_would_wrap(toy, tmp_path):
+    """A uint64 .npy holding 2^64 - v for a signed golden value -v is refused, not read as -v;
+    so is any dtype or declared format that cannot hold the golden format's range."""
+    _, _, root, m = toy
+    acc = np.load(root / "act/fc.acc.npy")                  # int32 accumulators, some negative
+    assert acc.min() < 0
+    other = tmp_path / "o"
+    (other / "act").mkdir(parents=True)
+    np.save(other / "act/fc.acc.npy", acc.astype(np.uint64))         # two's complement in 64 bits
+    np.save(other / "act/fc.out.npy", np.load(root / "act/fc.out.npy").astype(np.uint8))
+    np.save(other / "act/sm.npy", np.load(root / "act/sm.npy").astype(np.int32))      # u16 in int32: fine
+    r = golden.compare(root, other)
+    res = {x.tensor: x for x in r.results}
+    assert res["act/fc.acc"].status == "refused" and "dtype uint64 cannot hold the golden s32" in res["act/fc.acc"].message
+    assert res["act/fc.out"].status == "refused" and "dtype uint8 cannot hold the golden s8" in res["act/fc.out"].message
+    assert res["act/sm"].status == "match" and "dtype int32" in res["act/sm"].note
+    with pytest.raises(GoldenError, match="does not fit int64"):    # read, never wrapped
+        golden.read_file(other / "act/fc.acc.npy", m["tensors"]["act/fc.acc"])
+    # the other side's manifest declares an unsigned format for a signed tensor
+    golden.dump(toy_program(), toy_input(), tmp_path / "d", ("hex",))
+    doc = json.loads((tmp_path / "d/manifest.json").read_text())
+    doc["tensors"]["act/fc.out"].update(signed=False)
+    (tmp_path / "d/manifest.json").write_text(json.dumps(doc))
+    r = golden.compare(root, tmp_path / "d")
+    out = next(x for x in r.results if x.tensor == "act/fc.out")
+    assert out.status == "refused" and "its manifest declares u8, which cannot hold the golden s8" in out.message
 
 
 # --- CLI ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import warnings
 
 from ..errors import IntsimError, IntsimWarning
 from ..version import __version__
-from . import golden, run, select, sweep
+from . import conformance, golden, run, select, sweep
 
 COMMANDS = {
     "run": (run.main, "quantize a model and run it integer-only on a data set"),
@@ -12,6 +12,10 @@ COMMANDS = {
     "compare": (golden.compare_main, "compare a dump (RTL, another tool) with a golden dump, bit for bit"),
     "select": (select.main, "choose each non-linear layer's approximation by the unified metric Omega"),
     "sweep": (sweep.main, "accuracy over a grid of bit widths and kernel choices (parallel, resumable)"),
+    "conformance": (conformance.conformance_main,
+                    "write directed + random conformance vectors of every kernel (golden format)"),
+    "coverage": (conformance.coverage_main,
+                 "report which spec coverage bins a golden or conformance dump hits"),
 }
 
 
@@ -19,8 +23,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"intsim {__version__}: bit-exact integer-only ViT simulator\n\ncommands:")
+        width = max(map(len, COMMANDS)) + 2          # the longest name still has two spaces
         for name, (_, h) in COMMANDS.items():
-            print(f"  {name:<10}{h}")
+            print(f"  {name:<{width}}{h}")
         print("\n'intsim COMMAND --help' for a command's options")
         return 0
     if argv[0] == "--version":

@@ -2,6 +2,7 @@
 import json
 
 from .. import pipeline as ip
+from ..kernels import gemm
 from .args import Parser, add_model_args, add_quant_args, build_program, config_from_args, count, writable_file
 
 
@@ -14,6 +15,9 @@ def main(argv):
     p.add_argument("--batch", type=count(1), default=100, help="images per batch (default 100)")
     p.add_argument("--save-program", default=None, help="write the integer program (PATH.json + PATH.npz)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--engine", default="auto", choices=gemm.ENGINES,
+                   help="integer GEMM engine of the fast path (spec K1.5; default auto: the fastest exact "
+                        "one here); every engine gives the same integers")
     a = p.parse_args(argv)
     config = config_from_args(a)
     if a.save_program:
@@ -22,9 +26,9 @@ def main(argv):
     if a.save_program:
         program.save(a.save_program)
     images, labels = data.evaluation(a.limit)
-    report = ip.evaluate(graph, program, images, labels, batch=a.batch)
+    report = ip.evaluate(graph, program, images, labels, batch=a.batch, engine=a.engine)
     report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"],
-                  calibration_images=n_calib)
+                  calibration_images=n_calib, engine=gemm.describe_engine(a.engine))
     if a.json:
         print(json.dumps(report))
     else:
@@ -44,7 +48,8 @@ def print_report(report, data_name, calib):
             print(f"output {out['name']} (N, {', '.join(map(str, out['shape']))}), "
                   f"{'class vector' if out['kind'] == 'class' else 'tensor'}")
         print_output(out, "  " if several else "")
-    print(f"speed          {report['images_per_s']:.1f} images/s (integer path)")
+    print(f"speed          {report['images_per_s']:.1f} images/s (integer path, matmul engine "
+          f"{report['engine']})")
 
 
 def print_output(out, indent):

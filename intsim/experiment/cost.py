@@ -4,9 +4,8 @@ weighted by the relative price of each operation kind (docs/selection.md S3).
     program_cost(program)   {"nonlinear_ops": weighted ops of the non-linear kernels per image,
                              "matmul_mbops": MAC bit operations of the matmuls, in millions}
 """
-import math
 
-from ..arith import ArithSpecError
+from ..arith import ArithSpecError, check_nonnegative
 from ..kernels.base import OP_KINDS
 from ..ops import program_op
 
@@ -32,12 +31,7 @@ def parse_weights(spec, defaults, what):
     for k, v in items:
         if k not in defaults:
             raise ArithSpecError(f"{what}: unknown name {k!r}; names: {', '.join(defaults)}")
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            raise ArithSpecError(f"{what}: {k}={v!r} is not a number") from None
-        if not math.isfinite(v) or v < 0:
-            raise ArithSpecError(f"{what}: {k}={v} must be finite and >= 0")
+        v = check_nonnegative(f"{what}: {k}", v)
         out[k] = v
     return out
 

@@ -1,11 +1,20 @@
 """Exact comparison of another tool's dump (RTL simulation, another simulator) with a golden dump:
 every golden tensor that has a file on the other side, bit for bit, naming the first diverging
-tensor in execution order (docs/golden.md)."""
+tensor in execution order (docs/golden.md).
+
+Before any value is compared, every golden file involved is checked against the CRC32 and SHA-256
+of its manifest (a corrupted golden file stops the comparison, naming it), and every file of the
+other side against its own manifest's checksums when it has one (a corrupted file there fails as
+`corrupt`). A file whose dtype or declared format cannot hold the golden tensor's range is refused,
+never read through a wrap."""
 from dataclasses import dataclass
+import hashlib
 from pathlib import Path
+import zlib
 
 import numpy as np
 
+from ..arith import register_range
 from .formats import FORMATS, MANIFEST, GoldenError
 from .reader import load, load_npy, read_file, read_manifest
 
@@ -13,7 +22,7 @@ from .reader import load, load_npy, read_file, read_manifest
 class FileResult:
     tensor: str                 # golden tensor id
     file: str                   # path relative to the other directory
-    status: str                 # match | mismatch | unreadable
+    status: str                 # match | mismatch | unreadable | refused | corrupt
     size: int = 0
     mismatches: int = 0
     first_index: tuple = None   # index into the golden shape
@@ -77,18 +86,17 @@ class CompareReport:
         if first is not None:
             where = f" ({ops[first.tensor]})" if ops and first.tensor in ops else ""
             lines.append(f"FIRST DIVERGENCE: {first.tensor}{where}, file {first.file}")
-            if first.status == "mismatch":
+            if first.message:
+                lines.append(f"  {first.message}")
+            if first.mismatches:
                 lines.append(f"  index {first.first_index}: golden {first.golden_value}, other "
                              f"{first.other_value}, difference {first.diff:+d} LSB")
-            else:
-                lines.append(f"  {first.message}")
             lines.append(f"failing tensors ({len(self.failed)}):")
             for r in self.failed[:max_rows]:
-                if r.status == "mismatch":
-                    lines.append(f"  {r.tensor:<44} {Path(r.file).suffix[1:]:<4} {r.mismatches:>8} / "
-                                 f"{r.size:<8} max |diff| {r.max_abs_diff} LSB")
-                else:
-                    lines.append(f"  {r.tensor:<44} {Path(r.file).suffix[1:]:<4} {r.message}")
+                counts = (f"{r.mismatches:>8} / {r.size:<8} max |diff| {r.max_abs_diff} LSB"
+                          if r.mismatches else "")
+                detail = "  ".join(x for x in (r.message, counts) if x)
+                lines.append(f"  {r.tensor:<44} {Path(r.file).suffix[1:]:<4} {detail}")
             if len(self.failed) > max_rows:
                 lines.append(f"  ... and {len(self.failed) - max_rows} more")
         notes = [r for r in self.results if r.note]
@@ -117,7 +125,8 @@ def _candidates(tid, other_entry):
 
 
 def compare(golden_dir, other_dir, pack=None, require_all=False):
-    """Exact comparison of every golden tensor that has a file in other_dir (any format)."""
+    """Exact comparison of every golden tensor that has a file in other_dir (any format), after
+    the checksums of both sides (GoldenError naming a corrupted golden file)."""
     g = load(golden_dir)
     other = Path(other_dir)
     if not other.is_dir():
@@ -131,25 +140,78 @@ def compare(golden_dir, other_dir, pack=None, require_all=False):
     if other_manifest is not None:
         warnings += _manifest_warnings(g.manifest, other_manifest)
     o_entries = other_manifest["tensors"] if other_manifest else {}
-    results, missing, used = [], [], set()
-    for tid, entry in g.manifest["tensors"].items():
+    found, missing = {}, []
+    for tid in g.manifest["tensors"]:
         files = [p for p in _candidates(tid, o_entries.get(tid)) if (other / p).is_file()]
-        if not files:
+        if files:
+            found[tid] = files
+        else:
             missing.append(tid)
-            continue
-        gold = g.tensors[tid]
-        for rel in files:
-            used.add(rel)
-            results.append(_compare_file(tid, gold, entry, o_entries.get(tid), other / rel, rel, pack))
+    for tid in found:
+        verify_golden(g, tid)
+    results = [_compare_file(tid, g.tensors[tid], g.manifest["tensors"][tid], o_entries.get(tid),
+                             other / rel, rel, pack)
+               for tid, files in found.items() for rel in files]
+    used = {rel for files in found.values() for rel in files}
     extra = sorted(str(p.relative_to(other)) for p in other.rglob("*")
                    if p.is_file() and p.suffix[1:] in FORMATS and str(p.relative_to(other)) not in used)
     return CompareReport(str(golden_dir), str(other_dir), results, missing, extra, warnings,
                          len(g.manifest["tensors"]), require_all)
 
 
+def checksum_problem(values, entry):
+    """Why these values are not the tensor an entry's crc32/sha256 describe (canonical bytes: the
+    entry's dtype, little endian, C order), or None. Values that do not fit the dtype are a problem
+    too: nothing wraps."""
+    dt = np.dtype(entry["dtype"]).newbyteorder("<")
+    lim = np.iinfo(dt)
+    if values.size and (int(values.min()) < lim.min or int(values.max()) > lim.max):
+        return f"values outside its dtype {dt.name}"
+    data = np.ascontiguousarray(values.astype(dt)).tobytes()
+    if "crc32" in entry and f"{zlib.crc32(data):08x}" != entry["crc32"]:
+        return f"CRC32 {zlib.crc32(data):08x}, the manifest says {entry['crc32']}"
+    if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        return "SHA-256 differs from the manifest's"
+    return None
+
+
+def verify_golden(g, tid):
+    """Every file of golden tensor tid must hold the bytes its manifest's checksums describe."""
+    entry = g.manifest["tensors"][tid]
+    for fmt, rel in entry.get("files", {}).items():
+        path = g.root / rel
+        try:
+            problem = checksum_problem(read_file(path, entry), entry)
+        except GoldenError as e:
+            problem = str(e).replace(f"{path}: ", "")
+        if problem:
+            raise GoldenError(f"golden side: {path} is corrupted ({problem}); refusing to compare "
+                              f"against it")
+
+
+def _refusal(entry, read_entry, path):
+    """Why the other file cannot hold the golden tensor faithfully (its dtype or declared format
+    does not cover the golden format's range: a value would wrap), or None."""
+    lo, hi = register_range(int(entry["bits"]), bool(entry["signed"]), bool(entry.get("narrow", False)))
+    want = f"the golden {'s' if entry['signed'] else 'u'}{entry['bits']} range [{lo}, {hi}]"
+    o_lo, o_hi = register_range(int(read_entry["bits"]), bool(read_entry["signed"]))
+    if not o_lo <= lo <= hi <= o_hi:
+        return (f"its manifest declares {'s' if read_entry['signed'] else 'u'}{read_entry['bits']}, "
+                f"which cannot hold {want}")
+    ext = path.suffix[1:]
+    if ext == "hex":
+        return None
+    try:
+        dt = load_npy(path, mmap=True).dtype if ext == "npy" else np.dtype(read_entry["dtype"])
+    except (GoldenError, TypeError):
+        return None                              # unreadable: read_file says why
+    if dt.kind in "iu" and not np.iinfo(dt).min <= lo <= hi <= np.iinfo(dt).max:
+        return f"dtype {dt.name} cannot hold {want} (a value would wrap)"
+    return None
+
+
 def _compare_file(tid, gold, entry, other_entry, path, rel, pack):
     read_entry = dict(entry)
-    note = ""
     if other_entry is not None:          # the other tool's own dtype/width/packing, if it says so
         for k in ("dtype", "bits", "signed", "hex"):
             if k in other_entry:
@@ -158,25 +220,36 @@ def _compare_file(tid, gold, entry, other_entry, path, rel, pack):
             return FileResult(tid, rel, "unreadable", gold.size,
                               message=f"shape {tuple(other_entry.get('shape') or ())} in its manifest, "
                                       f"golden {tuple(entry['shape'])}")
+    refusal = _refusal(entry, read_entry, path)
+    if refusal:
+        return FileResult(tid, rel, "refused", gold.size, message=refusal)
     try:
         b = read_file(path, read_entry, pack)
     except GoldenError as e:
         return FileResult(tid, rel, "unreadable", gold.size,
                           message=str(e).replace(f"{path}: ", "").replace(str(path), rel))
+    result = _compare_values(tid, rel, gold, b)
     if rel.endswith(".npy"):
         dt = load_npy(path, mmap=True).dtype
         if dt != np.dtype(entry["dtype"]):
-            note = f"dtype {dt}, golden {entry['dtype']} (values compared as integers)"
-    a = gold.ravel()
-    bf = b.ravel()
+            result.note = f"dtype {dt}, golden {entry['dtype']} (values compared as integers)"
+    corrupt = checksum_problem(b, {**read_entry, **other_entry}) if other_entry else None
+    if corrupt:
+        result.status = "corrupt"
+        result.message = f"other side: {rel} does not match its own manifest ({corrupt}): corrupted"
+    return result
+
+
+def _compare_values(tid, rel, gold, b):
+    a, bf = gold.ravel(), b.ravel()
     neq = a != bf
     n = int(neq.sum())
     if n == 0:
-        return FileResult(tid, rel, "match", a.size, note=note)
+        return FileResult(tid, rel, "match", a.size)
     i = int(np.argmax(neq))
     idx = tuple(int(v) for v in np.unravel_index(i, gold.shape)) if gold.ndim else ()
     return FileResult(tid, rel, "mismatch", a.size, n, idx, int(a[i]), int(bf[i]),
-                      int(np.max(np.abs(bf[neq] - a[neq]))), note=note)
+                      int(np.max(np.abs(bf[neq] - a[neq]))))
 
 
 def _manifest_warnings(gm, om):

@@ -6,10 +6,10 @@ import re
 
 import numpy as np
 
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat, register_range
 from ..errors import IntsimError
 
-GOLDEN_SCHEMA = 1
+GOLDEN_SCHEMA = 2
 SCHEMA_NAME = "intsim-golden"
 MANIFEST = "manifest.json"
 FORMATS = ("npy", "bin", "hex")
@@ -29,7 +29,8 @@ class TFormat:
     bits: int
     signed: bool
     narrow: bool = False
-    rule: str = "declared"      # "declared" (the program's format) or "minimal" (from the values)
+    rule: str = "declared"      # "declared" (an activation's program format), "register" (a
+                                # constant's declared register) or "minimal" (from the values)
 
     @property
     def dtype(self):
@@ -43,12 +44,15 @@ class TFormat:
         return cls(fmt.bits, fmt.signed, fmt.narrow, "declared")
 
     @classmethod
+    def register(cls, reg):
+        """The register an op declares for a constant (arith.ConstFormat)."""
+        return cls(reg.bits, reg.signed, reg.narrow, "register")
+
+    @classmethod
     def minimal(cls, a):
         """The narrowest format holding every value of a: unsigned if none is negative."""
-        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-        if lo >= 0:
-            return cls(max(hi.bit_length(), 1), False, False, "minimal")
-        return cls(max(max(hi, 0).bit_length(), (-lo - 1).bit_length()) + 1, True, False, "minimal")
+        reg = ConstFormat.holding(*((int(a.min()), int(a.max())) if a.size else (0, 0)))
+        return cls(reg.bits, reg.signed, False, "minimal")
 
 
 
@@ -57,17 +61,10 @@ def canonical(a, tf: TFormat):
     a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise GoldenError(f"golden tensors are integers, got dtype {a.dtype}")
-    if a.size and (int(a.min()) < _lo(tf) or int(a.max()) > _hi(tf)):
+    lo, hi = register_range(tf.bits, tf.signed, tf.narrow)
+    if a.size and (int(a.min()) < lo or int(a.max()) > hi):
         raise GoldenError(f"value outside the declared {'s' if tf.signed else 'u'}{tf.bits} range")
     return np.array(a, dtype=tf.dtype, order="C")      # keeps 0-d scalars 0-d
-
-
-def _lo(tf):
-    return -(1 << (tf.bits - 1)) + (1 if tf.narrow else 0) if tf.signed else 0
-
-
-def _hi(tf):
-    return (1 << (tf.bits - 1)) - 1 if tf.signed else (1 << tf.bits) - 1
 
 
 # --- hex: one word per line for $readmemh ---------------------------------------------------------

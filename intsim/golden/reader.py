@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arith import IntFormat
+from ..arith import INT64_MAX, IntFormat
 from ..program import Op, Program, TensorInfo
 from .formats import (FORMATS, GOLDEN_SCHEMA, MANIFEST, SCHEMA_NAME, GoldenError, TFormat, act_id,
                       parse_hex)
@@ -46,6 +46,8 @@ def check_manifest(doc, path):
             if isinstance(o, dict) and isinstance(o.get("consts", {}), dict) else None
         if ids is None or not all(isinstance(x, list) and all(t in tensors for t in x) for x in ids):
             raise GoldenError(f"{path}: op record {i} names tensors the manifest does not hold")
+    if "conformance" in doc:        # a conformance set: one-op programs, no model input or output
+        return
     out = doc.get("output")
     outs = out if isinstance(out, list) and out else [out]
     if (any(not isinstance(t, str) or t not in tensors for t in outs)
@@ -105,14 +107,14 @@ def read_file(path, entry, pack=None):
                 raise GoldenError(f"{path}: dtype {a.dtype}, expected integers")
             if a.shape != shape and not (a.ndim == 1 and a.size == size):
                 raise GoldenError(f"{path}: shape {a.shape}, expected {shape}")
-            return a.astype(np.int64).reshape(shape)
+            return _as_int64(a, path).reshape(shape)
         if ext == "bin":
             dt = np.dtype(entry["dtype"]).newbyteorder("<")
             data = path.read_bytes()
             if len(data) != size * dt.itemsize:
                 raise GoldenError(f"{path}: {len(data)} bytes, expected {size * dt.itemsize} "
                                   f"({size} x {dt.name})")
-            return np.frombuffer(data, dtype=dt).astype(np.int64).reshape(shape)
+            return _as_int64(np.frombuffer(data, dtype=dt), path).reshape(shape)
         if ext == "hex":
             p = pack or entry.get("hex", {}).get("pack", 1)
             values, n_words = parse_hex(path.read_text(errors="replace"), entry_format(entry), p, str(path))
@@ -122,10 +124,19 @@ def read_file(path, entry, pack=None):
                                   f"{p} per word)")
             if any(values[size:]):
                 raise GoldenError(f"{path}: padding elements after the last one are not 0")
-            return np.array(values[:size], dtype=np.int64).reshape(shape)
+            return _as_int64(np.array(values[:size], dtype=object), path).reshape(shape)
     except OSError as e:
         raise GoldenError(f"{path}: unreadable ({e.strerror or e})") from None
     raise GoldenError(f"{path}: unknown format {ext!r} (npy, bin, hex)")
+
+
+def _as_int64(a, path):
+    """The values as int64, refusing any that int64 cannot hold (a uint64 2^64 - 5 is not -5)."""
+    if a.size and a.dtype.kind in "uO" and int(a.max()) > INT64_MAX:
+        raise GoldenError(f"{path}: value {int(a.max())} does not fit int64 (read, never wrapped)")
+    if a.size and a.dtype.kind == "O" and int(a.min()) < -INT64_MAX - 1:
+        raise GoldenError(f"{path}: value {int(a.min())} does not fit int64 (read, never wrapped)")
+    return a.astype(np.int64)
 
 
 class Tensors(Mapping):
@@ -237,7 +248,7 @@ def load(path):
 
 
 
-def _program_const(value, cname, attrs):
+def program_const(value, cname, attrs):
     """A constant as the compiler emits it: weights in their weight format's storage, every other
     array as int64, 0-d values as Python ints (docs/golden.md, "The program of a dump")."""
     if cname == "weight" and "weight_fmt" in attrs:
@@ -259,7 +270,7 @@ def load_program(path):
                                             e.get("source", ""))
             names[tid] = e["name"]
     ops = [Op(o.kind, o.name, [names[t] for t in o.input_ids], [names[t] for t in o.output_ids],
-              {c: _program_const(v, c, o.attrs) for c, v in o.consts.items()}, o.attrs, o.spec)
+              {c: program_const(v, c, o.attrs) for c, v in o.consts.items()}, o.attrs, o.spec)
            for o in g.ops]
     meta = {"spec_version": m.get("spec_version"), "config": m.get("config", {}),
             "model": (m.get("model") or {}).get("file"), "model_sha256": (m.get("model") or {}).get("sha256")}

@@ -7,8 +7,10 @@ the manifest, into a directory that appears atomically (docs/golden.md).
 
 A tensor is identified by its *id*: its path relative to DIR without the format extension
 ("act/blocks.0.attn.softmax", "const/blocks.0.attn.qkv.weight"). The CRC32 and SHA-256 in the
-manifest are of the canonical bytes, i.e. of the .bin file, whatever formats were written. The
-declared format and documentary scale of each constant come from its op (intsim/ops).
+manifest are of the canonical bytes, i.e. of the .bin file, whatever formats were written. Each
+constant is written in the register its op declares (`OpDef.const_formats`, the spec's register
+widths), with the narrowest format holding its values beside it; its documentary scale also comes
+from its op (intsim/ops).
 """
 import ctypes
 import errno
@@ -24,7 +26,7 @@ import numpy as np
 
 from ..arith import SPEC_VERSION
 from ..execute import Executable
-from ..ops import program_op
+from ..ops import check_constants, program_op
 from ..version import __version__
 from .formats import (GOLDEN_SCHEMA, MANIFEST, SCHEMA_NAME, GoldenError, TFormat, act_id, canonical,
                       check_formats, check_pack, const_id, hex_text, hex_word_digits)
@@ -47,8 +49,9 @@ def _scale_json(s):
     return float(s)
 
 
-class _Writer:
-    """Writes tensors into the temporary dump directory and builds their manifest entries."""
+class TensorWriter:
+    """Writes tensors into a dump directory and builds their manifest entries (also used by
+    intsim.conformance, whose sets are dumps of one-op programs)."""
 
     def __init__(self, root, formats, pack):
         self.root = Path(root)
@@ -96,15 +99,25 @@ def dump(program, q_input, out_dir, formats=("npy",), pack=1, force=False, input
     manifest (a dict)."""
     formats = check_formats(formats)
     pack = check_pack(pack)
+    check_output(Path(out_dir), force)
+    check_constants(program)            # a dump records only constants its spec allows
+    q_input = np.asarray(q_input)
+    return write_atomically(out_dir, force, lambda tmp: _Recorder(tmp, program, formats, pack).record(
+        q_input, input_source))
+
+
+def write_atomically(out_dir, force, fill):
+    """fill(tmp) writes a dump's files into a temporary directory beside out_dir and returns its
+    manifest; the manifest is written and the directory renamed into place (see dump). Returns
+    the manifest."""
     out = Path(out_dir)
     check_output(out, force)
-    q_input = np.asarray(q_input)
     created = _make_parents(out.parent)
     remove_stale_temporaries(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())        # mkdtemp's 0700 would make the dump private
-        manifest = _Recorder(tmp, program, formats, pack).record(q_input, input_source)
+        manifest = fill(tmp)
         with open(tmp / MANIFEST, "w") as f:
             f.write(manifest_text(manifest))
         _install(tmp, out, force)
@@ -170,11 +183,29 @@ def manifest_text(manifest):
 
 
 
+def write_constants(w, program, index, op):
+    """Every constant of op (op number `index` of program) into TensorWriter w, in the register
+    its op declares, with the allowed `range` and the `minimal` format beside it; {name: id}."""
+    d = program_op(op.kind)
+    declared, scales = d.const_formats(op, program), d.const_scales(op, program)
+    ids = {}
+    for cname, v in op.consts.items():
+        v = np.asarray(v)
+        if cname not in declared:
+            raise GoldenError(f"op {index} {op.name!r}: constant {cname!r} has no declared register")
+        reg, low = declared[cname], TFormat.minimal(v)
+        ids[cname] = w.add(const_id(op.name, cname), v, TFormat.register(reg),
+                           {"kind": "constant", "name": cname, "op": index,
+                            "scale": _scale_json(scales.get(cname)), "range": [reg.lo, reg.hi],
+                            "minimal": {"bits": low.bits, "signed": low.signed}})
+    return ids
+
+
 class _Recorder:
     """Observes one program run and writes each tensor the first time it appears."""
 
     def __init__(self, tmp, program, formats, pack):
-        self.w = _Writer(tmp, formats, pack)
+        self.w = TensorWriter(tmp, formats, pack)
         self.program = program
         self.formats, self.pack = formats, pack
         self.ids = {}                        # program tensor name -> id
@@ -188,17 +219,7 @@ class _Recorder:
                                      "scale": _scale_json(info.scale), "source": info.source})
 
     def constants(self, i, op):
-        d = program_op(op.kind)
-        declared, scales = d.const_formats(op), d.const_scales(op, self.program)
-        ids = {}
-        for cname, v in op.consts.items():
-            v = np.asarray(v)
-            fmt = declared.get(cname)
-            ids[cname] = self.w.add(const_id(op.name, cname), v,
-                                    TFormat.of(fmt) if fmt is not None else TFormat.minimal(v),
-                                    {"kind": "constant", "name": cname, "op": i,
-                                     "scale": _scale_json(scales.get(cname))})
-        return ids
+        return write_constants(self.w, self.program, i, op)
 
     def observe(self, op, ins, outs):
         i = self.index[id(op)]

@@ -6,7 +6,7 @@ family: `candidates(family)` -> {name: kernel}, `get_kernel(family, name)`.
 from ..arith import ArithSpecError
 from . import gelu, layernorm, softmax
 from .add import RESIDUAL_ADD
-from .base import Kernel, KernelPlan
+from .base import Kernel, KernelPlan, check_registers
 from .matmul import MATMUL
 from .requantize import REQUANTIZE
 
@@ -15,7 +15,7 @@ DEFAULTS = {"gelu": "poly-gelu", "softmax": "bitshift-softmax", "layernorm": "is
 _CANDIDATES = {"gelu": gelu.CANDIDATES, "softmax": softmax.CANDIDATES, "layernorm": layernorm.CANDIDATES}
 
 __all__ = ["FAMILIES", "DEFAULTS", "Kernel", "KernelPlan", "MATMUL", "REQUANTIZE", "RESIDUAL_ADD",
-           "candidates", "get_kernel"]
+           "candidates", "check_registers", "get_kernel"]
 
 
 def candidates(family):

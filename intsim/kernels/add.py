@@ -10,8 +10,8 @@ import numpy as np
 
 from .. import arith
 from ..arith import IntFormat
-from .base import Consts, Kernel, KernelPlan
-from .requantize import multiplier
+from .base import Kernel, KernelPlan
+from .requantize import multiplier, multiplier_formats
 
 
 def _check(a, b, ma, ka, mb, kb):
@@ -67,15 +67,8 @@ class ResidualAdd(Kernel):
         for branch, s in (("a", sa), ("b", sb)):
             ratios.append(float(s) / float(out_scale))
             consts[f"m{branch}"], consts[f"k{branch}"] = multiplier(ratios[-1], multiplier_bits)
-        return KernelPlan(self.name, consts, tuple(in_fmt), out_fmt, out_scale, {}, tuple(in_scale),
-                          {"ratios": tuple(ratios)})
-
-    def check_consts(self, plan):
-        """K5: two scalar (m, k) pairs inside A2's ranges."""
-        c = Consts(self, plan.consts, ("ma", "ka", "mb", "kb"))
-        for branch in "ab":
-            arith.check_multiplier(f"residual add ({branch})", c.scalar(f"m{branch}", 0, (1 << 31) - 1),
-                                   c.scalar(f"k{branch}", arith.SHIFT_MIN, arith.SHIFT_MAX))
+        return KernelPlan(self.name, consts, tuple(in_fmt), out_fmt, out_scale,
+                          {"multiplier_bits": multiplier_bits}, tuple(in_scale), {"ratios": tuple(ratios)})
 
     def reference(self, inputs, plan):
         c = plan.consts
@@ -101,6 +94,11 @@ class ResidualAdd(Kernel):
             total += 0.5 + np.abs(x) * abs(ratio - dy)
         bound = float(plan.out_scale) * total
         return np.where((exact - 1 >= fmt.lo) & (exact + 1 <= fmt.hi), bound, np.inf)
+
+    def const_formats(self, plan):
+        """K5: one scalar (m, k) pair per operand, registers as in A6."""
+        m, k = multiplier_formats(plan.info.get("multiplier_bits", arith.MULTIPLIER_BITS_DEFAULT))
+        return {"ma": m, "ka": k, "mb": m, "kb": k}
 
     def float_reference(self, x, plan=None):
         """The real sum of the two real operands."""

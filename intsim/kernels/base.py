@@ -1,7 +1,7 @@
 """The one kernel interface (docs/arithmetic.md, section K0).
 
 Every kernel - requantize (A6), residual add (K5), matmul (K1) and the non-linear candidates of
-K2-K4 - is an object with the same five methods:
+K2-K4 - is an object with the same seven methods:
 
     plan(in_scale, in_fmt, **options) -> KernelPlan     offline, float allowed: real scales (and a
                                                          family's own options) -> integer constants
@@ -9,6 +9,12 @@ K2-K4 - is an object with the same five methods:
     fast(inputs, plan) -> ndarray                        numba/BLAS, bit-identical to reference
     cost(shape, plan=None) -> {kind: ops per element}    integer operations per output element
     error_bound(plan, inputs) -> ndarray                 per output element, |real out - float f(in)|
+    const_formats(plan) -> {name: arith.ConstFormat}     the register of each plan constant and the
+                                                         values the spec allows in it (the kernel's
+                                                         spec section states them)
+    check_consts(plan)                                   load time: the constants in their registers
+                                                         (`Consts`) and the preconditions between
+                                                         them that the kernel's proofs rely on
 
 `inputs` is a sequence of integer arrays (one per operand); `in_scale` and `in_fmt` are one value
 for a single-operand kernel and a tuple for a two-operand one. The options a plan takes are fixed
@@ -41,7 +47,7 @@ class KernelPlan:
 
 
 class Kernel:
-    """Base class; subclasses set the class attributes and implement the five methods."""
+    """Base class; subclasses set the class attributes and implement the methods above."""
     name = ""           # candidate name used on the command line and in plans
     family = ""         # "requantize", "add", "matmul", "gelu", "softmax" or "layernorm"
     spec_section = ""   # e.g. "K3.1"
@@ -66,14 +72,20 @@ class Kernel:
         """Per output element: a proved bound on |out * out_scale - f(inputs * in_scale)|."""
         raise NotImplementedError
 
+    def const_formats(self, plan):
+        """{constant name: arith.ConstFormat} for every constant of plan.consts (spec: the kernel
+        section's constants). Read by golden manifests and by ops.check_constants."""
+        raise NotImplementedError
+
     def float_reference(self, x, plan=None):
         """The float function the kernel approximates (with the plan's float parameters)."""
         raise NotImplementedError
 
     def check_consts(self, plan):
         """Refuse, at load time, constants that no plan could have made (see `Consts`); `plan` is
-        rebuilt from a program: its integer constants and the formats of the op's tensors."""
-        Consts(self, plan.consts, ())
+        rebuilt from a program: its integer constants and the formats of the op's tensors. The
+        default checks the declared registers; a kernel adds its preconditions between constants."""
+        Consts(self, plan)
 
 
 def row_length(shape):
@@ -88,28 +100,26 @@ def row_length(shape):
 
 
 class Consts:
-    """Load-time checks of a plan's integer constants: the preconditions the kernel's proofs rely on
-    (names, ranges, the values the spec fixes, vector lengths). A program carrying constants that no
-    plan could have produced is refused before it runs (an out-of-range shift or a short table would
-    be undefined, or silently wrong, in the fast path)."""
+    """Load-time checks of a plan's integer constants, so that a program carrying constants no plan
+    could have produced is refused before it runs (an out-of-range shift or a short table would be
+    undefined, or silently wrong, in the fast path). Each constant is checked against the register
+    its kernel declares (`const_formats`: the names, integer values, shapes and allowed ranges of
+    spec A1 "Constant registers" and the kernel's Registers paragraph); `fixed` and `require` add
+    the preconditions between constants that the kernel's proofs rely on. `c[name]` is a checked
+    value: a Python int for a scalar, an int64 array otherwise."""
 
-    def __init__(self, kernel, consts, names):
+    def __init__(self, kernel, plan):
         self.where = f"{kernel.name} ({kernel.spec_section})"
-        self.c = consts
-        missing = sorted(set(names) - set(consts))
-        extra = sorted(set(consts) - set(names))
-        if missing or extra:
-            raise ArithSpecError(f"{self.where}: constants missing {missing}, unexpected {extra}")
+        self.c = plan.consts
+        try:
+            declared = kernel.const_formats(plan)
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            raise ArithSpecError(f"{self.where}: malformed constants ({type(e).__name__}: {e})") from None
+        check_registers(self.where, declared, plan.consts)
 
-    def scalar(self, name, lo, hi):
-        v = self.c[name]
-        if isinstance(v, np.ndarray):
-            if v.ndim:
-                raise ArithSpecError(f"{self.where}: constant {name} must be a scalar, has shape {v.shape}")
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
-            raise ArithSpecError(f"{self.where}: constant {name} = {v!r} outside [{lo}, {hi}]")
-        return int(v)
+    def __getitem__(self, name):
+        v = np.asarray(self.c[name])
+        return int(v) if v.ndim == 0 else v.astype(np.int64)
 
     def fixed(self, name, value):
         """A constant the spec fixes (a table, a precision): it must be exactly the spec's."""
@@ -118,16 +128,19 @@ class Consts:
             raise ArithSpecError(f"{self.where}: constant {name} is not the spec's value")
         return value
 
-    def vector(self, name, length, lo, hi):
-        v = np.asarray(self.c[name])
-        if v.dtype.kind not in "iu" or v.shape != (length,):
-            raise ArithSpecError(f"{self.where}: constant {name} must be {length} integers, has "
-                                 f"dtype {v.dtype} and shape {v.shape}")
-        if length and (int(v.min()) < lo or int(v.max()) > hi):
-            raise ArithSpecError(f"{self.where}: constant {name} holds {int(v.min())}..{int(v.max())}, "
-                                 f"outside [{lo}, {hi}]")
-        return v.astype(np.int64)
-
     def require(self, ok, message):
         if not ok:
             raise ArithSpecError(f"{self.where}: {message}")
+
+
+def check_registers(where, declared, consts):
+    """Every constant of `consts` declared, every declared one present and inside its register
+    (arith.ConstFormat.violation); ArithSpecError naming the first that is not."""
+    missing = sorted(set(declared) - set(consts))
+    extra = sorted(set(consts) - set(declared))
+    if missing or extra:
+        raise ArithSpecError(f"{where}: constants missing {missing}, unexpected {extra}")
+    for name, fmt in declared.items():
+        why = fmt.violation(consts[name])
+        if why:
+            raise ArithSpecError(f"{where}: constant {name}: {why}")

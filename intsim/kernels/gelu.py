@@ -18,7 +18,7 @@ import numba
 import numpy as np
 
 from .. import arith, floatfn
-from ..arith import ArithSpecError, IntFormat, IntOverflowError
+from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
 from .base import Consts, Kernel, KernelPlan, row_length
 
 SQRT2 = math.sqrt(2.0)
@@ -124,17 +124,14 @@ class _GeluKernel(Kernel):
     family = "gelu"
 
     def check_consts(self, plan):
-        """K3.0 formats, then the candidate's constants (`_check`) and its output bound, which must
-        fit the declared output width."""
-        c = Consts(self, plan.consts, ("in_lo", "in_hi", "out_bits") + self.CONSTS)
-        bits = c.scalar("in_hi", 1, (1 << (IN_BITS_MAX - 1)) - 1).bit_length() + 1
-        fmt = IntFormat(bits)
-        c.require(c.scalar("in_lo", fmt.lo, fmt.lo) == fmt.lo and fmt.hi == plan.consts["in_hi"],
-                  "in_lo, in_hi are not a signed format's range")
-        out_fmt = IntFormat(c.scalar("out_bits", 2, OUT_BITS_MAX))
-        c.require(plan.in_fmt == fmt and plan.out_fmt == out_fmt,
-                  f"constants say {fmt.describe()} -> {out_fmt.describe()}, the program's tensors are "
-                  f"{plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
+        """K3.0: the registers (in_lo, in_hi, out_bits restating the program's formats), a signed
+        input and a signed full-range output; then the candidate's preconditions (`_check`) and
+        its output bound, which must fit the declared output width."""
+        c = Consts(self, plan)
+        fmt, out_fmt = plan.in_fmt, IntFormat(c["out_bits"])
+        c.require(fmt.signed and plan.out_fmt == out_fmt,
+                  f"the program's tensors are {fmt.describe()} -> {plan.out_fmt.describe()}, the "
+                  f"constants need a signed input and {out_fmt.describe()}")
         bound = self._check(c, fmt)
         c.require(bound <= out_fmt.hi, f"outputs up to {bound} do not fit {out_fmt.describe()}")
 
@@ -145,6 +142,16 @@ class _GeluKernel(Kernel):
     def error_bound(self, plan, inputs):
         """Pointwise bound at the real inputs x = q * in_scale (the candidate's `bound_at`)."""
         return self.bound_at(plan, np.asarray(inputs[0], dtype=np.float64) * plan.in_scale)
+
+    const_registers = {}          # the candidate's own constants (K3.x), beside K3.0's
+
+    def const_formats(self, plan):
+        """K3.0: in_lo, in_hi and out_bits restate the formats (registers holding their domains:
+        signed 2..16-bit inputs, outputs up to 32 bits), then the candidate's constants."""
+        return {"in_lo": ConstFormat.holding(-(1 << (IN_BITS_MAX - 1)), -1).exactly(plan.in_fmt.lo),
+                "in_hi": ConstFormat.holding(1, (1 << (IN_BITS_MAX - 1)) - 1).exactly(plan.in_fmt.hi),
+                "out_bits": ConstFormat.holding(2, OUT_BITS_MAX).exactly(plan.out_fmt.bits),
+                **self.const_registers}
 
 
 # =====================================================================================================
@@ -278,6 +285,11 @@ class PolyGelu(_GeluKernel):
     name = "poly-gelu"
     spec_section = "K3.1"
     title = "IPTQ-ViT data-aware Poly-GELU, 4th-power erf, fitted (a, b)"
+    const_registers = {                                   # K3.1.2 "Registers"
+        "GL": ConstFormat.holding(0, 61), "GR": ConstFormat.holding(0, IN_BITS_MAX - 1),
+        "B": ConstFormat.holding(1 << (NB - 1), 1 << NB), "S2": ConstFormat.fixed(S2),
+        "mA": ConstFormat.holding(1 << (MA_BITS - 1), (1 << MA_BITS) - 1),
+        "kA": ConstFormat.holding(0, arith.SHIFT_MAX), "TWO_ONE": ConstFormat.fixed(1 << (F_POLY + 1))}
 
     def plan(self, in_scale, in_fmt, sample=None, a=None, b=None):
         """Constants of K3.1.2 from in_scale and (a, b): given, else fitted on the calibration
@@ -326,21 +338,16 @@ class PolyGelu(_GeluKernel):
         return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (F_POLY + 1), info, S,
                           {"a": a, "b": b})
 
-    CONSTS = ("GL", "GR", "B", "S2", "mA", "kA", "TWO_ONE")
 
     @staticmethod
     def _check(c, fmt):
-        """K3.1.2: one of GL, GR zero, |q| << GL inside int64, B in [2^(NB-1), 2^NB], a normalised
-        14-bit mA, S2 and 2^(F+1) as the spec fixes them."""
-        gl, gr = c.scalar("GL", 0, 62), c.scalar("GR", 0, 62)
+        """K3.1.2: one of GL, GR zero and |q| << GL inside int64, |q| >> GR not all zero (B, mA,
+        kA, S2 and 2^(F+1) are checked by their registers); returns the output bound."""
+        gl, gr = c["GL"], c["GR"]
         mag = max(-fmt.lo, fmt.hi)
         c.require(min(gl, gr) == 0 and mag.bit_length() + gl <= 62 and mag >> gr > 0,
                   f"GL = {gl}, GR = {gr} do not fit a {fmt.bits}-bit input")
-        c.fixed("S2", S2)
-        c.fixed("TWO_ONE", 1 << (F_POLY + 1))
-        B = c.scalar("B", 1 << (NB - 1), 1 << NB)
-        return _poly_bound(fmt, B, c.scalar("mA", 1 << (MA_BITS - 1), (1 << MA_BITS) - 1),
-                           c.scalar("kA", 0, 62))[0]
+        return _poly_bound(fmt, c["B"], c["mA"], c["kA"])[0]
 
     def reference(self, inputs, plan):
         """Spec K3.1.3, steps P1-P6."""
@@ -421,6 +428,11 @@ class IbertGelu(_GeluKernel):
     spec_section = "K3.2"
     title = "I-BERT i-GELU, 2nd-order erf (a=-0.2888, b=-1.769)"
 
+    const_registers = {"b_int": ConstFormat.holding(-((1 << 31) - 1), -1),    # K3.2.1 "Registers"
+                       "c_int": ConstFormat.holding(-((1 << 62) - 1), -1),
+                       "n": ConstFormat.holding(0, 62),
+                       "one": ConstFormat.holding(-((1 << 31) - 1), -IBERT_ONE_MIN)}
+
     def plan(self, in_scale, in_fmt, sample=None, n=None):
         """K3.2.1 (I-BERT's constants; no fit: `sample` is not used)."""
         S = arith.check_scale("in_scale", in_scale)
@@ -446,14 +458,14 @@ class IbertGelu(_GeluKernel):
         info = {"a": IBERT_A, "b": IBERT_B, "n": n, "S1": S1, "S_erf": S_erf}
         return KernelPlan(self.name, consts, fmt, out_fmt, -S * S_erf / 2.0, info, S)
 
-    CONSTS = ("b_int", "c_int", "n", "one")
 
     @staticmethod
     def _check(c, fmt):
-        """K3.2.1: b_int, c_int < 0 with b_int^2 + |c_int| below 2^62, n <= 62, one <= -16."""
-        b_int, c_int = c.scalar("b_int", -(1 << 31), -1), c.scalar("c_int", -(1 << 62), -1)
+        """K3.2.1: b_int^2 + |c_int| below 2^62 (the signs and ranges of b_int, c_int, n and one
+        are their registers); returns the output bound."""
+        b_int, c_int = c["b_int"], c["c_int"]
         c.require(b_int * b_int + abs(c_int) < INT64_LIMIT, "b_int^2 + |c_int| leaves int64")
-        return _ibert_bound(fmt, b_int, c_int, c.scalar("n", 0, 62), c.scalar("one", -(1 << 62), -IBERT_ONE_MIN))
+        return _ibert_bound(fmt, b_int, c_int, c["n"], c["one"])
 
     def reference(self, inputs, plan):
         """Spec K3.2.2, steps I1-I5 (I-BERT's algorithm; the final negation is ours)."""
@@ -554,6 +566,9 @@ class IvitShiftGelu(_GeluKernel):
     spec_section = "K3.3"
     title = "I-ViT ShiftGELU x*sigmoid(1.702x), shift exponential, 8-bit sigmoid"
 
+    const_registers = {"x0": ConstFormat.holding(-((1 << 31) - 1), -1),      # K3.3 "Registers"
+                       "n": ConstFormat.holding(1, 30), "rowmax": ConstFormat.holding(0, 1)}
+
     def plan(self, in_scale, in_fmt, sample=None, n=None, rowmax=True):
         """rowmax=True: I-ViT's max over the last axis (row-wise kernel). rowmax=False: our
         elementwise variant with m = max(q, 0) per element (K3.3.3). No fit: `sample` is not used."""
@@ -583,14 +598,13 @@ class IvitShiftGelu(_GeluKernel):
         info = {"n": n, "x0": x0, "rowmax": bool(rowmax), "clamp_free_for_m_ge_0": 2 * (X << n) <= SAT}
         return KernelPlan(self.name, consts, fmt, out_fmt, S / 2.0 ** (SIG_BITS - 1), info, S)
 
-    CONSTS = ("x0", "n", "rowmax")
 
     @staticmethod
     def _check(c, fmt):
-        """K3.3.2: x0 < 0, n in [1, 30] with |x0| 2^n <= 2^31 - 1; outputs |q| * 127."""
-        x0, n = c.scalar("x0", -SAT, -1), c.scalar("n", 1, 30)
+        """K3.3.2: |x0| 2^n <= 2^31 - 1 (x0 < 0, n in [1, 30] and rowmax are registers); the
+        output bound is |q| * 127."""
+        x0, n = c["x0"], c["n"]
         c.require(-x0 << n <= SAT, f"|x0| * 2^n = {-x0 << n} exceeds 2^31 - 1")
-        c.scalar("rowmax", 0, 1)
         return max(-fmt.lo, fmt.hi) * ((1 << (SIG_BITS - 1)) - 1)
 
     def reference(self, inputs, plan):

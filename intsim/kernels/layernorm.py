@@ -19,12 +19,13 @@ import numba
 import numpy as np
 
 from .. import arith, floatfn
-from ..arith import ArithSpecError, IntFormat, IntOverflowError
+from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
 from .base import OP_KINDS, Consts, Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 24)
 C_MAX = 4096
 GAMMA_BITS_RANGE = (2, 24)
+GAMMA_BITS_DEFAULT = 16
 OUT_BITS_RANGE = (8, 32)
 NORM_BITS_RANGE = (4, 24)       # F of K4.2; F <= 24 keeps every shift K - F - t - u >= 2
 H_MAX = 62                      # largest output shift h (A3: round_shift needs 2^(h-1) in int64)
@@ -148,12 +149,7 @@ def _check_common(in_scale, in_fmt, gamma, beta, eps, gamma_bits, out_bits):
     beta = _check_vector("beta", beta)
     if gamma.shape != beta.shape:
         raise ArithSpecError(f"layernorm: gamma has {gamma.size} channels, beta {beta.size}")
-    try:
-        e = float(eps)
-    except (TypeError, ValueError):
-        raise ArithSpecError(f"layernorm eps must be a finite number >= 0, got {eps!r}") from None
-    if not math.isfinite(e) or e < 0:
-        raise ArithSpecError(f"layernorm eps must be a finite number >= 0, got {eps!r}")
+    e = arith.check_nonnegative("layernorm eps", eps)
     gamma_bits = arith.check_bits("layernorm gamma_bits", gamma_bits, *GAMMA_BITS_RANGE)
     out_bits = arith.check_bits("layernorm out_bits", out_bits, *OUT_BITS_RANGE)
     return s, in_fmt, gamma, beta, e, gamma_bits, out_bits
@@ -306,22 +302,35 @@ class _LayerNormKernel(Kernel):
         s_gam = plan.info["gamma_scale"] / plan.info["lam"]
         return (np.abs(gamma) + s_gam / 2) * dz + s_gam / 2 * np.abs(z) + plan.out_scale
 
+    const_registers = {}          # the candidate's own constants (K4.2.1), beside K4.0's
+
+    def const_formats(self, plan):
+        """K4.0: C, in_lo and in_hi (restating the input format), the integer gamma g (signed narrow
+        gamma_bits, default 16) and beta B (signed out_bits) per channel, the shift h and out_bits;
+        then the candidate's constants."""
+        C = np.asarray(plan.consts.get("C", 0))
+        per_channel = (int(C),) if C.ndim == 0 and C.dtype.kind in "iu" else None
+        widest = 1 << (IN_BITS_RANGE[1] - 1)
+        gamma = IntFormat(plan.info.get("gamma_bits", GAMMA_BITS_DEFAULT), narrow=True)
+        out = IntFormat(plan.out_fmt.bits)
+        return {"C": ConstFormat.holding(1, C_MAX),
+                "in_lo": ConstFormat.holding(-widest, -1).exactly(plan.in_fmt.lo),
+                "in_hi": ConstFormat.holding(1, widest - 1).exactly(plan.in_fmt.hi),
+                "g": ConstFormat.of(gamma, per_channel), "B": ConstFormat.of(out, per_channel),
+                "h": ConstFormat.holding(0, H_MAX),
+                "out_bits": ConstFormat.holding(*OUT_BITS_RANGE).exactly(out.bits), **self.const_registers}
+
     def check_consts(self, plan):
-        """K4.0.1-3 formats and lengths, the candidate's own constants (`_check`, which returns the
-        bound on |n|), and the affine stage's output bound against the declared width."""
-        c = Consts(self, plan.consts, ("C", "in_lo", "in_hi", "g", "B", "h", "out_bits") + self.CONSTS)
-        C = c.scalar("C", 1, C_MAX)
-        fmt = IntFormat(c.scalar("in_hi", 1, (1 << (IN_BITS_RANGE[1] - 1)) - 1).bit_length() + 1)
-        c.require(c.scalar("in_lo", fmt.lo, fmt.lo) == fmt.lo and fmt.hi == plan.consts["in_hi"],
-                  "in_lo, in_hi are not a signed format's range")
-        out_fmt = IntFormat(c.scalar("out_bits", *OUT_BITS_RANGE))
-        c.require(plan.in_fmt == fmt and plan.out_fmt == out_fmt,
-                  f"constants say {fmt.describe()} -> {out_fmt.describe()}, the program's tensors are "
-                  f"{plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
-        g = c.vector("g", C, -(1 << (GAMMA_BITS_RANGE[1] - 1)) + 1, (1 << (GAMMA_BITS_RANGE[1] - 1)) - 1)
-        B = c.vector("B", C, -out_fmt.hi, out_fmt.hi)
-        n_max = self._check(c, fmt, C)
-        bound = _affine_bound(n_max * int(np.max(np.abs(g))), c.scalar("h", 0, H_MAX), int(np.max(np.abs(B))))
+        """K4.0: the registers (C, in_lo, in_hi restating the program's input, g and B of C
+        channels, h, out_bits), then the candidate's preconditions (`_check`, which returns the
+        bound on |n|) and the affine stage's output bound against the declared width."""
+        c = Consts(self, plan)
+        fmt, out_fmt = plan.in_fmt, IntFormat(c["out_bits"])
+        c.require(fmt.signed and plan.out_fmt == out_fmt,
+                  f"the program's tensors are {fmt.describe()} -> {plan.out_fmt.describe()}, the "
+                  f"constants need a signed input and {out_fmt.describe()}")
+        n_max = self._check(c, fmt, c["C"])
+        bound = _affine_bound(n_max * int(np.max(np.abs(c["g"]))), c["h"], int(np.max(np.abs(c["B"]))))
         c.require(bound <= out_fmt.hi, f"outputs up to {bound} do not fit {out_fmt.describe()}")
 
     def _plan_out(self, consts, in_fmt, gamma, beta, lam, F, n_max, gamma_bits, out_bits, info):
@@ -413,6 +422,8 @@ class IsqrtLayerNorm(_LayerNormKernel):
     name = "isqrt-layernorm"
     spec_section = "K4.2"
     title = "exact integer mean/variance, eps inside, floor isqrt, 2^-16 normalised value (ours)"
+    const_registers = {"p": ConstFormat.holding(0, IN_BITS_RANGE[1] - 2), "u": ConstFormat.holding(0, U_MAX),
+                       "E": ConstFormat.holding(0, R_LIMIT - 1), "F": ConstFormat.holding(*NORM_BITS_RANGE)}
 
     def plan(self, in_scale, in_fmt, gamma=None, beta=None, eps=1e-6, gamma_bits=16, norm_bits=16,
              out_bits=32):
@@ -429,19 +440,19 @@ class IsqrtLayerNorm(_LayerNormKernel):
         info = {"in_scale": S, "eps": eps, "p": p, "u": u, "E": E, "D_max": D_max, "norm_bits": F}
         return self._plan_out(consts, in_fmt, gamma, beta, 1.0, F, n_max, gamma_bits, out_bits, info)
 
-    CONSTS = ("p", "u", "E", "F")
 
     @staticmethod
     def _check(c, fmt, C):
-        """K4.2.1: the pre-shift, eps resolution and E keep every variance intermediate in int64
-        and R = (D << 2u) + E below 2^62; returns the bound on |n| of K4.2.3."""
-        p, u = c.scalar("p", 0, fmt.bits - 2), c.scalar("u", 0, U_MAX)
-        F = c.scalar("F", *NORM_BITS_RANGE)
+        """K4.2.1: a pre-shift below the input width, and p, u and E keeping every variance
+        intermediate in int64 and R = (D << 2u) + E below 2^62 (their ranges and F's are
+        registers); returns the bound on |n| of K4.2.3."""
+        p, u, F = c["p"], c["u"], c["F"]
+        c.require(p <= fmt.bits - 2, f"pre-shift p = {p} exceeds the {fmt.bits}-bit input")
         lo, hi = fmt.lo >> p, fmt.hi >> p
         c.require(C * C * max(lo * lo, hi * hi) <= arith.INT64_MAX, f"pre-shift p = {p} leaves C*sum(q~^2) "
                   f"outside int64")
         D_max = (C * (hi - lo)) ** 2 // 4
-        c.require((D_max << (2 * u)) + c.scalar("E", 0, R_LIMIT) < R_LIMIT, "R = (D << 2u) + E reaches 2^62")
+        c.require((D_max << (2 * u)) + c["E"] < R_LIMIT, "R = (D << 2u) + E reaches 2^62")
         return math.isqrt((C - 1) << (2 * F)) + 4
 
     def reference(self, inputs, plan):
@@ -564,7 +575,6 @@ class IvitLayerNorm(_LayerNormKernel):
         return self._plan_out(consts, in_fmt, gamma, beta, math.sqrt(C), IVIT_NORM_BITS, 1 << 30,
                               gamma_bits, out_bits, info)
 
-    CONSTS = ()
 
     @staticmethod
     def _check(c, fmt, C):

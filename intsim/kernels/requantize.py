@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat
 from .base import Consts, Kernel, KernelPlan
 
 
@@ -88,6 +88,14 @@ def multiplier(ratio, bits):
     return arith.dyadic_array(ratio, bits)
 
 
+def multiplier_formats(multiplier_bits, shape=()):
+    """The registers of one (m, k) pair (A2): m unsigned `multiplier_bits` wide holding
+    [1, 2^B - 1], k signed 7 bits holding [-31, 62]."""
+    bits = arith.check_bits("multiplier width", multiplier_bits, 2, arith.MULTIPLIER_BITS_DEFAULT)
+    return (ConstFormat.holding(1, (1 << bits) - 1, shape),
+            ConstFormat.holding(arith.SHIFT_MIN, arith.SHIFT_MAX, shape))
+
+
 class Requantize(Kernel):
     name = "requantize"
     family = "requantize"
@@ -104,16 +112,14 @@ class Requantize(Kernel):
             dst = np.asarray(out_scale, dtype=np.float64)
             ratio = np.broadcast_to(src / dst, dst.shape if dst.ndim else src.shape)
         m, k = multiplier(ratio, multiplier_bits)
-        return KernelPlan(self.name, {"m": m, "k": k}, in_fmt, out_fmt, out_scale, {},
-                          in_scale, {"ratio": np.asarray(ratio, dtype=np.float64)})
+        return KernelPlan(self.name, {"m": m, "k": k}, in_fmt, out_fmt, out_scale,
+                          {"multiplier_bits": multiplier_bits}, in_scale,
+                          {"ratio": np.asarray(ratio, dtype=np.float64)})
 
     def check_consts(self, plan):
-        """A2: (m, k) in range, scalars or one pair per channel."""
-        Consts(self, plan.consts, ("m", "k"))
-        m, k = arith.check_multiplier("requantize", plan.consts["m"], plan.consts["k"])
-        if m.shape != k.shape or m.ndim > 1:
-            raise arith.ArithSpecError(f"requantize: m and k must be scalars or vectors of one length, "
-                                       f"have shapes {m.shape} and {k.shape}")
+        """A2: (m, k) in their registers (the shape of m is k's), scalars or one pair per channel."""
+        c = Consts(self, plan)
+        c.require(np.ndim(c["m"]) <= 1, f"m and k must be scalars or vectors, have shape {np.shape(c['m'])}")
 
     @staticmethod
     def _axis(consts):
@@ -144,6 +150,13 @@ class Requantize(Kernel):
         out_scale = np.asarray(plan.out_scale, dtype=np.float64)
         bound = out_scale * (0.5 + np.abs(x) * np.abs(ratio - dyadic_ratio))
         return np.where((exact >= fmt.lo - 0.5) & (exact < fmt.hi + 0.5), bound, np.inf)
+
+    def const_formats(self, plan):
+        """A6: (m, k) per tensor (scalars) or per channel (vectors of equal length); m as wide as
+        the plan's multiplier width (`info["multiplier_bits"]`, 31 unless given)."""
+        shape = np.shape(plan.consts.get("m", 0))
+        m, k = multiplier_formats(plan.info.get("multiplier_bits", arith.MULTIPLIER_BITS_DEFAULT), shape)
+        return {"m": m, "k": k}
 
     def float_reference(self, x, plan=None):
         """Requantization keeps the real value: the identity on real inputs."""

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from .. import arith
-from ..arith import ArithSpecError, IntFormat
+from ..arith import ArithSpecError, ConstFormat, IntFormat
 from .base import Consts, Kernel, KernelPlan, row_length
 
 IN_BITS_RANGE = (2, 16)
@@ -145,6 +145,16 @@ class _SoftmaxKernel(Kernel):
         return KernelPlan(self.name, consts, in_fmt, out_fmt, 2.0 ** -out_fmt.bits, info,
                           info["in_scale"])
 
+    const_registers = {}          # the candidate's own constants (K2.x.1), beside K2.0.1's
+
+    def const_formats(self, plan):
+        """K2.0.1: in_bits, in_narrow and out_bits restate the formats (registers holding their
+        domains, 2..16 and 0..1), then the candidate's constants (K2.x.1)."""
+        return {"in_bits": ConstFormat.holding(*IN_BITS_RANGE).exactly(plan.in_fmt.bits),
+                "in_narrow": ConstFormat.holding(0, 1).exactly(int(plan.in_fmt.narrow)),
+                "out_bits": ConstFormat.holding(*OUT_BITS_RANGE).exactly(plan.out_fmt.bits),
+                **self.const_registers}
+
     def scale_range(self, in_fmt, out_bits=8):
         """(smallest, largest) in_scale that plan() accepts for in_fmt (K2.x.4): the accepted set
         is an interval (every limit is monotone in S); its ends are found by bisection on floats."""
@@ -167,10 +177,11 @@ class _SoftmaxKernel(Kernel):
         return lo, hi
 
     def check_consts(self, plan):
-        """K2.0.1 formats, then the candidate's own constants (`_check`)."""
-        c = Consts(self, plan.consts, ("in_bits", "in_narrow", "out_bits") + self.CONSTS)
-        in_fmt = IntFormat(c.scalar("in_bits", *IN_BITS_RANGE), True, bool(c.scalar("in_narrow", 0, 1)))
-        out_fmt = IntFormat(c.scalar("out_bits", *OUT_BITS_RANGE), signed=False)
+        """K2.0.1: the registers (in_bits, in_narrow, out_bits restating the program's formats),
+        a signed input and an unsigned output; then the candidate's preconditions (`_check`)."""
+        c = Consts(self, plan)
+        in_fmt = IntFormat(c["in_bits"], True, bool(c["in_narrow"]))
+        out_fmt = IntFormat(c["out_bits"], signed=False)
         c.require(plan.in_fmt == in_fmt and plan.out_fmt == out_fmt,
                   f"constants say {in_fmt.describe()} -> {out_fmt.describe()}, the program's tensors "
                   f"are {plan.in_fmt.describe()} -> {plan.out_fmt.describe()}")
@@ -253,6 +264,14 @@ class BitshiftSoftmax(_SoftmaxKernel):
     name = "bitshift-softmax"
     spec_section = "K2.1"
     title = "bit-shifting Softmax (ours): CSD log2(e)*S, 16 chords for 2^-r, 1 reciprocal/row"
+    const_registers = {                                   # K2.1.1 "Registers"
+        "K": ConstFormat.holding(1 << (BS_K_BITS - 1), 1 << 62),
+        "G": ConstFormat.holding(0, arith.SHIFT_MAX),
+        "F": ConstFormat.fixed(BS_F), "Q": ConstFormat.fixed(BS_Q),
+        "SEG_BITS": ConstFormat.fixed(BS_SEG_BITS),
+        "C": ConstFormat.holding(1 << (BS_Q - 1), 1 << BS_Q, (1 << BS_SEG_BITS,)),
+        "DS": ConstFormat.holding(0, (1 << 26) - 1, (1 << BS_SEG_BITS,)),
+        "N": ConstFormat.fixed(BS_N), "Z_MAX": ConstFormat.fixed(BS_Z_MAX)}
 
     def plan(self, in_scale, in_fmt, out_bits=8):
         s, out_fmt = _check_common(in_scale, in_fmt, out_bits)
@@ -276,19 +295,15 @@ class BitshiftSoftmax(_SoftmaxKernel):
                 "slope_csd_digits": max(len(csd(int(v))) for v in ds_tab)}
         return self._plan(consts, in_fmt, out_fmt, info)
 
-    CONSTS = ("K", "G", "F", "Q", "SEG_BITS", "C", "DS", "N", "Z_MAX")
 
     @staticmethod
     def _check(c, in_fmt):
-        """K2.1.4: the spec's fixed constants and tables, G <= 62 and D*K <= 2^62."""
-        for name, value in (("F", BS_F), ("Q", BS_Q), ("SEG_BITS", BS_SEG_BITS), ("N", BS_N),
-                            ("Z_MAX", BS_Z_MAX)):
-            c.fixed(name, value)
+        """K2.1.2, K2.1.4: the spec's tables (the fixed scalars and the ranges of K and G are their
+        registers) and D*K <= 2^62."""
         table, slopes = bitshift_tables()
         c.fixed("C", table)
         c.fixed("DS", slopes)
-        c.scalar("G", 0, arith.SHIFT_MAX)
-        k = c.scalar("K", 1, 1 << 62)
+        k = c["K"]
         c.require((in_fmt.hi - in_fmt.lo) * k <= 1 << 62, f"D*K up to {(in_fmt.hi - in_fmt.lo) * k} > 2^62")
 
     @staticmethod
@@ -380,6 +395,8 @@ class IvitShiftmax(_SoftmaxKernel):
     name = "ivit-shiftmax"
     spec_section = "K2.2"
     title = "I-ViT Shiftmax (n = 15, log2(e) ~ 1 + 1/2 - 1/16, chord 1 - r/2, 31-bit reciprocal)"
+    const_registers = {"x0": ConstFormat.holding(-((1 << 16) - 1), -1),      # K2.2.1, K2.2.4
+                       "n": ConstFormat.fixed(IVIT_N), "SUM_CAP": ConstFormat.fixed(IVIT_SUM_CAP)}
 
     def plan(self, in_scale, in_fmt, out_bits=8):
         s, out_fmt = _check_common(in_scale, in_fmt, out_bits)
@@ -390,13 +407,11 @@ class IvitShiftmax(_SoftmaxKernel):
         consts = {"x0": x0, "n": IVIT_N, "SUM_CAP": IVIT_SUM_CAP}
         return self._plan(consts, in_fmt, out_fmt, {"in_scale": s})
 
-    CONSTS = ("x0", "n", "SUM_CAP")
 
     @staticmethod
     def _check(c, in_fmt):
-        """K2.2.4: n and the sum cap are I-ViT's; x0 < 0 with e(0) = |x0| 2^n <= 2^31 - 1."""
-        n, cap = c.fixed("n", IVIT_N), c.fixed("SUM_CAP", IVIT_SUM_CAP)
-        x0 = c.scalar("x0", -(cap >> n), -1)
+        """K2.2.4: e(0) = |x0| 2^n <= 2^31 - 1 (n, the sum cap and x0's range are registers)."""
+        n, cap, x0 = c["n"], c["SUM_CAP"], c["x0"]
         c.require(-x0 << n <= cap, f"e(0) = {-x0 << n} exceeds 2^31 - 1")
 
     @staticmethod
@@ -473,6 +488,10 @@ class IbertSoftmax(_SoftmaxKernel):
     name = "ibert-softmax"
     spec_section = "K2.3"
     title = "I-BERT i-exp Softmax (n = 30, 2nd-order polynomial, fixed shift to 16 bits, 2^32/sum)"
+    const_registers = {"x0": ConstFormat.holding(-(1 << 15), -1),            # K2.3.1, K2.3.4
+                       "n": ConstFormat.fixed(IBERT_N), "b_int": ConstFormat.holding(1, (1 << 17) - 1),
+                       "c_int": ConstFormat.holding(1, (1 << 32) - 1), "SH16": ConstFormat.holding(16, 47),
+                       "E16_MAX": ConstFormat.fixed(IBERT_E16_MAX)}
 
     def plan(self, in_scale, in_fmt, out_bits=8):
         s, out_fmt = _check_common(in_scale, in_fmt, out_bits)
@@ -493,19 +512,15 @@ class IbertSoftmax(_SoftmaxKernel):
                   "E16_MAX": IBERT_E16_MAX}
         return self._plan(consts, in_fmt, out_fmt, {"in_scale": s})
 
-    CONSTS = ("x0", "n", "b_int", "c_int", "SH16", "E16_MAX")
 
     @staticmethod
     def _check(c, in_fmt):
-        """K2.3.4: n and the 16-bit cap are I-BERT's; x0 < 0, b_int >= 0, c_int >= 1, both products
-        below 2^62, and SH16 derived from e(0) as the plan derives it."""
-        n, _ = c.fixed("n", IBERT_N), c.fixed("E16_MAX", IBERT_E16_MAX)
-        x0 = c.scalar("x0", -(1 << 31), -1)
-        b_int = c.scalar("b_int", 0, 1 << 62)
-        c_int = c.scalar("c_int", 1, (1 << 62) - 1)
+        """K2.3.4: both products below 2^62 and SH16 derived from e(0) as the plan derives it (n,
+        the 16-bit cap and the ranges of x0, b_int, c_int are registers)."""
+        n, x0, b_int, c_int = c["n"], c["x0"], c["b_int"], c["c_int"]
         c.require(c_int << n < 1 << 62 and (-x0) * b_int << n < 1 << 62,
                   "c_int * 2^30 or |x0| * b_int * 2^30 reaches 2^62")
-        c.require(c.scalar("SH16", 1, 62) == (c_int << n).bit_length() - 15,
+        c.require(c["SH16"] == (c_int << n).bit_length() - 15,
                   "SH16 is not bitlen(c_int * 2^30) - 15")
 
     @staticmethod

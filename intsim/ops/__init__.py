@@ -2,10 +2,12 @@
 
     semantic_op("Linear")   the OpDef of a semantic graph op (GraphError if unknown)
     program_op("linear")    the OpDef of an integer program op kind (ProgramError if unknown)
+    check_constants(program) every constant of every op against its op's declared register
+                            (OpDef.const_formats; ProgramError naming op, constant, value, rule)
 
 Adding an op kind is one new file here, one line in OPS, a spec section and its tests
 (docs/architecture.md, "Adding an op")."""
-from ..errors import GraphError, ProgramError
+from ..errors import GraphError, IntsimError, ProgramError
 from .add import Add
 from .attn_context import AttnContext
 from .attn_scores import AttnScores
@@ -42,7 +44,8 @@ OPS = (PatchEmbed(), ClsPos(), LayerNorm(), Linear(), QKVSplit(), AttnScores(), 
 SEMANTIC = {op.semantic: op for op in OPS if op.semantic}
 KINDS = {op.kind: op for op in OPS}
 
-__all__ = ["KINDS", "OPS", "REQUANT", "SEMANTIC", "KernelOp", "MovementOp", "OpCost", "OpDef", "program_op", "semantic_op"]
+__all__ = ["KINDS", "OPS", "REQUANT", "SEMANTIC", "KernelOp", "MovementOp", "OpCost", "OpDef",
+           "check_constants", "constant_problems", "program_op", "semantic_op"]
 
 
 def semantic_op(name, node=None):
@@ -56,3 +59,36 @@ def program_op(kind, where=""):
     if kind not in KINDS:
         raise ProgramError(f"{where}unknown op kind {kind!r}; kinds: {', '.join(KINDS)}")
     return KINDS[kind]
+
+
+def constant_problems(program):
+    """Every constant of every op against its op's declaration (`const_formats`): one line per
+    problem - an undeclared or missing constant, a non-integer, another shape, a value outside the
+    register's declared range - naming the op, the constant and the spec section. [] when all hold."""
+    problems = []
+    for idx, op in enumerate(program.ops):
+        where = f"op {idx} {op.kind} {op.name!r}"
+        try:
+            declared = program_op(op.kind, f"{where}: ").const_formats(op, program)
+        except (IntsimError, KeyError, IndexError, TypeError, ValueError) as e:
+            problems.append(f"{where}: its constants cannot be checked ({type(e).__name__}: {e})")
+            continue
+        for name in sorted(set(op.consts) - set(declared)):
+            problems.append(f"{where}: constant {name!r} is not one of its constants "
+                            f"({', '.join(declared) or 'none'}; spec {op.spec})")
+        for name, fmt in declared.items():
+            if name not in op.consts:
+                problems.append(f"{where}: constant {name!r} is missing (spec {op.spec})")
+                continue
+            why = fmt.violation(op.consts[name])
+            if why:
+                problems.append(f"{where} constant {name!r}: {why} (spec {op.spec})")
+    return problems
+
+
+def check_constants(program):
+    """Raise ProgramError with the first problem of constant_problems (and how many more)."""
+    problems = constant_problems(program)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ProgramError(problems[0] + more)

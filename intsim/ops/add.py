@@ -5,7 +5,7 @@ operand wider than the stream or scaled per channel is requantized onto the stre
 operand then gets its own multiplier (ma, ka for the first input, mb, kb for the second)."""
 from ..arith import IntFormat
 from ..kernels import RESIDUAL_ADD, KernelPlan
-from .base import OpDef, run_kernel
+from .base import OpDef, multiplier_bits, run_kernel
 
 
 class Add(OpDef):
@@ -42,10 +42,18 @@ class Add(OpDef):
         b.bind(y, out, shape)
 
     def bind(self, op, program):
-        plan = KernelPlan(RESIDUAL_ADD.name, op.consts, tuple(program.tensors[t].fmt for t in op.inputs),
-                          program.tensors[op.outputs[0]].fmt)
+        plan = self.plan(op, program)
         RESIDUAL_ADD.check_consts(plan)
         return plan
 
+    def plan(self, op, program):
+        """The kernel plan rebuilt from the program: its constants, formats and multiplier width."""
+        return KernelPlan(RESIDUAL_ADD.name, op.consts, tuple(program.tensors[t].fmt for t in op.inputs),
+                          program.tensors[op.outputs[0]].fmt,
+                          info={"multiplier_bits": multiplier_bits(program)})
+
     def run(self, op, inputs, plan, path):
         return [run_kernel(RESIDUAL_ADD, path, inputs, plan)]
+
+    def const_formats(self, op, program):
+        return RESIDUAL_ADD.const_formats(self.plan(op, program))

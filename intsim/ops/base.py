@@ -14,9 +14,10 @@ interpreter, the compiler, the executor, golden manifests, program loading and t
     run(op, inputs, bound, path) -> [array]           path "fast" or "reference": which kernel
                                                       method runs (same integers either way)
     cost(op, program) -> OpCost                       integer work per image
-    const_formats(op) -> {name: IntFormat or None}    declared format of each constant (None: the
-                                                      values decide); what golden writes and
-                                                      program loading checks
+    const_formats(op, program) -> {name: ConstFormat} the register of each constant and the values
+                                                      the spec allows in it (arith.ConstFormat);
+                                                      what golden manifests record and
+                                                      ops.check_constants validates
     const_scales(op, program) -> {name: scale}        documentary real scale of a constant
 """
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..arith import MULTIPLIER_BITS_DEFAULT
 from ..errors import GraphError, ProgramError
 from ..kernels import KernelPlan, get_kernel
 
@@ -79,8 +81,9 @@ class OpDef:
     def cost(self, op, program):
         return OpCost()
 
-    def const_formats(self, op):
-        return {name: None for name in op.consts}
+    def const_formats(self, op, program):
+        """{constant name: arith.ConstFormat}: every constant the op has (none by default)."""
+        return {}
 
     def const_scales(self, op, program):
         return {name: None for name in op.consts}
@@ -108,6 +111,11 @@ def run_kernel(kernel, path, inputs, plan):
     return getattr(kernel, path)(inputs, plan)
 
 
+def multiplier_bits(program):
+    """The width B of the program's (m, k) multipliers (A2): its configuration's, else 31."""
+    return int(program.meta.get("config", {}).get("multiplier_bits", MULTIPLIER_BITS_DEFAULT))
+
+
 def tensor_elements(program, name):
     return int(np.prod(program.tensors[name].shape, dtype=np.int64))
 
@@ -119,19 +127,38 @@ class KernelOp(OpDef):
     def kernel(self, op):
         return get_kernel(op.attrs["family"], op.attrs["kernel"])
 
-    def bind(self, op, program):
-        """The candidate and its KernelPlan rebuilt from the program (integers and formats only),
-        its constants checked against what any plan of the candidate can hold."""
+    def infer(self, node, in_shapes):
+        return [in_shapes[0]]          # elementwise or along the last axis: the shape is kept
+
+    def lower_at(self, b, node, fmt, **options):
+        """The usual lowering: the input requantized to `fmt` at its calibrated scale, the layer's
+        candidate planned for that scale with the family's options, the kernel op emitted."""
+        src = node.inputs[0]
+        kernel = b.kernel_for(node, self.family)
+        x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
+        self.emit(b, node, kernel, kernel.plan(float(b.scale_of(x)), fmt, **options), x, b.shapes[src])
+
+    def plan(self, op, program):
+        """The candidate and its KernelPlan rebuilt from the program (integers and formats only)."""
         out = program.tensors[op.outputs[0]]
-        plan = KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt, out.fmt,
-                          out.scale, op.attrs.get("info", {}))
-        kernel = self.kernel(op)
+        return self.kernel(op), KernelPlan(op.attrs["kernel"], op.consts, program.tensors[op.inputs[0]].fmt,
+                                           out.fmt, out.scale, op.attrs.get("info", {}))
+
+    def bind(self, op, program):
+        """The candidate and its plan, its constants checked against what any plan of the
+        candidate can hold (its registers and preconditions, Kernel.check_consts)."""
+        kernel, plan = self.plan(op, program)
         kernel.check_consts(plan)
         return kernel, plan
 
     def run(self, op, inputs, bound, path):
         kernel, plan = bound
         return [run_kernel(kernel, path, inputs, plan)]
+
+    def const_formats(self, op, program):
+        """The candidate's declaration for the plan rebuilt from the program."""
+        kernel, plan = self.plan(op, program)
+        return kernel.const_formats(plan)
 
     def cost(self, op, program):
         kernel, plan = self.bind(op, program)

@@ -4,8 +4,8 @@ scale (ties to even, saturated like any value of the stream) and the sum saturat
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
-from ..errors import ProgramError
+from ..arith import ConstFormat, IntFormat
+from ..kernels import check_registers
 from .base import OpDef
 
 
@@ -44,14 +44,10 @@ class ClsPos(OpDef):
         b.bind(y, out, pos.shape)
 
     def bind(self, op, program):
-        """cls (D) and pos (T, D) fit the output's shape and format (they were saturated to it)."""
-        out = program.tensors[op.outputs[0]]
-        cls, pos = (np.asarray(op.consts.get(k)) for k in ("cls", "pos"))
-        if set(op.consts) != {"cls", "pos"} or cls.shape != out.shape[1:] or pos.shape != tuple(out.shape):
-            raise ProgramError(f"cls {cls.shape} / pos {pos.shape} do not fit the output {out.shape}")
-        for name, v in (("cls", cls), ("pos", pos)):
-            arith.check_fits(f"constant {name}", v, out.fmt)
-        return out.fmt
+        """cls (D) and pos (T, D) in their registers: the output's shape and format (they were
+        saturated to it)."""
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
+        return program.tensors[op.outputs[0]].fmt
 
     def run(self, op, inputs, out_fmt, path):
         x, = inputs
@@ -59,8 +55,11 @@ class ClsPos(OpDef):
         y = np.concatenate([cls, x.astype(np.int64)], axis=1) + op.consts["pos"].astype(np.int64)
         return [arith.saturate(y, out_fmt)]
 
-    def const_formats(self, op):
-        return {"cls": None, "pos": None}
+    def const_formats(self, op, program):
+        """K6: cls (D,) and pos (T, D) are values of the residual stream: the output's format."""
+        out = program.tensors[op.outputs[0]]
+        return {"cls": ConstFormat.of(out.fmt, tuple(out.shape[-1:])),
+                "pos": ConstFormat.of(out.fmt, tuple(out.shape))}
 
     def const_scales(self, op, program):
         s = program.tensors[op.outputs[0]].scale

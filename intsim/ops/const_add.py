@@ -9,7 +9,8 @@ x requantized to (F, S) (A6) and v the constant quantized at (F, S): clamped to 
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat
+from ..kernels import check_registers
 from ..errors import ProgramError
 from .base import OpCost, OpDef, tensor_elements
 from .cls_pos import const_at_scale
@@ -52,7 +53,7 @@ class ConstAdd(OpDef):
             raise ProgramError(f"const_add: constants {sorted(op.consts)}, expected ['value']")
         value = np.asarray(op.consts["value"])
         self.check_shapes(op, program, {"value": value})
-        arith.check_fits("const_add constant 'value'", value, out.fmt)
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
         return out.fmt
 
     def run(self, op, inputs, fmt, path):
@@ -63,8 +64,9 @@ class ConstAdd(OpDef):
         n = tensor_elements(program, op.outputs[0])
         return OpCost({"add": n, "cmp": 2 * n})
 
-    def const_formats(self, op):
-        return {"value": None}
+    def const_formats(self, op, program):
+        """The value: the output's format, in the shape it broadcasts from."""
+        return {"value": ConstFormat.of(program.tensors[op.outputs[0]].fmt, tuple(np.shape(op.consts.get("value"))))}
 
     def const_scales(self, op, program):
         return {"value": program.tensors[op.outputs[0]].scale}

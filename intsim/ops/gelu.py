@@ -13,16 +13,8 @@ class Gelu(KernelOp):
     spec = "K3"
     reads_narrow = True
 
-    def infer(self, node, in_shapes):
-        return [in_shapes[0]]
-
     def evaluate(self, node, inputs, dtype):
         return [gelu(inputs[0])]
 
     def lower(self, node, b):
-        src = node.inputs[0]
-        kernel = b.kernel_for(node, self.family)
-        fmt = IntFormat(b.cfg.abits)
-        x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
-        plan = kernel.plan(float(b.scale_of(x)), fmt, sample=b.observer(src).sample)
-        self.emit(b, node, kernel, plan, x, b.shapes[src])
+        self.lower_at(b, node, IntFormat(b.cfg.abits), sample=b.observer(node.inputs[0]).sample)

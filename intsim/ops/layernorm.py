@@ -50,6 +50,12 @@ class LayerNorm(KernelOp):
         return [layer_norm(inputs[0], np.asarray(p["gamma"], dtype=dtype),
                            np.asarray(p["beta"], dtype=dtype), node.attrs["eps"])]
 
+    def const_formats(self, op, program):
+        """The candidate's declaration, with C the input's channel count (K4.0.2)."""
+        formats = super().const_formats(op, program)
+        formats["C"] = formats["C"].exactly(program.tensors[op.inputs[0]].shape[-1])
+        return formats
+
     def lower(self, node, b):
         src = node.inputs[0]
         kernel = b.kernel_for(node, self.family)

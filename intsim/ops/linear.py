@@ -3,11 +3,12 @@
 Lowering: the input is requantized to `abits` at its calibrated scale (or, after an equalized
 LayerNorm, at a per-channel scale whose factors the weight columns absorb, docs/quantization.md
 Q5); the weight is quantized per output channel, the bias at the accumulator scale."""
+from dataclasses import replace
+
 import numpy as np
 
-from ..arith import IntFormat
-from ..errors import ProgramError
-from ..kernels import MATMUL
+from ..arith import ConstFormat, IntFormat
+from ..kernels import MATMUL, check_registers
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 
@@ -86,20 +87,20 @@ class Linear(OpDef):
         """The left operand of the product (patch_embed unfolds the image first)."""
         return x
 
-    def bind(self, op, program):
-        """The weight transposed and prepared once for the fast path, and the product's plan."""
+    def product_plan(self, op, program):
+        """The matmul plan of the layer: its operand formats, the accumulator, the bias if any."""
         w_fmt = IntFormat(**op.attrs["weight_fmt"])
         plan = MATMUL.plan((1.0, 1.0), (program.tensors[op.inputs[0]].fmt, w_fmt),
                            program.tensors[op.outputs[0]].fmt)
         plan.consts = {k: v for k, v in op.consts.items() if k != "weight"}
-        MATMUL.check_consts(plan)
-        w = op.consts["weight"]
-        out = program.tensors[op.outputs[0]]
-        if np.ndim(w) != 2 or w.shape[0] != out.shape[-1] or \
-                ("bias" in plan.consts and np.shape(plan.consts["bias"]) != (w.shape[0],)):
-            raise ProgramError(f"weight {np.shape(w)} / bias {np.shape(plan.consts.get('bias'))} do not fit "
-                               f"an output of {out.shape[-1]} channels")
-        return MATMUL.prepare(w.T, w_fmt), plan
+        return plan
+
+    def bind(self, op, program):
+        """The weight and bias checked against their registers (format and shape, const_formats),
+        the weight transposed and prepared once for the fast path, and the product's plan."""
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
+        plan = self.product_plan(op, program)
+        return MATMUL.prepare(op.consts["weight"].T, plan.in_fmt[1]), plan
 
     def run(self, op, inputs, bound, path):
         weight, plan = bound
@@ -110,14 +111,24 @@ class Linear(OpDef):
         bits = program.tensors[op.inputs[0]].fmt.bits * int(op.attrs["weight_fmt"]["bits"])
         return OpCost({}, macs * bits)
 
-    def const_formats(self, op):
-        return {"weight": IntFormat(**op.attrs["weight_fmt"]), "bias": ACC}
+    def const_formats(self, op, program):
+        """K1: the weight (Out, In) in its narrow weight format, the bias (Out,) in the
+        accumulator's (the matmul kernel's declaration)."""
+        n_out, n_in = program.tensors[op.outputs[0]].shape[-1], self.inner(op, program)
+        formats = {"weight": ConstFormat.of(IntFormat(**op.attrs["weight_fmt"]), (n_out, n_in))}
+        for name, f in MATMUL.const_formats(self.product_plan(op, program)).items():
+            formats[name] = replace(f, shape=(n_out,))
+        return formats
+
+    def inner(self, op, program):
+        """The product's inner dimension K: the input's last axis (patch_embed: C p p)."""
+        return program.tensors[op.inputs[0]].shape[-1]
 
     def const_scales(self, op, program):
         """Bias: the accumulator's scale; weight: the real value of one weight LSB per output
         channel (accumulator scale / input scale)."""
         acc = program.tensors[op.outputs[0]].scale
         weight = op.attrs.get("weight_scale")
-        if weight is None:
+        if weight is None and acc is not None:
             weight = list(np.asarray(acc, dtype=np.float64) / float(program.tensors[op.inputs[0]].scale))
         return {"weight": weight, "bias": acc}

@@ -51,12 +51,16 @@ class PatchEmbed(Linear):
         self.emit_product(b, node, x, consts, attrs, acc_scale, ((h // p) * (wd // p), w.shape[0]))
 
     def bind(self, op, program):
+        """The patch size checked against the image; the weight's shape (Out, C p p) is its
+        register's (Linear.bind)."""
         patch, chw = op.attrs.get("patch"), program.tensors[op.inputs[0]].shape
-        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or len(chw) != 3 \
-                or op.consts["weight"].shape[-1] != chw[0] * patch * patch:
-            raise ProgramError(f"patch = {patch!r} does not fit an input {chw} and weight "
-                               f"{op.consts['weight'].shape}")
+        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or len(chw) != 3:
+            raise ProgramError(f"patch = {patch!r} does not fit an input {chw}")
         return super().bind(op, program)
 
     def operand(self, x, op):
         return unfold_patches(x, op.attrs["patch"])
+
+    def inner(self, op, program):
+        channels = program.tensors[op.inputs[0]].shape[0]
+        return channels * int(op.attrs["patch"]) ** 2

@@ -1,8 +1,10 @@
 """Requant: y = sat(round_shift(x * m, k)) (spec A6), per tensor or per channel along the last
 axis. An integer-program op only: the compiler inserts one wherever a consumer needs a tensor in
 another format or at another scale (compile's `realise`), so it has no semantic twin."""
+from dataclasses import replace
+
 from ..kernels import REQUANTIZE, KernelPlan
-from .base import OpCost, OpDef, run_kernel, tensor_elements
+from .base import OpCost, OpDef, multiplier_bits, run_kernel, tensor_elements
 
 
 class Requant(OpDef):
@@ -10,13 +12,26 @@ class Requant(OpDef):
     spec = "A6"
 
     def bind(self, op, program):
-        plan = KernelPlan(REQUANTIZE.name, op.consts, program.tensors[op.inputs[0]].fmt,
-                          program.tensors[op.outputs[0]].fmt)
+        plan = self.plan(op, program)
         REQUANTIZE.check_consts(plan)
         return plan
 
+    def plan(self, op, program):
+        """The kernel plan rebuilt from the program: its constants, formats and multiplier width."""
+        return KernelPlan(REQUANTIZE.name, op.consts, program.tensors[op.inputs[0]].fmt,
+                          program.tensors[op.outputs[0]].fmt,
+                          info={"multiplier_bits": multiplier_bits(program)})
+
     def run(self, op, inputs, plan, path):
         return [run_kernel(REQUANTIZE, path, inputs, plan)]
+
+    def const_formats(self, op, program):
+        """A6: per tensor, scalars; per channel, one (m, k) per channel of the input's last axis."""
+        formats = REQUANTIZE.const_formats(self.plan(op, program))
+        if all(f.shape == () for f in formats.values()):
+            return formats
+        shape = tuple(program.tensors[op.inputs[0]].shape[-1:])
+        return {name: replace(f, shape=shape) for name, f in formats.items()}
 
     def cost(self, op, program):
         per_element = REQUANTIZE.cost(program.tensors[op.outputs[0]].shape)

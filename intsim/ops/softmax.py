@@ -13,16 +13,8 @@ class Softmax(KernelOp):
     kind = family = "softmax"
     spec = "K2"
 
-    def infer(self, node, in_shapes):
-        return [in_shapes[0]]
-
     def evaluate(self, node, inputs, dtype):
         return [softmax(inputs[0])]
 
     def lower(self, node, b):
-        src = node.inputs[0]
-        kernel = b.kernel_for(node, self.family)
-        fmt = IntFormat(b.cfg.logit_bits)
-        x = b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in")
-        plan = kernel.plan(float(b.scale_of(x)), fmt, out_bits=b.cfg.softmax_bits)
-        self.emit(b, node, kernel, plan, x, b.shapes[src])
+        self.lower_at(b, node, IntFormat(b.cfg.logit_bits), out_bits=b.cfg.softmax_bits)

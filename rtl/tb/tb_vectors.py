@@ -1,0 +1,89 @@
+"""Test vectors for the cocotb testbenches, read from golden-format dumps (docs/golden.md).
+
+Two sources, both selected by environment variables that tests/test_rtl.py sets:
+  INTSIM_CONFORMANCE   a conformance set (intsim conformance --out DIR): every case of one kernel
+  INTSIM_GOLDEN        a model golden set (golden/fmnist_w8a8) and
+  INTSIM_GOLDEN_OPS    comma-separated op names of that set to replay (one layer each)
+Nothing here computes an expected value: every expected output is a dumped tensor. The dumps are
+read with the standard library and NumPy alone, as any testbench can read them from the documented
+layout (manifest.json, .npy files): the testbenches need no intsim, and the simulator's Python
+starts in well under a second.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class DumpOp:
+    """One op record of a dump's manifest; its tensors are read from their .npy files as int64."""
+
+    def __init__(self, root, record, entries):
+        self.root, self.record, self.entries = Path(root), record, entries
+        self.name, self.kind, self.attrs = record["name"], record["kind"], record["attrs"]
+
+    def tensor(self, tid):
+        return np.load(self.root / self.entries[tid]["files"]["npy"], allow_pickle=False).astype(np.int64)
+
+    @property
+    def inputs(self):
+        return [self.tensor(t) for t in self.record["inputs"]]
+
+    @property
+    def outputs(self):
+        return [self.tensor(t) for t in self.record["outputs"]]
+
+    @property
+    def consts(self):
+        return {c: self.tensor(t) for c, t in self.record["consts"].items()}
+
+    def out_format(self, i=0):
+        """(bits, signed) of the i-th output, from its manifest entry."""
+        e = self.entries[self.record["outputs"][i]]
+        return int(e["bits"]), bool(e["signed"])
+
+
+def dump_ops(path):
+    """Every op of a dump, in execution order."""
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    return [DumpOp(path, record, manifest["tensors"]) for record in manifest["ops"]]
+
+
+def conformance_ops(kernel):
+    """The ops of one kernel's cases in the conformance set (empty when none is configured)."""
+    path = os.environ.get("INTSIM_CONFORMANCE")
+    if not path:
+        return []
+    return [o for o in dump_ops(path) if o.attrs.get("kernel") == kernel]
+
+
+def golden_ops(kind):
+    """The configured golden-set ops of one kind (e.g. 'requant', 'softmax'), in the given order."""
+    path, names = os.environ.get("INTSIM_GOLDEN"), os.environ.get("INTSIM_GOLDEN_OPS", "")
+    if not path:
+        return []
+    by_name = {o.name: o for o in dump_ops(path)}
+    return [by_name[n] for n in names.split(",") if n and by_name[n].kind == kind]
+
+
+def out_format(op, i=0):
+    """(bits, signed) of an op's i-th output, from the manifest entry."""
+    return op.out_format(i)
+
+
+def requant_elements(op):
+    """Flat per-element (x, m, k, expected) of a requant op; per-channel m, k broadcast along the
+    last axis (spec A6)."""
+    x = op.inputs[0]
+    want = op.outputs[0]
+    c = op.consts
+    m, k = c["m"], c["k"]
+    m = np.broadcast_to(m, x.shape) if m.ndim else np.full(x.shape, int(m))
+    k = np.broadcast_to(k, x.shape) if k.ndim else np.full(x.shape, int(k))
+    return x.ravel(), m.ravel(), k.ravel(), want.ravel()
+
+
+def rows(a):
+    """An array as (rows, last axis)."""
+    return a.reshape(-1, a.shape[-1])
