@@ -5,6 +5,8 @@ is lowered by its op (`intsim/ops/<kind>.py`, `OpDef.lower`) through the Builder
 that needs another format or scale gets it through `Builder.realise`, which inserts the requantize
 op (spec A6) - the single place where scale ratios become (m, k) pairs.
 """
+import re
+
 import numpy as np
 
 from .arith import ArithSpecError, IntFormat
@@ -29,9 +31,12 @@ class Builder:
         self.shapes = {}        # float tensor name -> shape without the batch
         self.equalized = {}     # LayerNorm output -> (channel factors f, observer of y / f, scale)
         self.readers = {}       # float tensor -> the nodes reading it
+        self.moved_from = {}    # output of data movement -> the tensor whose values it moves
         for n in graph.nodes:
             for t in n.inputs:
                 self.readers.setdefault(t, []).append(n)
+            if SEMANTIC[n.op].movement and len(n.inputs) == 1:
+                self.moved_from[n.outputs[0]] = self.moved_from.get(n.inputs[0], n.inputs[0])
 
     # -- tensors -----------------------------------------------------------------------------------
     def add_tensor(self, name, fmt, scale, shape, source="", axis=-1):
@@ -120,6 +125,10 @@ class Builder:
 
     # -- calibration -------------------------------------------------------------------------------
     def observer(self, float_name):
+        """The calibration statistics of a tensor; for the output of data movement, those of the
+        tensor whose values it moves, so that a moved tensor keeps the scale it was carried at (a
+        reader wanting the same format reads it as it is: no second rounding)."""
+        float_name = self.moved_from.get(float_name, float_name)
         if float_name not in self.obs:
             raise CompileError(f"no calibration statistics for tensor {float_name!r}")
         return self.obs[float_name]
@@ -199,6 +208,9 @@ def output_labels(graph, shapes):
         return ["logits" if len(shapes[outs[0]]) == 1 else "output"]
     onnx = graph.meta.get("onnx_output") if getattr(graph, "meta", None) else None
     names = onnx if isinstance(onnx, list) and len(onnx) == len(outs) else [str(i) for i in range(len(outs))]
+    names = [re.sub(r"[^A-Za-z0-9_.\-]", "_", str(n)) for n in names]     # golden file names
+    if len(set(names)) != len(names):
+        names = [str(i) for i in range(len(outs))]
     return [f"output.{name}" for name in names]
 
 

@@ -98,7 +98,9 @@ def check_wiring(program):
         if undeclared:
             raise ProgramError(f"{where} makes {undeclared}, which the program does not declare")
         known.update(op.outputs)
-    if program.input_name not in program.tensors or any(t not in known for t in program.outputs):
+    outs = program.output_name if isinstance(program.output_name, list) else [program.output_name]
+    if (program.input_name not in program.tensors or not outs
+            or any(not isinstance(t, str) or t not in known for t in outs)):
         raise ProgramError(f"the program's input {program.input_name!r} or output "
                            f"{program.output_name!r} is not a tensor it declares and makes")
 

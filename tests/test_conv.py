@@ -1,4 +1,4 @@
-"""Convolution, transposed convolution, Resize and GlobalAveragePool (spec K1.6, K1.7, K9, K7.3):
+"""Convolution, transposed convolution, Resize and GlobalAveragePool (spec K1.7, K1.8, K9, K7.8):
 the float ops equal ONNX Runtime's on random geometries, the integer kernels are exact (fast =
 reference = the float64 product of the integers), Resize's bilinear error stays within its bound,
 per-channel scales along the channel axis survive requantization, golden dumps and program files."""

@@ -48,9 +48,11 @@ def check_manifest(doc, path):
             raise GoldenError(f"{path}: op record {i} names tensors the manifest does not hold")
     if "conformance" in doc:        # a conformance set: one-op programs, no model input or output
         return
-    for key in ("output",):
-        if doc.get(key) not in tensors or (doc.get("input") or {}).get("tensor") not in tensors:
-            raise GoldenError(f"{path}: the input or output tensor is not in the manifest")
+    out = doc.get("output")
+    outs = out if isinstance(out, list) and out else [out]
+    if (any(not isinstance(t, str) or t not in tensors for t in outs)
+            or (doc.get("input") or {}).get("tensor") not in tensors):
+        raise GoldenError(f"{path}: the input or output tensor is not in the manifest")
 
 
 def _check_entry(tid, e, path):

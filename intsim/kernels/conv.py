@@ -1,10 +1,10 @@
-"""2-D convolution and transposed convolution as exact integer products (spec K1.6, K1.7).
+"""2-D convolution and transposed convolution as exact integer products (spec K1.7, K1.8).
 
-conv2d (K1.6):           the input is unfolded (im2col) into one row of C/g * kh * kw values per
+conv2d (K1.7):           the input is unfolded (im2col) into one row of C/g * kh * kw values per
                          output pixel, features in (C, kh, kw) order (the weight's flattened order);
                          padding inserts exact zeros (no zero points, A1). Each group is one K1
                          product with its slice of the bias.
-conv_transpose2d (K1.7): each input pixel times the weight of its group, (Cin/g) x (Cout/g * kh *
+conv_transpose2d (K1.8): each input pixel times the weight of its group, (Cin/g) x (Cout/g * kh *
                          kw), one K1 product per group (no bias); every product is then added into
                          the output position it lands on (col2im) in int64, the bias added, and the
                          sum checked against the accumulator (A4).
@@ -230,7 +230,7 @@ class _ConvKernel(Kernel):
         return {k: ConstFormat(32, signed=True, shape=np.shape(v)) for k, v in plan.consts.items()}
 
     def error_bound(self, plan, inputs):
-        """Exact (K1.6, K1.7): no error beyond the operands' own."""
+        """Exact (K1.7, K1.8): no error beyond the operands' own."""
         x, w = inputs
         return np.zeros((np.shape(x)[0], self.out_channels(w, plan)) + self.out_hw(plan, np.shape(x)[2:]))
 
@@ -245,7 +245,7 @@ class _ConvKernel(Kernel):
 
 class Conv2d(_ConvKernel):
     name = "conv2d"
-    spec_section = "K1.6"
+    spec_section = "K1.7"
     title = "2-D convolution: im2col, one exact K1 product per group (+ bias), int32"
 
     def prepare(self, weight, w_fmt, group):
@@ -278,7 +278,7 @@ class Conv2d(_ConvKernel):
 
 class ConvTranspose2d(_ConvKernel):
     name = "conv_transpose2d"
-    spec_section = "K1.7"
+    spec_section = "K1.8"
     title = "2-D transposed convolution: one exact K1 product per group, col2im sums in int64, int32"
 
     def prepare(self, weight, w_fmt, group):

@@ -34,6 +34,14 @@ Adding a pattern (e.g. separate q/k/v Linears, a layer-scale Mul, an attention-b
     <pattern> at <node>, but <what was found>". Emit only after every check has passed.
   - the semantic op must exist in intsim.graph (and the rest of intsim); give it a role for naming.py
     if it takes part in the block structure; add a test building a small ONNX model with the pattern.
+
+Adding a generic op (one ONNX op -> one semantic op, where no pattern applies; patterns/generic.py):
+  - decorate `def my_op(m, n)` with `@fallback("OnnxOp", expects="...")`; fallbacks run after every
+    matcher of the node's op, at once for computing ops and on demand for data movement and scalar
+    Mul/Div (`Matching.lazy`). Work in per-sample shapes (`m.sem_shape`, `m.sem_axis`: the batch
+    axis, or a batch folded into the first axis, is never an operand axis) and per-sample
+    constants (`per_sample_const`); check data movement on labels (`_emit_moved`); give the node
+    the op's name as its role and add the role to naming.GENERIC_ROLES.
 """
 import numpy as np
 

@@ -57,6 +57,14 @@ def _linear_role(s, producer, consumers):
             else "head" if fed_by("ClsSelect") else "linear")
 
 
+def _through_scales(producer, t):
+    """The node making t, looking through layer-scale and scalar factors (ChannelMul, Scale)."""
+    node = producer[t]
+    while node.op in ("ChannelMul", "Scale") and node.inputs[0] in producer:
+        node = producer[node.inputs[0]]
+    return node
+
+
 def roles(nodes, role):
     """Refine the matchers' roles from the structure: qkv/proj/fc1/fc2/head, norm1/norm2/norm,
     residual1/residual2. `role` maps node name -> the role its matcher gave."""
@@ -70,7 +78,7 @@ def roles(nodes, role):
             nxt = {role[c.name] for c in consumers.get(s.outputs[0], [])}
             role[s.name] = "norm1" if "qkv" in nxt else "norm2" if "fc1" in nxt else "norm"
         elif s.op == "Add":
-            src = {role[producer[t].name] for t in s.inputs if t in producer}
+            src = {role[_through_scales(producer, t).name] for t in s.inputs if t in producer}
             role[s.name] = "residual1" if "proj" in src else "residual2" if "fc2" in src else "add"
     return role
 
@@ -145,17 +153,23 @@ def _scoped_name(s, r, scope, block, in_block):
 
 def scoped_names(nodes, role, scope, block_of):
     """Names from the exporter's module scopes, or None if any needed scope is missing or the
-    result is ambiguous. Parameter-free ops are named beside their module's Linear/LayerNorm."""
+    result is ambiguous. Parameter-free ops are named beside their module's Linear/LayerNorm. A
+    graph with generic ops (patterns/generic.py) is named leniently: any node with a scope is
+    named after it and its role, and repeated names are numbered (a graph of ViT patterns alone is
+    named exactly as before)."""
     scopes = _block_scopes(nodes, role, scope, block_of)
     if scopes is None:
         return None
+    lenient = any(role[s.name] in GENERIC_ROLES for s in nodes)
     names, count = {}, {}
     for s in nodes:
         name = _scoped_name(s, role[s.name], scope[s.name], scopes.get(block_of.get(s.name), {}),
                             s.name in block_of)
+        if lenient and scope[s.name] and (name is None or name == role[s.name]):
+            name = _join(scope[s.name], role[s.name])
         if name is None:
             return None
-        if role[s.name] in GENERIC_ROLES:
+        if lenient:
             count[name] = count.get(name, 0) + 1
             name = name if count[name] == 1 else f"{name}_{count[name]}"
         names[s.name] = name

@@ -21,6 +21,7 @@ interpreter, the compiler, the executor, golden manifests, program loading and t
     const_scales(op, program) -> {name: scale}        documentary real scale of a constant
 """
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -94,6 +95,18 @@ class OpDef:
                          f"only into a PatchEmbed or an unpadded group-1 Conv")
 
     # --- shared checks -------------------------------------------------------------------------
+    def check_shapes(self, op, program, params=None):
+        """At load time: the op's attributes (and constant shapes, `params`) give the output shapes
+        the program declares, by the op's own shape rule; else a ProgramError."""
+        node = SimpleNamespace(op=self.semantic, name=op.name, attrs=op.attrs, params=params or {})
+        try:
+            shapes = self.infer(node, [tuple(program.tensors[t].shape) for t in op.inputs])
+        except (GraphError, KeyError, TypeError, ValueError, IndexError) as e:
+            raise ProgramError(f"attributes {op.attrs} do not fit: {e}") from None
+        want = [tuple(program.tensors[t].shape) for t in op.outputs]
+        if [tuple(s) for s in shapes] != want:
+            raise ProgramError(f"attributes {op.attrs} make shapes {shapes}, the program declares {want}")
+
     def bad(self, node, in_shapes, msg):
         """A GraphError naming the node, the op and the input shapes."""
         raise GraphError(f"node {node.name!r} ({node.op}): {msg}; input shapes {list(in_shapes)}")
@@ -192,6 +205,14 @@ class MovementOp(OpDef):
         out = b.add_tensor(node.name, info.fmt, info.scale, shape)
         b.emit(self.kind, node.name, [x], [out], {}, dict(node.attrs), self.spec)
         b.bind(node.outputs[0], out, shape)
+
+    def bind(self, op, program):
+        """No constants; the attributes must give the declared output shape, and the output the
+        input's format (data movement changes no integer)."""
+        super().bind(op, program)
+        self.check_shapes(op, program)
+        if program.tensors[op.outputs[0]].fmt != program.tensors[op.inputs[0]].fmt:
+            raise ProgramError(f"{self.kind}: the output's format differs from the input's")
 
     def run(self, op, inputs, bound, path):
         return [self.move(inputs[0], op.attrs)]

@@ -12,9 +12,11 @@ Lowering, in order of preference:
    {-1, 0, 1} (0 for gamma_c = 0, whose (m, k) is that of ratio 1 and unused)."""
 import numpy as np
 
-from ..arith import IntFormat
-from ..kernels import REQUANTIZE, KernelPlan
-from .base import OpDef, run_kernel
+from ..arith import ConstFormat, IntFormat
+from ..errors import ProgramError
+from ..kernels import REQUANTIZE, KernelPlan, check_registers
+from ..kernels.requantize import multiplier_formats
+from .base import OpDef, multiplier_bits, run_kernel
 from .requant import Requant
 
 INT32_MIN = -(1 << 31)
@@ -68,8 +70,24 @@ class ChannelMul(OpDef):
         b.bind(node.outputs[0], out, b.shapes[src])
 
     def bind(self, op, program):
-        return KernelPlan(REQUANTIZE.name, {"m": op.consts["m"], "k": op.consts["k"]},
-                          program.tensors[op.inputs[0]].fmt, program.tensors[op.outputs[0]].fmt)
+        """(m, k) per channel (A2 ranges) and a sign in {-1, 0, 1} per channel; a narrow output."""
+        if set(op.consts) != {"m", "k", "sign"}:
+            raise ProgramError(f"channel_mul: constants {sorted(op.consts)}, expected ['k', 'm', 'sign']")
+        out = program.tensors[op.outputs[0]]
+        c = program.tensors[op.inputs[0]].shape[-1]
+        sign = np.asarray(op.consts["sign"])
+        if sign.shape != (c,) or not np.isin(sign, (-1, 0, 1)).all() or not out.fmt.narrow:
+            raise ProgramError(f"channel_mul: sign must be {c} values in {{-1, 0, 1}} and the output "
+                               f"narrow")
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
+        plan = KernelPlan(REQUANTIZE.name, {"m": op.consts["m"], "k": op.consts["k"]},
+                          program.tensors[op.inputs[0]].fmt, out.fmt,
+                          info={"multiplier_bits": multiplier_bits(program)})
+        REQUANTIZE.check_consts(plan)
+        if np.shape(op.consts["m"]) != (c,):
+            raise ProgramError(f"channel_mul: (m, k) must be one pair per channel ({c})")
+        self.check_shapes(op, program, {"gamma": np.ones(c)})
+        return plan
 
     def run(self, op, inputs, plan, path):
         y = run_kernel(REQUANTIZE, path, inputs, plan)
@@ -78,5 +96,8 @@ class ChannelMul(OpDef):
     def cost(self, op, program):
         return Requant().cost(op, program)
 
-    def const_formats(self, op):
-        return {"m": None, "k": None, "sign": IntFormat(2)}
+    def const_formats(self, op, program):
+        """(m, k) as a per-channel requantization (A6) and a sign per channel, in {-1, 0, 1}."""
+        c = tuple(program.tensors[op.inputs[0]].shape[-1:])
+        m, k = multiplier_formats(multiplier_bits(program), c)
+        return {"m": m, "k": k, "sign": ConstFormat(2, True, False, -1, 1, c)}

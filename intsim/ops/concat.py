@@ -8,7 +8,10 @@ widest of the inputs' formats (at most residual_bits); constants are quantized t
 saturated like any value of that format). Then the integers only move."""
 import numpy as np
 
-from ..arith import IntFormat
+from .. import arith
+from ..arith import ConstFormat
+from ..errors import ProgramError
+from ..kernels import check_registers
 from .base import OpDef
 from .cls_pos import const_at_scale
 
@@ -59,13 +62,27 @@ class Concat(OpDef):
         b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
-        return program.tensors[op.outputs[0]].fmt.storage
+        """The constants are the pieces the attributes name, within the output's format."""
+        out = program.tensors[op.outputs[0]]
+        names = set(self.allowed_params(op))
+        if set(op.consts) != names:
+            raise ProgramError(f"concat: constants {sorted(op.consts)}, the pieces name {sorted(names)}")
+        self.check_shapes(op, program, {k: np.asarray(v) for k, v in op.consts.items()})
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
+        for t in op.inputs:
+            if program.tensors[t].fmt != out.fmt:
+                raise ProgramError(f"concat: input {t!r} is not in the output's format")
+        return out.fmt.storage
 
     def run(self, op, inputs, storage, path):
         return [self._join(op.attrs["pieces"], op.attrs["axis"], inputs, op.consts, storage)]
 
-    def const_formats(self, op):
-        return {name: None for name in op.consts}
+    def const_formats(self, op, program):
+        """Each constant piece the attributes name: a value of the output's format (its shape is
+        checked against the other pieces by the shape rule, at bind)."""
+        fmt = program.tensors[op.outputs[0]].fmt
+        return {name: ConstFormat.of(fmt, tuple(np.shape(op.consts[name])) if name in op.consts else None)
+                for name in self.allowed_params(op)}
 
     def const_scales(self, op, program):
         s = program.tensors[op.outputs[0]].scale

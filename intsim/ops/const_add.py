@@ -9,7 +9,9 @@ x requantized to (F, S) (A6) and v the constant quantized at (F, S): clamped to 
 import numpy as np
 
 from .. import arith
-from ..arith import IntFormat
+from ..arith import ConstFormat, IntFormat
+from ..kernels import check_registers
+from ..errors import ProgramError
 from .base import OpCost, OpDef, tensor_elements
 from .cls_pos import const_at_scale
 
@@ -45,7 +47,14 @@ class ConstAdd(OpDef):
         b.bind(y, out, b.shapes[src])
 
     def bind(self, op, program):
-        return program.tensors[op.outputs[0]].fmt
+        """One constant, broadcast to the input and within the output's format."""
+        out = program.tensors[op.outputs[0]]
+        if set(op.consts) != {"value"}:
+            raise ProgramError(f"const_add: constants {sorted(op.consts)}, expected ['value']")
+        value = np.asarray(op.consts["value"])
+        self.check_shapes(op, program, {"value": value})
+        check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
+        return out.fmt
 
     def run(self, op, inputs, fmt, path):
         x, = inputs
@@ -55,8 +64,9 @@ class ConstAdd(OpDef):
         n = tensor_elements(program, op.outputs[0])
         return OpCost({"add": n, "cmp": 2 * n})
 
-    def const_formats(self, op):
-        return {"value": None}
+    def const_formats(self, op, program):
+        """The value: the output's format, in the shape it broadcasts from."""
+        return {"value": ConstFormat.of(program.tensors[op.outputs[0]].fmt, tuple(np.shape(op.consts.get("value"))))}
 
     def const_scales(self, op, program):
         return {"value": program.tensors[op.outputs[0]].scale}

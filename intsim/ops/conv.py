@@ -1,5 +1,5 @@
 """Conv: 2-D convolution of (N, C, H, W) with any kernel, strides, pads, dilations and groups
-(spec K1.6: im2col and the exact K1 product into int32, one product per group).
+(spec K1.7: im2col and the exact K1 product into int32, one product per group).
 
 Lowering: the input is requantized to `abits` at its calibrated scale (unsigned when never
 negative); the weight (Cout, C/g, kh, kw) is quantized per output channel as a Linear's, the bias at
@@ -41,7 +41,7 @@ def conv_input(b, node):
 class Conv(Linear):
     semantic = "Conv"
     kind = "conv"
-    spec = "K1.6"
+    spec = "K1.7"
     params = ("weight",)
     optional_params = ("bias",)
     attrs = GEOMETRY_ATTRS
@@ -106,7 +106,7 @@ class Conv(Linear):
         return [run_kernel(self.kernel, path, [inputs[0], weights], plan)]
 
     def const_formats(self, op, program):
-        """The weight in its narrow format and layout (K1.6/K1.7), the bias one int32 per output channel."""
+        """The weight in its narrow format and layout (K1.7/K1.8), the bias one int32 per output channel."""
         w = op.consts["weight"]
         cout = program.tensors[op.outputs[0]].shape[0]
         formats = {"weight": ConstFormat.of(IntFormat(**op.attrs["weight_fmt"]), tuple(np.shape(w)))}

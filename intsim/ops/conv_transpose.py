@@ -1,5 +1,5 @@
 """ConvTranspose: 2-D transposed convolution of (N, C, H, W) with any kernel, strides, pads,
-output padding, dilations and groups (spec K1.7: per-pixel K1 products, col2im sums in int64, int32).
+output padding, dilations and groups (spec K1.8: per-pixel K1 products, col2im sums in int64, int32).
 
 Lowering as Conv's; the weight (Cin, Cout/g, kh, kw) is quantized per output channel (the rows of
 all the weights that reach output channel co), kept in the ONNX layout in the program."""
@@ -12,7 +12,7 @@ from .conv import GEOMETRY_ATTRS, Conv, check_geometry
 class ConvTranspose(Conv):
     semantic = "ConvTranspose"
     kind = "conv_transpose"
-    spec = "K1.7"
+    spec = "K1.8"
     attrs = GEOMETRY_ATTRS + ("output_padding",)
     kernel = CONV_TRANSPOSE2D
 

@@ -15,8 +15,8 @@ class Gather(MovementOp):
     def infer(self, node, in_shapes):
         x, axis = in_shapes[0], int(node.attrs["axis"])
         idx = np.asarray(node.attrs["indices"])
-        if not 0 <= axis < len(x) or idx.dtype.kind not in "iu" or (idx.size and not
-                                                                    (0 <= idx.min() and idx.max() < x[axis])):
+        if not 0 <= axis < len(x) or idx.dtype.kind not in "iu" or not idx.size or not (
+                0 <= idx.min() and idx.max() < x[axis]):
             self.bad(node, in_shapes, f"indices {node.attrs['indices']} on axis {axis} are not "
                                       f"non-negative integers inside the axis")
         return [x[:axis] + idx.shape + x[axis + 1:]]

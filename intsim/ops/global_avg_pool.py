@@ -1,5 +1,5 @@
 """GlobalAveragePool: (N, C, d1, d2, ...) -> (N, C, 1, 1, ...), the mean over every axis after the
-channels (spec K7.3). Integer form: the exact sum of the inputs, into int32; the division by the
+channels (spec K7.8). Integer form: the exact sum of the inputs, into int32; the division by the
 number of elements is folded into the output's real scale (S_in / count), so the integer op makes
 no rounding at all (the consumer's requantization is the only one).
 
@@ -21,7 +21,7 @@ def pool_axes(ndim):
 class GlobalAveragePool(OpDef):
     semantic = "GlobalAveragePool"
     kind = "global_avg_pool"
-    spec = "K7.3"
+    spec = "K7.8"
 
     def infer(self, node, in_shapes):
         x = in_shapes[0]

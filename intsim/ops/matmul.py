@@ -1,5 +1,5 @@
 """MatMul of two activations: y = a @ b over the last two axes of a sample, leading axes broadcast
-(spec K1.5): attention scores q @ k^T and context P @ v when they are not one of the fused ViT
+(spec K1.6): attention scores q @ k^T and context P @ v when they are not one of the fused ViT
 patterns (separate q/k/v projections, window attention).
 
 Lowering: each operand is requantized to `abits` at its calibrated scale, except a Softmax output,
@@ -26,7 +26,7 @@ def product_operand(b, float_name, label):
 class MatMul(OpDef):
     semantic = "MatMul"
     kind = "matmul"
-    spec = "K1.5"
+    spec = "K1.6"
     n_inputs = 2
     reads_narrow = True
 
@@ -52,6 +52,7 @@ class MatMul(OpDef):
         b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
+        self.check_shapes(op, program)
         return activation_product_plan(op, program)
 
     def run(self, op, inputs, plan, path):

@@ -37,6 +37,10 @@ class Mul(OpDef):
         b.emit(self.kind, node.name, [a, c], [out], {}, {}, self.spec)
         b.bind(node.outputs[0], out, shape)
 
+    def bind(self, op, program):
+        super().bind(op, program)
+        self.check_shapes(op, program)
+
     def run(self, op, inputs, bound, path):
         a, c = inputs
         y = a.astype(np.int64) * c.astype(np.int64)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..arith import IntFormat
-from ..errors import CompileError
+from ..errors import CompileError, ProgramError
 from .base import OpCost, OpDef, batch_axes, tensor_elements
 
 
@@ -46,7 +46,15 @@ class ReduceMean(OpDef):
         b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
-        return program.tensors[op.outputs[0]].fmt.storage
+        """No constants; the axes give the declared shape and the sum fits the output (K7.6)."""
+        super().bind(op, program)
+        self.check_shapes(op, program)
+        fin, fout = program.tensors[op.inputs[0]].fmt, program.tensors[op.outputs[0]].fmt
+        n = int(np.prod([program.tensors[op.inputs[0]].shape[a] for a in op.attrs["axes"]]))
+        if fout.bits < fin.bits + math.ceil(math.log2(n)) + (0 if fin.signed else 1) or not fout.signed:
+            raise ProgramError(f"reduce_mean: a sum of {n} values of {fin.describe()} does not fit "
+                               f"{fout.describe()}")
+        return fout.storage
 
     def run(self, op, inputs, storage, path):
         x, = inputs

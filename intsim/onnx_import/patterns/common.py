@@ -131,6 +131,8 @@ class Matching:
                     break
                 except Miss as e:
                     self.fallback_misses[id(n)].append((pattern, e))
+                except (ValueError, TypeError, IndexError, KeyError) as e:   # odd constants/attributes
+                    self.fallback_misses[id(n)].append((pattern, Broken(f"{type(e).__name__}: {e}")))
         return [] if id(n) in self.claimed else self.fallback_misses[id(n)]
 
     # --- per-sample shapes ----------------------------------------------------------------------

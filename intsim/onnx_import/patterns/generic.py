@@ -12,7 +12,7 @@ values between samples or the batch axis) is reported, never guessed."""
 import numpy as np
 
 from ...ops import SEMANTIC
-from ..errors import Miss, applies, need
+from ..errors import Broken, Miss, applies, need
 from .common import axes_of
 from .registry import fallback
 
@@ -48,7 +48,10 @@ def _checked(m, n, op, x, out, attrs, first=0):
     got = _per_sample_map(m, n, x, out, first)
     sx = m.sem_shape(x)
     labels = np.arange(first, first + int(np.prod(sx)), dtype=np.int64).reshape((1,) + sx)
-    mine = SEMANTIC[op].move(labels, attrs)
+    try:
+        mine = SEMANTIC[op].move(labels, attrs)
+    except (ValueError, TypeError, IndexError) as e:
+        raise Broken(f"it is not {op} {attrs} on each sample {sx} ({type(e).__name__}: {e})") from None
     need(mine.shape[1:] == m.sem_shape(out) and np.array_equal(mine.ravel(), got),
          f"it is not {op} {attrs} on each sample {sx}")
 
@@ -172,7 +175,8 @@ def gather(m, n):
     ax = m.sem_axis(x, axis)
     need(ax is not None, "it gathers along the batch axis")
     idx = np.asarray(m.c(n.inputs[1]))
-    need(idx.dtype.kind in "iu" and idx.size > 0, f"its indices are {idx.dtype} of shape {idx.shape}, not integers")
+    need(idx.dtype.kind in "iu", f"its indices are {idx.dtype}, not integers")
+    need(idx.size > 0, "it gathers nothing")
     idx = np.where(idx < 0, idx + m.shapes[x][axis], idx).astype(np.int64)
     _emit_moved(m, n, "Gather", x, out, dict(axis=ax, indices=idx.tolist()))
 
