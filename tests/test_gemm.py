@@ -309,3 +309,23 @@ def test_cli_run_engine_is_selectable_and_changes_no_integer(capsys):
     for key in ("int_top1", "agreement", "logit_sqnr_db"):
         assert first[key] == second[key]
     assert [r["engine"].split(":")[0].split(" ")[0] for r in reports.values()] == ENGINES[:2]
+
+
+@given(products(), st.sampled_from(["tensor", "column"]), st.integers(0, 2 ** 32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_a_requantized_product_equals_requantize_of_the_product(case, per, seed):
+    """Product(..., requant=r) computes r(acc) in the epilogue's pass (spec K1 then A6): the same
+    integers as requantizing the stored accumulator, or the same overflow."""
+    from intsim.kernels.requantize import Requantizer, requantize_ref
+    a, b, a_fmt, b_fmt, bias = case
+    rng = np.random.default_rng(seed)
+    n = b.shape[-1]
+    shape = () if per == "tensor" else (n,)
+    m = rng.integers(1, 1 << 31, size=shape)
+    k = rng.integers(-2, 45, size=shape)
+    out_fmt = IntFormat(int(rng.choice([4, 8, 16])), signed=bool(rng.integers(2)))
+    want = outcome(lambda: requantize_ref(G.gemm_reference(a, b, bias), m, k, out_fmt,
+                                          None if per == "tensor" else -1))
+    for engine in ENGINES + ["auto"]:
+        got = outcome(lambda: G.Product(a_fmt, b_fmt, bias, engine=engine)(a, b, None, Requantizer(m, k, out_fmt)))
+        assert same(got, want), (engine, per, a_fmt.describe(), b_fmt.describe(), a.shape, b.shape)
