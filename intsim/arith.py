@@ -429,7 +429,12 @@ def requantize(x, m, k, out_fmt, axis=None):
     along `axis` when they are 1-D arrays of that axis' length. Reference NumPy path."""
     x = integer_input("requantize", x)
     m, k = _channel_params(x, *check_multiplier("requantize", m, k), axis)
-    check_product_bound("requantize", max_abs(x), m, k)
+    if m.ndim == 0:
+        check_product_bound("requantize", max_abs(x), m, k)
+    else:               # each channel's values against its own pair (A4)
+        ax = axis % x.ndim
+        for c in range(m.size):
+            check_product_bound("requantize", max_abs(np.take(x, c, axis=ax)), m.flat[c], k.flat[c])
     return saturate(round_shift(x.astype(np.int64) * m, k), out_fmt)
 
 

@@ -5,6 +5,8 @@ is lowered by its op (`intsim/ops/<kind>.py`, `OpDef.lower`) through the Builder
 that needs another format or scale gets it through `Builder.realise`, which inserts the requantize
 op (spec A6) - the single place where scale ratios become (m, k) pairs.
 """
+import re
+
 import numpy as np
 
 from .arith import ArithSpecError, IntFormat
@@ -28,15 +30,25 @@ class Builder:
         self.realised = {}      # float tensor name -> integer tensor name
         self.shapes = {}        # float tensor name -> shape without the batch
         self.equalized = {}     # LayerNorm output -> (channel factors f, observer of y / f, scale)
+        self.readers = {}       # float tensor -> the nodes reading it
+        self.moved_from = {}    # output of data movement -> the tensor whose values it moves
+        for n in graph.nodes:
+            for t in n.inputs:
+                self.readers.setdefault(t, []).append(n)
+            if SEMANTIC[n.op].movement and len(n.inputs) == 1:
+                self.moved_from[n.outputs[0]] = self.moved_from.get(n.inputs[0], n.inputs[0])
 
     # -- tensors -----------------------------------------------------------------------------------
-    def add_tensor(self, name, fmt, scale, shape, source=""):
+    def add_tensor(self, name, fmt, scale, shape, source="", axis=-1):
+        """A new integer tensor; a per-channel scale lies along `axis` (from the end: -1 the last
+        axis, -3 the C of (N, C, H, W))."""
         if name in self.tensors:
             raise CompileError(f"tensor {name!r} defined twice")
         if isinstance(scale, np.ndarray):
             scale = [float(s) for s in scale]
-        self.tensors[name] = TensorInfo(name, fmt, scale if isinstance(scale, list) else float(scale),
-                                        tuple(int(s) for s in shape), source)
+        per_channel = isinstance(scale, list)
+        self.tensors[name] = TensorInfo(name, fmt, scale if per_channel else float(scale),
+                                        tuple(int(s) for s in shape), source, axis if per_channel else -1)
         return name
 
     def bind(self, float_name, int_name, shape):
@@ -65,11 +77,58 @@ class Builder:
                 return "from " + " <- ".join(chain)
             name = src
 
+    def producer_op(self, int_name):
+        """The integer op that wrote int_name (None for the model input)."""
+        return next((o for o in reversed(self.ops) if int_name in o.outputs), None)
+
+    def sole_reader(self, float_name, node):
+        """Whether `node` is the only reader of float_name, which is no graph output: its integer
+        tensor may then be re-interpreted in place (a scale folded into it)."""
+        return (self.readers.get(float_name) == [node] and float_name not in self.graph.outputs
+                and float_name != self.graph.input_name)
+
+    def infer(self, node):
+        """Output shapes of a node from the shapes realised so far."""
+        return semantic_op(node.op, node.name).infer(node, [self.shapes[t] for t in node.inputs])
+
+    def carry_bits(self, float_name):
+        """The width at which data movement carries float_name when it must be requantized first:
+        `abits` when every reader, through further data movement, realises it at abits anyway (a
+        product or GELU), else residual_bits (residual adds, LayerNorm, constant adds, outputs)."""
+        seen, todo = set(), [float_name]
+        while todo:
+            t = todo.pop()
+            if t in self.graph.outputs:
+                return self.cfg.residual_bits
+            for n in self.readers.get(t, []):
+                d = SEMANTIC[n.op]
+                if d.movement:
+                    todo.extend(o for o in n.outputs if o not in seen)
+                    seen.update(n.outputs)
+                elif not d.reads_narrow:
+                    return self.cfg.residual_bits
+        return self.cfg.abits
+
+    def per_tensor(self, float_name, label):
+        """The integer tensor of float_name at one real scale and at most residual_bits wide, as
+        data movement needs it: an accumulator or a per-channel scale is requantized first, at the
+        width `carry_bits` and the calibrated scale of float_name."""
+        cur = self.realised[float_name]
+        info = self.tensors[cur]
+        if not isinstance(info.scale, list) and info.fmt.bits <= self.cfg.residual_bits:
+            return cur
+        fmt = self.act_format(float_name, self.carry_bits(float_name))
+        return self.realise(float_name, fmt, self.act_scale(float_name, fmt), label)
+
     def scale_of(self, int_name):
         return np.asarray(self.tensors[int_name].scale, dtype=np.float64)
 
     # -- calibration -------------------------------------------------------------------------------
     def observer(self, float_name):
+        """The calibration statistics of a tensor; for the output of data movement, those of the
+        tensor whose values it moves, so that a moved tensor keeps the scale it was carried at (a
+        reader wanting the same format reads it as it is: no second rounding)."""
+        float_name = self.moved_from.get(float_name, float_name)
         if float_name not in self.obs:
             raise CompileError(f"no calibration statistics for tensor {float_name!r}")
         return self.obs[float_name]
@@ -89,13 +148,18 @@ class Builder:
             raise CompileError(f"node {node.name!r} ({node.op}): {e}") from None
 
     def realise(self, float_name, fmt, scale, label, ratio=None):
-        """The integer tensor holding float_name in format fmt at scale (scalar or per channel along
-        the last axis), adding a requantize op if the current realisation differs. `ratio` gives
-        the integer-domain ratio when both scales carry the same channel factors."""
+        """The integer tensor holding float_name in format fmt at scale (scalar, or per channel along
+        the last axis), adding a requantize op if the current realisation differs. A current
+        realisation per channel along another axis (a convolution's output channels) is requantized
+        along that axis. `ratio` gives the integer-domain ratio when both scales carry the same
+        channel factors."""
         cur = self.realised[float_name]
         info = self.tensors[cur]
         if info.fmt == fmt and np.array_equal(self.scale_of(cur), np.asarray(scale, dtype=np.float64)):
             return cur
+        if info.axis != -1 and np.ndim(scale):
+            raise CompileError(f"tensor {cur!r} is scaled per channel along axis {info.axis}; it cannot "
+                               f"be requantized to per-channel scales along the last axis")
         try:
             plan = REQUANTIZE.plan(self.scale_of(cur), info.fmt, scale, fmt, self.cfg.multiplier_bits, ratio)
         except ArithSpecError as e:
@@ -103,7 +167,8 @@ class Builder:
                                f"{float(np.max(self.scale_of(cur))):.3g}) cannot be requantized to "
                                f"{label!r} (scale {float(np.max(np.asarray(scale))):.3g}): {e}") from None
         out = self.add_tensor(label, fmt, scale, info.shape, float_name)
-        self.emit(REQUANT.kind, label, [cur], [out], plan.consts, {}, REQUANT.spec)
+        attrs = {"axis": info.axis} if info.axis != -1 else {}
+        self.emit(REQUANT.kind, label, [cur], [out], plan.consts, attrs, REQUANT.spec)
         return out
 
 
@@ -125,12 +190,28 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
             if isinstance(e, CompileError) and node.name in str(e):
                 raise
             raise CompileError(f"node {node.name!r} ({node.op}): {e}") from e
-    # boundary: the classifier output, requantized to head_bits at its calibrated scale
+    # boundary: each output requantized to head_bits at its calibrated scale
     out_fmt = IntFormat(cfg.head_bits)
-    out = b.realise(graph.output_name, out_fmt, b.act_scale(graph.output_name, out_fmt), "logits")
+    outs = [b.realise(t, out_fmt, b.act_scale(t, out_fmt), label)
+            for t, label in zip(graph.outputs, output_labels(graph, b.shapes))]
     meta = new_meta(cfg.to_dict(), model_path, model_sha256)
     meta["graph"] = dict(graph.meta) if getattr(graph, "meta", None) else {}
-    return Program(b.ops, b.tensors, graph.input_name, out, meta)
+    return Program(b.ops, b.tensors, graph.input_name, outs[0] if len(outs) == 1 else outs, meta)
+
+
+def output_labels(graph, shapes):
+    """Names of the program's output tensors: "logits" for a single class vector (a rank-1 output:
+    the name every golden set uses), "output" for a single other tensor, "output.<ONNX output
+    name>" (or "output.<i>") for each of several outputs."""
+    outs = graph.outputs
+    if len(outs) == 1:
+        return ["logits" if len(shapes[outs[0]]) == 1 else "output"]
+    onnx = graph.meta.get("onnx_output") if getattr(graph, "meta", None) else None
+    names = onnx if isinstance(onnx, list) and len(onnx) == len(outs) else [str(i) for i in range(len(outs))]
+    names = [re.sub(r"[^A-Za-z0-9_.\-]", "_", str(n)) for n in names]     # golden file names
+    if len(set(names)) != len(names):
+        names = [str(i) for i in range(len(outs))]
+    return [f"output.{name}" for name in names]
 
 
 def nonlinear_layers(graph):

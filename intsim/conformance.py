@@ -49,6 +49,8 @@ KERNELS = {
     "ivit-layernorm": ("layernorm", "K4.3", "layernorm"),
     "data-movement": ("cls_pos", "K6", None),
     "relu": ("relu", "K7.1", None),
+    "bitshift-sigmoid": ("sigmoid", "K8.1", "sigmoid"),
+    "bitshift-quickgelu": ("quickgelu", "K8.2", "quickgelu"),
 }
 
 
@@ -534,6 +536,31 @@ def _relu_cases(rng):
         yield Case("relu", f"{'s' if fmt.signed else 'u'}{fmt.bits}", "relu", [("in", x, fmt)], [fmt])
 
 
+# --- K8 sigmoid and QuickGELU ---------------------------------------------------------------------
+
+def _sigmoid_case(kernel, family, name, q, in_fmt, in_scale, out_bits, gain):
+    k = candidates(family)[kernel]
+    plan = k.plan(in_scale, in_fmt, out_bits, gain=gain)
+    return Case(kernel, name, family, [("in", np.asarray(q, dtype=np.int64), in_fmt)], [plan.out_fmt],
+                dict(plan.consts), {"family": family, "kernel": kernel, "in_scale": float(in_scale),
+                                    "gain": float(gain)}, spec=k.spec_section)
+
+
+def _sigmoid_family_cases(kernel, family, gain):
+    """Every code of 2- and 8-bit inputs (signed and unsigned), 16-bit samples with both ends, at a
+    range-covering scale, a saturating one and a fine one; 8- and 16-bit outputs."""
+    def generate(rng):
+        for fmt in (_s(2), _s(8), _u(8), _s(16)):
+            q = _all_codes(fmt)[None] if fmt.bits <= 8 else _with_extremes(_rand(rng, fmt, 2048), fmt)[None]
+            for tag, scale in (("range", 8.0 / max(-fmt.lo, fmt.hi)), ("coarse", 0.5), ("fine", 2.0 ** -12)):
+                for o in (8, 16):
+                    if family == "quickgelu" and fmt.bits + o + (not fmt.signed) > 32:
+                        continue
+                    yield _sigmoid_case(kernel, family, f"{tag}_{'s' if fmt.signed else 'u'}{fmt.bits}_out{o}",
+                                        q, fmt, scale, o, gain)
+    return generate
+
+
 GENERATORS = {
     "requantize": _requantize_cases,
     "residual-add": _residual_add_cases,
@@ -548,6 +575,8 @@ GENERATORS = {
     "ivit-layernorm": _ivit_layernorm_cases,
     "data-movement": _data_movement_cases,
     "relu": _relu_cases,
+    "bitshift-sigmoid": _sigmoid_family_cases("bitshift-sigmoid", "sigmoid", 1.0),
+    "bitshift-quickgelu": _sigmoid_family_cases("bitshift-quickgelu", "quickgelu", 1.702),
 }
 assert set(GENERATORS) == set(KERNELS)
 

@@ -19,7 +19,8 @@ from .kernels import candidates
 from .kernels.gelu import SAT, _exp_shift_ref
 from .kernels.layernorm import _ivit_y_V, isqrt_ref, ivit_std
 from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, magnitude
-from .kernels.softmax import BitshiftSoftmax
+from .kernels.sigmoid import sigmoid_ref
+from .kernels.softmax import BitshiftSoftmax, bitshift_exp_ref
 
 # --- the bins, by spec section (docs/arithmetic.md "Coverage bins"); NAME[a..b] is an array -------
 
@@ -50,12 +51,15 @@ BINS = {
              "K4.3.one_channel"],
     "K6": ["K6.cls_pos_sat_hi", "K6.cls_pos_sat_lo", "K6.qkv_split", "K6.cls_select"],
     "K7.1": ["K7.1.neg", "K7.1.zero", "K7.1.pos"],
+    "K8.1": ["K8.1.neg", "K8.1.zero", "K8.1.pos", "K8.1.sat", "K8.1.e_zero", "K8.1.unsigned_in"],
+    "K8.2": ["K8.2.neg", "K8.2.zero", "K8.2.pos", "K8.2.unsigned_in"],
 }
 
 SECTION_KERNEL = {"A6": "requantize", "K5": "residual add", "K1": "matrix products", "K2.1": "bitshift-softmax",
                   "K2.2": "ivit-shiftmax", "K2.3": "ibert-softmax", "K3.1": "poly-gelu", "K3.2": "ibert-gelu",
                   "K3.3": "ivit-shiftgelu", "K4.2": "isqrt-layernorm", "K4.3": "ivit-layernorm",
-                  "K6": "data movement", "K7.1": "relu"}
+                  "K6": "data movement", "K7.1": "relu", "K8.1": "bitshift-sigmoid",
+                  "K8.2": "bitshift-quickgelu"}
 
 _ARRAY = re.compile(r"^(.*)\[(\d+)\.\.(\d+)\]$")
 
@@ -371,11 +375,25 @@ def _relu_bins(op):
     return {f"K7.1.{name}" for name, sel in (("neg", x < 0), ("zero", x == 0), ("pos", x > 0)) if sel.any()}
 
 
+def _sigmoid_family_bins(op, section):
+    x = np.asarray(op.inputs[0], dtype=np.int64)
+    c = {k: (np.asarray(v) if np.ndim(v) else int(v)) for k, v in op.consts.items()}
+    sig = sigmoid_ref(x, c)
+    _check(op, sig if section == "K8.1" else x * sig, section)
+    sel = [("neg", x < 0), ("zero", x == 0), ("pos", x > 0)]
+    if section == "K8.1":
+        sel += [("sat", (x >= 0) & (sig == (1 << c["out_bits"]) - 1)), ("e_zero", bitshift_exp_ref(np.abs(x), c) == 0)]
+    hit = {f"{section}.{name}" for name, s in sel if s.any()}
+    return hit | ({f"{section}.unsigned_in"} if c["in_lo"] == 0 else set())
+
+
 # spec section of an op (its manifest `spec`) -> the function computing its bins
 SECTION_BINS = {"A6": _requant_bins, "K5": _add_bins, "K1": _matmul_bins, "K2.1": _bitshift_bins,
                 "K2.2": _ivit_softmax_bins, "K2.3": _ibert_softmax_bins, "K3.1": _poly_gelu_bins,
                 "K3.2": _ibert_gelu_bins, "K3.3": _ivit_gelu_bins, "K4.2": _isqrt_ln_bins,
-                "K4.3": _ivit_ln_bins, "K6": _data_bins, "K7.1": _relu_bins}
+                "K4.3": _ivit_ln_bins, "K6": _data_bins, "K7.1": _relu_bins,
+                "K8.1": lambda op: _sigmoid_family_bins(op, "K8.1"),
+                "K8.2": lambda op: _sigmoid_family_bins(op, "K8.2")}
 assert set(SECTION_BINS) == set(BINS)
 
 

@@ -48,17 +48,18 @@ class Dataset:
         return self.eval_images[:n], labels
 
 
-def open_data(spec="fashion-mnist"):
-    """'fashion-mnist' (calibrate on train, evaluate on test), 'photos' (224x224 crops of the
-    sample photos in scikit-image/scikit-learn: calibration and evaluation crops are drawn with
-    different seeds), a .npz file (keys 'images', optional 'labels'; calibrates on the same
-    images) or a folder of image files."""
+def open_data(spec="fashion-mnist", image_size=224):
+    """'fashion-mnist' (calibrate on train, evaluate on test), 'photos' (image_size x image_size
+    crops of the sample photos in scikit-image/scikit-learn, 224 unless the model takes another
+    size: calibration and evaluation crops are drawn with different seeds), a .npz file (keys
+    'images', optional 'labels'; calibrates on the same images) or a folder of image files."""
     if spec in (None, "fashion-mnist"):
         tr, _ = load_fashion_mnist("train")
         te, te_y = load_fashion_mnist("test")
         return Dataset("fashion-mnist", tr, te, te_y)
     if spec == "photos":
-        return Dataset("photos", photo_crops(PHOTO_CROPS, seed=0), photo_crops(PHOTO_CROPS, seed=1))
+        return Dataset("photos", photo_crops(PHOTO_CROPS, image_size, seed=0),
+                       photo_crops(PHOTO_CROPS, image_size, seed=1))
     p = Path(spec)
     if p.suffix == ".npz":
         return _npz_data(p)

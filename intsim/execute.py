@@ -5,12 +5,14 @@
     q_out = exe.run(q_in, observe=None)   # integers in, integers out
     y = exe.infer(images)                 # float images in, float output out (boundary A7)
 
-`observe(op, inputs, outputs)` is called after each op: golden dumps, comparators and per-layer
-SQNR are consumers of this hook, not separate paths. Without an observer, the fast path computes a
-requant together with the op that makes its input when nothing else reads that tensor (a matmul's
-accumulator is requantized in the product's own epilogue pass, `OpDef.fuse_requant`): the same
-integers, one pass and one tensor fewer. With an observer every op runs on its own, so the observer
-sees every tensor of the program. `path="reference"` runs every kernel's plain
+A program with several outputs returns a tuple of arrays where a single-output program returns one
+array (`as_outputs` turns either into a list). `observe(op, inputs, outputs)` is called after each
+op: golden dumps, comparators and per-layer SQNR are consumers of this hook, not separate paths.
+Without an observer, the fast path computes a requant together with the op that makes its input
+when nothing else reads that tensor (a matmul's accumulator is requantized in the product's own
+epilogue pass, a GELU and its requant are one table: `OpDef.fuse_requant`): the same integers, one
+pass and one tensor fewer. With an observer every op runs on its own, so the observer sees every
+tensor of the program. `path="reference"` runs every kernel's plain
 NumPy reference instead of its fast path; both give identical integers. `engine` picks the exact
 integer GEMM engine of the fast path (spec K1.5: "auto", "ort", "blas", "numba", "reference"); every
 engine gives the same integers. The Executable is the one, explicit place where run-time state lives
@@ -43,7 +45,7 @@ class Executable:
         check_wiring(program)
         with gemm.use_engine(engine):           # weights are laid out for the engine that will run
             self._bind(program)
-        self.last = last_uses(program.ops, lambda op: op.inputs, keep=[program.output_name])
+        self.last = last_uses(program.ops, lambda op: op.inputs, keep=program.outputs)
         self.fused = self._fusions(program) if path == "fast" else {}
         self.fused_away = {j for j, _ in self.fused.values()}
 
@@ -61,7 +63,7 @@ class Executable:
 
     def _fusions(self, program):
         """{producer index: (requant index, run)}: each requant whose input tensor only it reads (not
-        the program's output), made by an op that can requantize its result in its own pass;
+        a program output), made by an op that can requantize its result in its own pass;
         run(inputs) gives the requant's output from the producer's inputs. The tensor in between is
         never made, so its declaration must be what the requant's output check covers (its shape)."""
         readers = collections.Counter(t for op in program.ops for t in op.inputs)
@@ -70,7 +72,7 @@ class Executable:
         for j, (d, op, plan) in enumerate(self.steps):
             src = op.inputs[0] if d is REQUANT else None
             i = made_by.get(src)
-            if (i is None or readers[src] != 1 or src == program.output_name or len(program.ops[i].outputs) != 1
+            if (i is None or readers[src] != 1 or src in program.outputs or len(program.ops[i].outputs) != 1
                     or program.tensors[src].shape != program.tensors[op.outputs[0]].shape):
                 continue
             producer, producer_op, bound = self.steps[i]
@@ -80,8 +82,8 @@ class Executable:
         return fused
 
     def run(self, q_input, observe=None, check=True):
-        """The integer output for a quantized input batch. check=True verifies that every op
-        output is an integer array within its declared format."""
+        """The integer output (a tuple for several) for a quantized input batch. check=True
+        verifies that every op output is an integer array within its declared format."""
         with gemm.use_engine(self.engine):
             return self._run(q_input, observe, check)
 
@@ -109,10 +111,11 @@ class Executable:
             for t in op.inputs:     # free what no later op reads (bounded memory on deep models)
                 if self.last.get(t) == idx and t != program.input_name:
                     env.pop(t, None)
-        return env[program.output_name]
+        outs = tuple(env[t] for t in program.outputs)
+        return outs[0] if len(outs) == 1 else outs
 
     def infer(self, images_float, observe=None):
-        """Float images in, float output out (the model boundary, spec A7); integers in between."""
+        """Float images in, float output(s) out (the model boundary, spec A7); integers between."""
         q = quantize_input(self.program, images_float)
         return dequantize_output(self.program, self.run(q, observe))
 
@@ -129,7 +132,9 @@ def check_wiring(program):
         if undeclared:
             raise ProgramError(f"{where} makes {undeclared}, which the program does not declare")
         known.update(op.outputs)
-    if program.input_name not in program.tensors or program.output_name not in known:
+    outs = program.output_name if isinstance(program.output_name, list) else [program.output_name]
+    if (program.input_name not in program.tensors or not outs
+            or any(not isinstance(t, str) or t not in known for t in outs)):
         raise ProgramError(f"the program's input {program.input_name!r} or output "
                            f"{program.output_name!r} is not a tensor it declares and makes")
 
@@ -182,8 +187,15 @@ def quantize_input(program, images_float):
     return arith.quantize(images_float, program.input.scale, program.input.fmt)
 
 
+def as_outputs(result):
+    """The outputs of a run as a list, whether the model has one output or several."""
+    return list(result) if isinstance(result, tuple) else [result]
+
+
 def dequantize_output(program, q):
-    return arith.dequantize(q, program.output.scale)
+    outs = tuple(arith.dequantize(v, program.tensors[t].scale)
+                 for t, v in zip(program.outputs, as_outputs(q)))
+    return outs[0] if len(outs) == 1 else outs
 
 
 def run(program, images_float, path="fast", observe=None):

@@ -1,7 +1,8 @@
 """Float interpreter of the semantic graph (intsim.graph): the reference the integer program is
 measured against and the source of calibration statistics.
 
-`run_float(graph, images)` evaluates the nodes in order, each by its op's `evaluate` (intsim/ops),
+`run_float(graph, images)` evaluates the nodes in order and returns the output (a tuple of arrays
+for a graph with several outputs), each by its op's `evaluate` (intsim/ops),
 in float32 by default or float64. `observe(tensor_name, array)` is called for the input and for
 every tensor produced, as soon as it exists; arrays are freed after their last use, so a caller
 streaming over batches (calibration) holds one batch of activations at a time. Observers must not
@@ -22,7 +23,7 @@ def run_float(graph, images_float, observe=None, dtype=np.float32):
     if dtype not in (np.float32, np.float64):
         raise DataError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
     x = np.ascontiguousarray(check_batch(images_float, graph.input_shape), dtype=dtype)
-    last = last_uses(graph.nodes, lambda n: n.inputs, keep=[graph.output_name])
+    last = last_uses(graph.nodes, lambda n: n.inputs, keep=graph.outputs)
     env = {graph.input_name: x}
     if observe is not None:
         observe(graph.input_name, x)
@@ -39,4 +40,5 @@ def run_float(graph, images_float, observe=None, dtype=np.float32):
             env[t] = v
             if observe is not None:
                 observe(t, v)
-    return env[graph.output_name]
+    outs = tuple(env[t] for t in graph.outputs)
+    return outs[0] if len(outs) == 1 else outs

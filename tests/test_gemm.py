@@ -326,6 +326,7 @@ def test_a_requantized_product_equals_requantize_of_the_product(case, per, seed)
     out_fmt = IntFormat(int(rng.choice([4, 8, 16])), signed=bool(rng.integers(2)))
     want = outcome(lambda: requantize_ref(G.gemm_reference(a, b, bias), m, k, out_fmt,
                                           None if per == "tensor" else -1))
+    requant = Requantizer(m, k, out_fmt, None if per == "tensor" else -1)
     for engine in ENGINES + ["auto"]:
-        got = outcome(lambda: G.Product(a_fmt, b_fmt, bias, engine=engine)(a, b, None, Requantizer(m, k, out_fmt)))
+        got = outcome(lambda: G.Product(a_fmt, b_fmt, bias, engine=engine)(a, b, None, requant))
         assert same(got, want), (engine, per, a_fmt.describe(), b_fmt.describe(), a.shape, b.shape)

@@ -296,10 +296,10 @@ def test_missing_corrupt_and_non_onnx_files(tmp_path, legacy_proto):
 
 def test_unsupported_op_names_node_and_op(legacy_proto):
     erf = next(n for n in legacy_proto.graph.node if n.op_type == "Erf")
-    erf.op_type = "Relu"
+    erf.op_type = "Elu"
     with pytest.raises(OnnxImportError) as e:
         load_onnx(legacy_proto)
-    assert erf.name in str(e.value) and "Relu" in str(e.value) and "Supported ops" in str(e.value)
+    assert erf.name in str(e.value) and "Elu" in str(e.value) and "Supported ops" in str(e.value)
 
 
 def _insert_after_softmax(proto, op, extra_inputs=(), **attrs):
@@ -313,11 +313,20 @@ def _insert_after_softmax(proto, op, extra_inputs=(), **attrs):
 
 
 def test_unrecognised_pattern_names_node(legacy_proto):
-    """A supported op in a place no pattern explains: probs * 2 before attn @ v."""
+    """A supported op in a place no pattern explains: probs ** 2 before attn @ v."""
     legacy_proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(2, np.float32), "two"))
-    _insert_after_softmax(legacy_proto, "Mul", ["two"])
+    _insert_after_softmax(legacy_proto, "Pow", ["two"])
     with pytest.raises(OnnxImportError, match=r"'inserted' .*not part of a recognised ViT pattern"):
         load_onnx(legacy_proto)
+
+
+def test_scalar_mul_in_the_attention_is_a_scale(legacy_proto):
+    """probs * 2 before attn @ v: a generic Scale between the Softmax and the AttnContext."""
+    legacy_proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array(2, np.float32), "two"))
+    _insert_after_softmax(legacy_proto, "Mul", ["two"])
+    g = load_onnx(legacy_proto)
+    i = g.ops().index("Scale")
+    assert g.ops()[i - 1:i + 2] == ["Softmax", "Scale", "AttnContext"] and g.nodes[i].attrs["factor"] == 2.0
 
 
 @pytest.mark.parametrize("op, attrs", [("Identity", {}), ("Cast", {"to": onnx.TensorProto.FLOAT})])
@@ -334,12 +343,14 @@ def test_verification_catches_a_wrong_graph(legacy_proto, monkeypatch):
     assert load_onnx(legacy_proto, verify=False).ops() == expected_ops(depth_of(legacy_proto))
 
 
-def test_non_patch_conv_rejected(legacy_proto):
+def test_non_patch_conv_is_a_general_conv(legacy_proto):
+    """A padded patchify Conv is not the patch embedding: a Conv (K1.5), then data movement."""
     conv = next(n for n in legacy_proto.graph.node if n.op_type == "Conv")
     pads = next(a for a in conv.attribute if a.name == "pads")
     pads.ints[:] = [1, 1, 1, 1]
-    with pytest.raises(OnnxImportError, match="patch-embedding Conv"):
-        load_onnx(legacy_proto)
+    g = load_onnx(legacy_proto)          # verified against the ONNX graph on a random image
+    first = g.nodes[0]
+    assert first.op == "Conv" and first.attrs["pads"] == [1, 1, 1, 1] and "PatchEmbed" not in g.ops()
 
 
 def test_dynamic_non_batch_dim_rejected(legacy_proto):

@@ -96,15 +96,16 @@ def config_from_args(a):
         overrides[layer] = cand
     return QuantConfig(wbits=a.wbits, abits=a.abits, residual_bits=a.residual_bits,
                        logit_bits=a.logit_bits, softmax_bits=a.softmax_bits,
-                       multiplier_bits=a.multiplier_bits, act_calib=a.act_calib, gelu=a.gelu,
-                       softmax=a.softmax, layernorm=a.layernorm, overrides=overrides)
+                       multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
+                       overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
 def build_program(a, config, graph=None, data=None):
     """model + data + settings -> (graph, data, program, images calibrated on): the shared front
     half of run/golden."""
     graph = graph or ip.load(a.model)
-    data = data or ip.open_data(a.data)
+    c, h, w = graph.input_shape
+    data = data or ip.open_data(a.data, image_size=h if h == w and c == 3 else 224)
     calib = data.calibration(a.calib)
     if len(calib) < a.calib:
         print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "

@@ -42,10 +42,25 @@ def print_report(report, data_name, calib):
     print(f"data      {data_name}: {report['images']} images, calibrated on {calib}")
     print(f"config    W{cfg['wbits']}A{cfg['abits']} residual {cfg['residual_bits']}b, gelu "
           f"{cfg['gelu']}, softmax {cfg['softmax']}, layernorm {cfg['layernorm']}")
-    if report["float_top1"] is not None:
-        print(f"float top-1    {100 * report['float_top1']:.2f} %")
-        print(f"integer top-1  {100 * report['int_top1']:.2f} %")
-    print(f"agreement      {100 * report['agreement']:.2f} %")
-    print(f"logit SQNR     {report['logit_sqnr_db']:.2f} dB")
+    several = len(report["outputs"]) > 1
+    for out in report["outputs"]:
+        if several:
+            print(f"output {out['name']} (N, {', '.join(map(str, out['shape']))}), "
+                  f"{'class vector' if out['kind'] == 'class' else 'tensor'}")
+        print_output(out, "  " if several else "")
     print(f"speed          {report['images_per_s']:.1f} images/s (integer path, matmul engine "
           f"{report['engine']})")
+
+
+def print_output(out, indent):
+    """One output's comparison: top-1 and agreement only for a class vector."""
+    if out["kind"] == "class":
+        if out["float_top1"] is not None:
+            print(f"{indent}float top-1    {100 * out['float_top1']:.2f} %")
+            print(f"{indent}integer top-1  {100 * out['int_top1']:.2f} %")
+        print(f"{indent}agreement      {100 * out['agreement']:.2f} %")
+        print(f"{indent}logit SQNR     {out['sqnr_db']:.2f} dB")
+    else:
+        print(f"{indent}SQNR           {out['sqnr_db']:.2f} dB")
+        print(f"{indent}Pearson r      {out['pearson']:.5f}")
+        print(f"{indent}max abs error  {out['max_abs_error']:.4g}")

@@ -3,23 +3,32 @@ from pathlib import Path
 
 import numpy as np
 
-try:                     # the object API: no pyplot state, no backend switch for the caller
-    from matplotlib.figure import Figure
-except ImportError:
-    Figure = None
+import functools
 
 # grid dimensions: QuantConfig field -> option (ints are bit widths, strs are kernel candidates)
 INT_DIMS = ("wbits", "abits", "residual_bits", "logit_bits", "softmax_bits", "multiplier_bits")
 KERNEL_DIMS = ("gelu", "softmax", "layernorm")
 
 
+@functools.lru_cache(maxsize=1)
+def _figure_class():
+    """matplotlib's Figure (the object API: no pyplot state, no backend switch for the caller), or
+    None without matplotlib; imported on first use, so commands that draw nothing start faster."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure
+
+
 def available():
-    return Figure is not None
+    return _figure_class() is not None
 
 
 def plot_accuracy(rows, out):
     """accuracy_vs_<dim>.png for every bit-width dimension with more than one value: one line per
     setting of the other varying dimensions (their mean with a min-max band when there are many)."""
+    Figure = _figure_class()
     if Figure is None:
         return []
     ok = [r for r in rows if not r.get("error") and r.get("int_top1") not in (None, "")]
@@ -77,6 +86,7 @@ def sqnr_grid(sqnr):
 
 
 def plot_heatmap(sqnr, title, path):
+    Figure = _figure_class()
     if Figure is None:
         return None
     blocks, subs, mat = sqnr_grid(sqnr)

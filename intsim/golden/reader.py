@@ -48,9 +48,11 @@ def check_manifest(doc, path):
             raise GoldenError(f"{path}: op record {i} names tensors the manifest does not hold")
     if "conformance" in doc:        # a conformance set: one-op programs, no model input or output
         return
-    for key in ("output",):
-        if doc.get(key) not in tensors or (doc.get("input") or {}).get("tensor") not in tensors:
-            raise GoldenError(f"{path}: the input or output tensor is not in the manifest")
+    out = doc.get("output")
+    outs = out if isinstance(out, list) and out else [out]
+    if (any(not isinstance(t, str) or t not in tensors for t in outs)
+            or (doc.get("input") or {}).get("tensor") not in tensors):
+        raise GoldenError(f"{path}: the input or output tensor is not in the manifest")
 
 
 def _check_entry(tid, e, path):
@@ -230,7 +232,9 @@ class GoldenSet:
 
     @property
     def output(self):
-        return self.tensors[self.manifest["output"]]
+        """The output tensor (the first one when the program has several)."""
+        out = self.manifest["output"]
+        return self.tensors[out if isinstance(out, str) else out[0]]
 
 
 def load(path):
@@ -263,14 +267,16 @@ def load_program(path):
         if e.get("kind") in ("input", "activation"):
             fmt = IntFormat(int(e["bits"]), bool(e["signed"]), bool(e.get("narrow", False)))
             tensors[e["name"]] = TensorInfo(e["name"], fmt, e.get("scale"), tuple(e["shape"][1:]),
-                                            e.get("source", ""))
+                                            e.get("source", ""), int(e.get("axis", -1)))
             names[tid] = e["name"]
     ops = [Op(o.kind, o.name, [names[t] for t in o.input_ids], [names[t] for t in o.output_ids],
               {c: program_const(v, c, o.attrs) for c, v in o.consts.items()}, o.attrs, o.spec)
            for o in g.ops]
     meta = {"spec_version": m.get("spec_version"), "config": m.get("config", {}),
             "model": (m.get("model") or {}).get("file"), "model_sha256": (m.get("model") or {}).get("sha256")}
-    program = Program(ops, tensors, names[m["input"]["tensor"]], names[m["output"]], meta)
+    out = m["output"]
+    program = Program(ops, tensors, names[m["input"]["tensor"]],
+                      names[out] if isinstance(out, str) else [names[t] for t in out], meta)
     if program.fingerprint() != m.get("program_fingerprint"):
         raise GoldenError(f"{path}: the program rebuilt from the dump has fingerprint "
                           f"{program.fingerprint()[:16]}..., the manifest records "

@@ -216,7 +216,8 @@ class _Recorder:
         info = self.program.tensors[name]
         self.ids[name] = self.w.add(act_id(name), arr, TFormat.of(info.fmt),
                                     {"kind": kind, "name": name, "op": producer,
-                                     "scale": _scale_json(info.scale), "source": info.source})
+                                     "scale": _scale_json(info.scale), "source": info.source}
+                                    | ({"axis": info.axis} if info.axis != -1 else {}))
 
     def constants(self, i, op):
         return write_constants(self.w, self.program, i, op)
@@ -251,7 +252,8 @@ class _Recorder:
                                   "spec": op.spec} for op in program.ops if "kernel" in op.attrs},
             "input": {"tensor": self.ids[program.input_name], "images": int(q_input.shape[0]),
                       "source": input_source},
-            "output": self.ids[program.output_name],
+            "output": (self.ids[program.output_name] if isinstance(program.output_name, str)
+                       else [self.ids[t] for t in program.output_name]),
             "formats": list(self.formats),
             "byte_order": "little",
             "hex": {"pack": self.pack,

@@ -13,12 +13,14 @@ helpers and float_reference().
 """
 import functools
 import math
+import warnings
 
 import numba
 import numpy as np
 
 from .. import arith, floatfn
 from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
+from ..errors import IntsimWarning
 from .base import TABLE_IN_BITS_MAX, Consts, ElementTable, Kernel, KernelPlan, row_length
 
 SQRT2 = math.sqrt(2.0)
@@ -316,10 +318,13 @@ class PolyGelu(_GeluKernel):
             raise ArithSpecError("poly-gelu: give both a and b, or neither")
         if a is not None:
             source = "given"
-        elif sample is not None:
+        elif sample is not None and np.unique(np.asarray(sample)).size >= 2:
             a, b = fit_poly_gelu(sample)
             source = "fit_data"
-        else:
+        else:       # no sample, or one with a single value (a layer calibrated on zeros): nothing to fit
+            if sample is not None:
+                warnings.warn(IntsimWarning("poly-gelu: the calibration sample holds one value only; "
+                                            "using the uniform fit of (a, b)"), stacklevel=2)
             a, b = default_poly_ab()
             source = "uniform"
         a, b = _check_ab(a, b)

@@ -57,8 +57,10 @@ class Requantizer:
     (A4), the output range. Calling it requantizes an array; the kernels of K1 call it through
     `columns` to requantize their accumulators in the same pass (the accumulator never stored)."""
 
-    def __init__(self, m, k, out_fmt: IntFormat):
+    def __init__(self, m, k, out_fmt: IntFormat, axis=None):
+        """axis: the channel axis of per-channel (m, k) when it is known (a bound program op)."""
         m, k = arith.check_multiplier("requantize", m, k)
+        self.axis = axis
         self.per_channel = not (m.ndim == 0 and k.ndim == 0)
         self.m, self.k = np.atleast_1d(m), np.atleast_1d(k)
         # mismatched vectors are refused when called, naming the axis they do not fit
@@ -71,6 +73,7 @@ class Requantizer:
         """Fast path of requantize; identical results to requantize_ref for every input that
         passes the checks (the A4 bound is checked inside the pass, at no extra cost)."""
         x = arith.integer_input("requantize", x)
+        axis = self.axis if axis is None else axis
         if not self.per_channel:
             x3 = x.reshape(1, 1, -1)
         else:
@@ -86,11 +89,16 @@ class Requantizer:
                                          self.hi, out))
         return out.reshape(x.shape)
 
+    @property
+    def along_columns(self):
+        """Per tensor, or per channel along the last axis: one (m, k) per column of the input."""
+        return not self.per_channel or self.axis == -1
+
     def columns(self, n):
         """(m, k, lim) as vectors of length n, one entry per column of an (..., n) input whose
         channels (if any) are its columns: what a fused epilogue reads."""
         if n not in self._columns:
-            if self.per_channel and (self.m.shape != (n,) or self.k.shape != (n,)):
+            if not self.along_columns or (self.per_channel and (self.m.shape != (n,) or self.k.shape != (n,))):
                 raise arith.ArithSpecError(f"per-channel (m, k) of shape {self.m.shape} for {n} columns")
             self._columns[n] = tuple(np.ascontiguousarray(np.broadcast_to(v, (n,)))
                                      for v in (self.m, self.k, self.lim))
@@ -153,24 +161,25 @@ class Requantize(Kernel):
         c.require(np.ndim(c["m"]) <= 1, f"m and k must be scalars or vectors, have shape {np.shape(c['m'])}")
 
     @staticmethod
-    def _axis(consts):
-        return -1 if np.ndim(consts["m"]) else None
+    def _axis(plan):
+        """The channel axis of per-channel (m, k): plan.info["axis"] (from the end), default -1."""
+        return int(plan.info.get("axis", -1)) if np.ndim(plan.consts["m"]) else None
 
     def reference(self, inputs, plan):
         x, = inputs
         c = plan.consts
-        return requantize_ref(x, c["m"], c["k"], plan.out_fmt, self._axis(c))
+        return requantize_ref(x, c["m"], c["k"], plan.out_fmt, self._axis(plan))
 
     def bind(self, plan):
         """The plan with its Requantizer made once (KernelPlan.runtime)."""
-        plan.runtime = Requantizer(plan.consts["m"], plan.consts["k"], plan.out_fmt)
+        plan.runtime = Requantizer(plan.consts["m"], plan.consts["k"], plan.out_fmt, self._axis(plan))
         return plan
 
     def fast(self, inputs, plan):
         x, = inputs
         c = plan.consts
         rq = plan.runtime if plan.runtime is not None else Requantizer(c["m"], c["k"], plan.out_fmt)
-        return rq(x, self._axis(c))
+        return rq(x, self._axis(plan))
 
     def cost(self, shape, plan=None):
         return {"mul": 1.0, "shift": 1.0, "add": 1.0, "div": 0.0, "cmp": 2.0}

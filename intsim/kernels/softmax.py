@@ -260,6 +260,54 @@ def bitshift_tables():
     return np.array(c[:segs], dtype=np.int64), np.array(ds, dtype=np.int64)
 
 
+def bitshift_exp_plan(what, s, d_max, section):
+    """K2.1.1: the constants of the shift-add exponential e(D) ~= 2^Q * exp(-D * s) for integer
+    D in [0, d_max] (the softmax's D = rowmax - q, the sigmoid's |q|): K * 2^-G ~= s * log2(e) *
+    2^F with K rounded half up to 17 significant bits, the chord tables, Q and Z_MAX. Raises when
+    G would exceed the shift limit or D*K could exceed 2^62 (`section` names the caller's limits).
+    Returns (consts, info)."""
+    kappa = Fraction(s) * LOG2E * (1 << BS_F)
+    h = _floor_log2(kappa) - (BS_K_BITS - 1)
+    km = arith.round_half_up(kappa / Fraction(2) ** h)
+    k_const, g = (km << h, 0) if h >= 0 else (km, -h)
+    if g > arith.SHIFT_MAX:
+        raise ArithSpecError(f"{what}: in_scale {float(s)!r} is too small "
+                             f"(needs G = {g} > {arith.SHIFT_MAX}; spec {section})")
+    if d_max * k_const > (1 << 62):
+        raise ArithSpecError(f"{what}: in_scale {float(s)!r} is too large: D*K up to "
+                             f"{d_max * k_const} > 2^62 (spec {section})")
+    c_tab, ds_tab = bitshift_tables()
+    consts = {"K": k_const, "G": g, "F": BS_F, "Q": BS_Q, "SEG_BITS": BS_SEG_BITS,
+              "C": c_tab, "DS": ds_tab, "Z_MAX": BS_Z_MAX}
+    info = {"K_csd_digits": len(csd(k_const)),
+            "K_rel_error": float(Fraction(k_const, 1 << g) / kappa - 1),
+            "slope_csd_digits": max(len(csd(int(v))) for v in ds_tab)}
+    return consts, info
+
+
+def bitshift_exp_ref(d, consts):
+    """K2.1.3 steps 2-5: e = 2^Q * 2^-T with T = D*S*log2(e), at scale 2^-Q (D >= 0, int64)."""
+    F, sb = consts["F"], consts["SEG_BITS"]
+    t = (d * consts["K"]) >> consts["G"]                # T at scale 2^-F; K is <= 9 CSD digits
+    z = t >> F                                           # integer part
+    r = t & ((1 << F) - 1)                               # fraction, F bits
+    i = r >> (F - sb)                                    # chord index: top 4 bits of r
+    rho = r & ((1 << (F - sb)) - 1)                      # position inside the chord
+    y = consts["C"][i] - ((rho * consts["DS"][i]) >> (F - sb))   # 2^-r at scale 2^-Q
+    return y >> np.minimum(z, consts["Z_MAX"])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def bitshift_exp1(d, K, G, F, SB, C, DS, ZMAX):
+    """bitshift_exp_ref for one int64 D (the jitted twin, K2.1.3 steps 2-5)."""
+    t = (d * K) >> G
+    z = t >> F
+    r = t & ((np.int64(1) << F) - 1)
+    i = r >> (F - SB)
+    y = C[i] - (((r & ((np.int64(1) << (F - SB)) - 1)) * DS[i]) >> (F - SB))
+    return y >> (z if z < ZMAX else ZMAX)
+
+
 class BitshiftSoftmax(_SoftmaxKernel):
     name = "bitshift-softmax"
     spec_section = "K2.1"
@@ -275,25 +323,10 @@ class BitshiftSoftmax(_SoftmaxKernel):
 
     def plan(self, in_scale, in_fmt, out_bits=8):
         s, out_fmt = _check_common(in_scale, in_fmt, out_bits)
-        # K2.1.1: K * 2^-G ~= S * log2(e) * 2^F, K with 17 significant bits (rounded half up)
-        kappa = Fraction(s) * LOG2E * (1 << BS_F)
-        h = _floor_log2(kappa) - (BS_K_BITS - 1)
-        km = arith.round_half_up(kappa / Fraction(2) ** h)
-        k_const, g = (km << h, 0) if h >= 0 else (km, -h)
-        if g > arith.SHIFT_MAX:
-            raise ArithSpecError(f"bitshift-softmax: in_scale {s!r} is too small "
-                                 f"(needs G = {g} > {arith.SHIFT_MAX}; spec K2.1.4)")
-        d_max = in_fmt.hi - in_fmt.lo
-        if d_max * k_const > (1 << 62):
-            raise ArithSpecError(f"bitshift-softmax: in_scale {s!r} is too large: D*K up to "
-                                 f"{d_max * k_const} > 2^62 (spec K2.1.4)")
-        c_tab, ds_tab = bitshift_tables()
-        consts = {"K": k_const, "G": g, "F": BS_F, "Q": BS_Q, "SEG_BITS": BS_SEG_BITS,
-                  "C": c_tab, "DS": ds_tab, "N": BS_N, "Z_MAX": BS_Z_MAX}
-        info = {"in_scale": s, "K_csd_digits": len(csd(k_const)),
-                "K_rel_error": float(Fraction(k_const, 1 << g) / kappa - 1),
-                "slope_csd_digits": max(len(csd(int(v))) for v in ds_tab)}
-        return self._plan(consts, in_fmt, out_fmt, info)
+        exp_consts, info = bitshift_exp_plan(self.name, s, in_fmt.hi - in_fmt.lo, "K2.1.4")
+        consts = {k: exp_consts[k] for k in ("K", "G", "F", "Q", "SEG_BITS", "C", "DS")}
+        consts.update(N=BS_N, Z_MAX=BS_Z_MAX)
+        return self._plan(consts, in_fmt, out_fmt, {"in_scale": s, **info})
 
 
     @staticmethod
@@ -308,15 +341,7 @@ class BitshiftSoftmax(_SoftmaxKernel):
 
     @staticmethod
     def _exp_ref(d, consts):
-        """K2.1.3 steps 2-5: e = 2^Q * 2^-T with T = D*S*log2(e), at scale 2^-Q."""
-        F, sb = consts["F"], consts["SEG_BITS"]
-        t = (d * consts["K"]) >> consts["G"]                # T at scale 2^-F; K is <= 9 CSD digits
-        z = t >> F                                           # integer part
-        r = t & ((1 << F) - 1)                               # fraction, F bits
-        i = r >> (F - sb)                                    # chord index: top 4 bits of r
-        rho = r & ((1 << (F - sb)) - 1)                      # position inside the chord
-        y = consts["C"][i] - ((rho * consts["DS"][i]) >> (F - sb))   # 2^-r at scale 2^-Q
-        return y >> np.minimum(z, consts["Z_MAX"])
+        return bitshift_exp_ref(d, consts)
 
     @staticmethod
     def _normalise_ref(e, consts):
@@ -362,8 +387,6 @@ def _row_max(q2, row):
 
 @numba.njit(cache=True, nogil=True)
 def _bitshift_rows(q2, out2, K, G, F, SB, C, DS, ZMAX, N, O):
-    fmask = (np.int64(1) << F) - 1
-    rmask = (np.int64(1) << (F - SB)) - 1
     half = np.int64(1) << (N - O - 1)
     hi = (np.int64(1) << O) - 1
     e_row = np.empty(q2.shape[1], dtype=np.int64)
@@ -371,12 +394,7 @@ def _bitshift_rows(q2, out2, K, G, F, SB, C, DS, ZMAX, N, O):
         m = _row_max(q2, row)
         s = np.int64(0)
         for j in range(q2.shape[1]):
-            t = ((m - np.int64(q2[row, j])) * K) >> G
-            z = t >> F
-            r = t & fmask
-            i = r >> (F - SB)
-            y = C[i] - (((r & rmask) * DS[i]) >> (F - SB))
-            e = y >> (z if z < ZMAX else ZMAX)
+            e = bitshift_exp1(m - np.int64(q2[row, j]), K, G, F, SB, C, DS, ZMAX)
             e_row[j] = e
             s += e
         recip = (np.int64(1) << N) // s

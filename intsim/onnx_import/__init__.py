@@ -4,7 +4,7 @@
 
 Steps, one module each:
 1. model.py: parse and check the model (onnx.load, onnx.checker); exactly one float image input
-   (N, C, H, W) whose only free dimension is the batch, and one output.
+   (N, C, H, W) whose only free dimension is the batch, and one or more outputs.
 2. fold.py: find the image path by traversal (every tensor computed from the image; Shape/Size
    outputs are constants at a concrete batch size B, 2 unless the model fixes it). Run the ONNX
    graph once on a seeded random image with ONNX Runtime (or onnx.reference when it is missing):
@@ -34,6 +34,14 @@ Adding a pattern (e.g. separate q/k/v Linears, a layer-scale Mul, an attention-b
     <pattern> at <node>, but <what was found>". Emit only after every check has passed.
   - the semantic op must exist in intsim.graph (and the rest of intsim); give it a role for naming.py
     if it takes part in the block structure; add a test building a small ONNX model with the pattern.
+
+Adding a generic op (one ONNX op -> one semantic op, where no pattern applies; patterns/generic.py):
+  - decorate `def my_op(m, n)` with `@fallback("OnnxOp", expects="...")`; fallbacks run after every
+    matcher of the node's op, at once for computing ops and on demand for data movement and scalar
+    Mul/Div (`Matching.lazy`). Work in per-sample shapes (`m.sem_shape`, `m.sem_axis`: the batch
+    axis, or a batch folded into the first axis, is never an operand axis) and per-sample
+    constants (`per_sample_const`); check data movement on labels (`_emit_moved`); give the node
+    the op's name as its role and add the role to naming.GENERIC_ROLES.
 """
 import numpy as np
 
@@ -41,7 +49,7 @@ from ..float_ref import run_float
 from ..graph import Graph, Node
 from . import fold, patterns
 from .errors import OnnxImportError
-from .model import ONode, image_input, load_proto, opset_of, output_name
+from .model import ONode, image_input, load_proto, opset_of, output_names
 from .naming import name_nodes
 
 __all__ = ["load_onnx", "OnnxImportError", "SUPPORTED_OPS"]
@@ -57,15 +65,16 @@ def load_onnx(src, verify=True, seed=0):
     reference evaluator) on one seeded random image batch and raise OnnxImportError if they disagree."""
     model, source = load_proto(src)
     in_name, in_shape, fixed_batch, in_dtype = image_input(model, source)
-    out_name = output_name(model, source)
+    out_names = output_names(model, source)
     nodes = [ONode(p, i) for i, p in enumerate(model.graph.node)]
     path, live = fold.image_path(nodes, in_name)
     _check_ops(path, source)
-    if out_name not in live:
-        raise OnnxImportError(f"{source}: output {out_name!r} does not depend on the input")
+    for out_name in out_names:
+        if out_name not in live:
+            raise OnnxImportError(f"{source}: output {out_name!r} does not depend on the input")
     rng = np.random.default_rng(seed)
     image = rng.standard_normal(((fixed_batch or 2),) + in_shape).astype(in_dtype)
-    folded = fold.fold(model, source, path, live, in_name, out_name, image)
+    folded = fold.fold(model, source, path, live, in_name, out_names, image)
     matching = patterns.match(folded, model.opset_import, source)
     graph = _graph(model, source, folded, matching)
     graph.validate()
@@ -93,7 +102,8 @@ def _graph(model, source, folded, m):
     nodes = [Node(s.op, names[s.name], [tensor[t] for t in s.inputs], [tensor[t] for t in s.outputs],
                   s.params, s.attrs) for s in m.nodes]
     meta = _meta(model, source, folded, m, names, roles, scoped)
-    return Graph(folded.in_name, folded.image.shape[1:], nodes, tensor[m.sem_of[folded.out_name]], meta)
+    outs = [tensor[m.sem_of[t]] for t in folded.out_names]
+    return Graph(folded.in_name, folded.image.shape[1:], nodes, outs[0] if len(outs) == 1 else outs, meta)
 
 
 def _meta(model, source, folded, m, names, roles, scoped):
@@ -104,7 +114,8 @@ def _meta(model, source, folded, m, names, roles, scoped):
                 producer=producer, producer_version=model.producer_version,
                 layernorm=("fused" if any(n.op == "LayerNormalization" for n in folded.nodes)
                            else "decomposed"),
-                onnx_input=folded.in_name, onnx_output=folded.out_name,
+                onnx_input=folded.in_name,
+                onnx_output=folded.out_names[0] if len(folded.out_names) == 1 else list(folded.out_names),
                 names="onnx scopes" if scoped else "canonical",
                 roles={names[k]: r for k, r in roles.items()},
                 onnx_nodes={names[k]: v["onnx"] for k, v in m.info.items()},
@@ -112,12 +123,13 @@ def _meta(model, source, folded, m, names, roles, scoped):
 
 
 def _verify(graph, folded, source):
-    want = folded.onnx_out
-    got = run_float(graph, folded.image, dtype=want.dtype.type)
-    err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
-    tol = VERIFY_TOLERANCE * max(1.0, float(np.max(np.abs(want))))
-    if not err <= tol:
-        raise OnnxImportError(
-            f"{source}: internal check failed: the imported graph differs from the ONNX graph "
-            f"by {err:.3g} (tolerance {tol:.3g}) on a random input; shapes {got.shape} vs "
-            f"{want.shape}. Please report this model.")
+    result = run_float(graph, folded.image, dtype=folded.onnx_outs[0].dtype.type)
+    got_all = list(result) if isinstance(result, tuple) else [result]
+    for name, got, want in zip(folded.out_names, got_all, folded.onnx_outs):
+        err = float(np.max(np.abs(got - want))) if got.shape == want.shape else float("inf")
+        tol = VERIFY_TOLERANCE * max(1.0, float(np.max(np.abs(want))))
+        if not err <= tol:
+            raise OnnxImportError(
+                f"{source}: internal check failed: the imported graph differs from the ONNX graph "
+                f"by {err:.3g} (tolerance {tol:.3g}) at output {name!r} on a random input; shapes "
+                f"{got.shape} vs {want.shape}. Please report this model.")

@@ -40,10 +40,10 @@ class Folded:
     producer: dict       # image-dependent tensor -> its ONode
     consumers: dict      # image-dependent tensor -> image-path ONodes reading it
     in_name: str
-    out_name: str        # after bypassing no-ops
+    out_names: list      # the outputs, after bypassing no-ops
     batch: int           # the concrete batch size B
     image: np.ndarray    # the seeded random image (B, C, H, W)
-    onnx_out: np.ndarray  # the ONNX graph's output on that image
+    onnx_outs: list      # the ONNX graph's outputs on that image
 
 
 def image_path(nodes, in_name):
@@ -101,7 +101,7 @@ def _value_info(name, value):
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
 
 
-def infer_types(model, path, image_name, image, const, out_name):
+def infer_types(model, path, image_name, image, const, out_names):
     """{tensor: (shape, dtype)} of the image-path tensors that shape inference resolves to a
     concrete shape; runs on the image-path nodes alone, with the constants they read given by
     value (small ones, which may be shapes or axes) or by type and shape (weights)."""
@@ -109,7 +109,7 @@ def infer_types(model, path, image_name, image, const, out_name):
     graph = helper.make_graph(
         [n.proto for n in path], "image_path",
         [_value_info(image_name, image)] + [_value_info(t, v) for t, v in const.items() if v.size > SMALL],
-        [helper.make_empty_tensor_value_info(out_name)],
+        [helper.make_empty_tensor_value_info(t) for t in out_names],
         [numpy_helper.from_array(np.asarray(const[t]), t) for t in small])
     sub = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     try:
@@ -125,9 +125,9 @@ def infer_types(model, path, image_name, image, const, out_name):
     return out
 
 
-def bypass_noops(path, types, out_name):
+def bypass_noops(path, types, out_names):
     """Image-path nodes without Identity, Dropout and same-type Cast nodes, inputs rewired past
-    them; and the output's name after the rewiring."""
+    them; and the outputs' names after the rewiring."""
     alias = {}
 
     def resolve(t):
@@ -141,7 +141,7 @@ def bypass_noops(path, types, out_name):
             alias[n.outputs[0]] = n.inputs[0]
         else:
             kept.append(n)
-    return kept, resolve(out_name)
+    return kept, [resolve(t) for t in out_names]
 
 
 def _engine_run(model, source, feeds, names, batch):
@@ -161,15 +161,15 @@ def _wiring(nodes, live):
     return producer, consumers
 
 
-def fold(model, source, path, live, in_name, out_name, image):
+def fold(model, source, path, live, in_name, out_names, image):
     """Evaluate the constants and the output, find shapes, bypass no-ops: a Folded image path."""
     batch = image.shape[0]
     inits = {t.name: t for t in model.graph.initializer}
     wanted = constant_inputs(path, live)
     computed = [t for t in wanted if t not in inits]
-    values = _engine_run(model, source, {in_name: image}, computed + [out_name], batch)
+    values = _engine_run(model, source, {in_name: image}, computed + list(out_names), batch)
     const = {t: numpy_helper.to_array(inits[t]) if t in inits else values[t] for t in wanted}
-    types = infer_types(model, path, in_name, image, const, out_name)
+    types = infer_types(model, path, in_name, image, const, out_names)
     types[in_name] = (image.shape, image.dtype)
     missing = [t for n in path for t in n.outputs if t and t not in types]
     if missing:
@@ -177,8 +177,8 @@ def fold(model, source, path, live, in_name, out_name, image):
         types.update({t: (np.shape(v), np.asarray(v).dtype) for t, v in more.items()})
     shapes = {t: tuple(int(d) for d in s) for t, (s, _) in types.items()}
     shapes.update({t: tuple(np.shape(v)) for t, v in const.items()})
-    nodes, out = bypass_noops(path, {t: d for t, (_, d) in types.items()}, out_name)
+    nodes, outs = bypass_noops(path, {t: d for t, (_, d) in types.items()}, out_names)
     live = {t for n in nodes for t in n.outputs if t} | {in_name}
     producer, consumers = _wiring(nodes, live)
-    return Folded(nodes, live, const, shapes, producer, consumers, in_name, out, batch, image,
-                  values[out_name])
+    return Folded(nodes, live, const, shapes, producer, consumers, in_name, outs, batch, image,
+                  [values[t] for t in out_names])

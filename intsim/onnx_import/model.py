@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -60,6 +61,20 @@ def _check(model, source, what):
         onnx.checker.check_model(what)
     except Exception as e:
         raise OnnxImportError(f"{source}: the ONNX checker rejects the model: {e}") from None
+    _check_initializers(model, source)
+
+
+def _check_initializers(model, source):
+    """A NaN in a weight is named with its initializer and first index (infinities are legitimate:
+    attention masks fill with -inf)."""
+    for t in model.graph.initializer:
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            v = numpy_helper.to_array(t)
+            bad = np.isnan(v)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise OnnxImportError(f"{source}: initializer {t.name!r} holds {int(bad.sum())} NaN "
+                                      f"value(s), the first at index {first}")
 
 
 def opset_of(opset_imports):
@@ -94,9 +109,9 @@ def image_input(model, source):
     return inp.name, chw, batch, onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
 
 
-def output_name(model, source):
-    outs = list(model.graph.output)
-    if len(outs) != 1:
-        raise OnnxImportError(f"{source}: expected one output (the logits), found {len(outs)} "
-                              f"({', '.join(o.name for o in outs)})")
-    return outs[0].name
+def output_names(model, source):
+    """The graph's output names, in order (one or several, each a distinct tensor)."""
+    outs = [o.name for o in model.graph.output]
+    if not outs or len(set(outs)) != len(outs):
+        raise OnnxImportError(f"{source}: expected one or more distinct outputs, found {outs}")
+    return outs

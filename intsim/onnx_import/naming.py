@@ -11,6 +11,13 @@ import re
 
 ATTN_ROLES = ("qkv", "split", "scores", "softmax", "context", "proj")
 MLP_ROLES = ("fc1", "act", "fc2")
+ACTIVATIONS = ("GELU", "QuickGELU")      # the MLP's activation between fc1 and fc2
+# ops around the backbone (decoders, heads): outside the blocks, named after their module scope
+SCOPED_OPS = ("Conv", "ConvTranspose", "Relu", "Sigmoid", "QuickGELU", "Resize", "GlobalAveragePool")
+# the generic ops (patterns/generic.py): named after their module scope and their op, numbered
+# when a module has several ("blocks.0.attn.reshape", "blocks.0.attn.reshape_2")
+GENERIC_ROLES = ("reshape", "transpose", "slice", "gather", "pad", "concat", "matmul", "mul",
+                 "scale", "channel_mul", "const_add", "reduce_mean")
 
 
 def scope_of(proto):
@@ -45,8 +52,17 @@ def _wiring(nodes):
 def _linear_role(s, producer, consumers):
     feeds = lambda op: any(c.op == op for c in consumers.get(s.outputs[0], []))       # noqa: E731
     fed_by = lambda op: any(t in producer and producer[t].op == op for t in s.inputs)  # noqa: E731
-    return ("qkv" if feeds("QKVSplit") else "proj" if fed_by("AttnContext") else "fc1" if feeds("GELU")
-            else "fc2" if fed_by("GELU") else "head" if fed_by("ClsSelect") else "linear")
+    return ("qkv" if feeds("QKVSplit") else "proj" if fed_by("AttnContext")
+            else "fc1" if any(feeds(a) for a in ACTIVATIONS) else "fc2" if any(fed_by(a) for a in ACTIVATIONS)
+            else "head" if fed_by("ClsSelect") else "linear")
+
+
+def _through_scales(producer, t):
+    """The node making t, looking through layer-scale and scalar factors (ChannelMul, Scale)."""
+    node = producer[t]
+    while node.op in ("ChannelMul", "Scale") and node.inputs[0] in producer:
+        node = producer[node.inputs[0]]
+    return node
 
 
 def roles(nodes, role):
@@ -62,7 +78,7 @@ def roles(nodes, role):
             nxt = {role[c.name] for c in consumers.get(s.outputs[0], [])}
             role[s.name] = "norm1" if "qkv" in nxt else "norm2" if "fc1" in nxt else "norm"
         elif s.op == "Add":
-            src = {role[producer[t].name] for t in s.inputs if t in producer}
+            src = {role[_through_scales(producer, t).name] for t in s.inputs if t in producer}
             role[s.name] = "residual1" if "proj" in src else "residual2" if "fc2" in src else "add"
     return role
 
@@ -118,6 +134,8 @@ def _scoped_name(s, r, scope, block, in_block):
     of its block's parametrised nodes to their scopes."""
     if s.op in ("Linear", "LayerNorm"):
         return scope
+    if r in GENERIC_ROLES:
+        return None if scope is None else _join(scope, r)
     if s.op == "PatchEmbed":
         return _parent(scope) or scope
     if r in ("split", "scores", "softmax", "context") and "qkv" in block:
@@ -128,23 +146,41 @@ def _scoped_name(s, r, scope, block, in_block):
         prefix = os.path.commonprefix([v + "." for v in block.values()])
         prefix = prefix[:prefix.rfind(".")] if "." in prefix else ""
         return _join(prefix, r) if prefix else None
+    if s.op in SCOPED_OPS and not in_block:
+        return scope or r
     return None if in_block else r
 
 
 def scoped_names(nodes, role, scope, block_of):
     """Names from the exporter's module scopes, or None if any needed scope is missing or the
-    result is ambiguous. Parameter-free ops are named beside their module's Linear/LayerNorm."""
+    result is ambiguous. Parameter-free ops are named beside their module's Linear/LayerNorm. A
+    graph with generic ops (patterns/generic.py) is named leniently: any node with a scope is
+    named after it and its role, and repeated names are numbered (a graph of ViT patterns alone is
+    named exactly as before)."""
     scopes = _block_scopes(nodes, role, scope, block_of)
     if scopes is None:
         return None
-    names = {}
+    lenient = any(role[s.name] in GENERIC_ROLES for s in nodes)
+    names, count = {}, {}
     for s in nodes:
         name = _scoped_name(s, role[s.name], scope[s.name], scopes.get(block_of.get(s.name), {}),
                             s.name in block_of)
+        if lenient and scope[s.name] and (name is None or name == role[s.name]):
+            name = _join(scope[s.name], role[s.name])
         if name is None:
             return None
+        if lenient:
+            count[name] = count.get(name, 0) + 1
+            name = name if count[name] == 1 else f"{name}_{count[name]}"
         names[s.name] = name
-    return names if len(set(names.values())) == len(names) else None
+    around = {s.name for s in nodes if s.op in SCOPED_OPS and s.name not in block_of}
+    taken = list(names.values())
+    for s in nodes:    # a functional op shares its module's scope: add its role
+        if s.name in around and taken.count(names[s.name]) > 1 and scope[s.name]:
+            names[s.name] = _join(scope[s.name], role[s.name])
+    # names repeated by ops around the backbone (two functional relus) are numbered by name_nodes
+    clash = [n for n in names if n not in around and list(names.values()).count(names[n]) > 1]
+    return None if clash else names
 
 
 def name_nodes(nodes, role, scope):

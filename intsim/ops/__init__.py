@@ -11,26 +11,49 @@ from ..errors import GraphError, IntsimError, ProgramError
 from .add import Add
 from .attn_context import AttnContext
 from .attn_scores import AttnScores
-from .base import KernelOp, OpCost, OpDef
+from .base import KernelOp, MovementOp, OpCost, OpDef
+from .channel_mul import ChannelMul
 from .cls_pos import ClsPos
 from .cls_select import ClsSelect
+from .concat import Concat
+from .const_add import ConstAdd
+from .conv import Conv
+from .conv_transpose import ConvTranspose
+from .gather import Gather
 from .gelu import Gelu
+from .global_avg_pool import GlobalAveragePool
 from .layernorm import LayerNorm
 from .linear import Linear
+from .matmul import MatMul
+from .mul import Mul
+from .pad import Pad
 from .patch_embed import PatchEmbed
 from .qkv_split import QKVSplit
+from .quickgelu import QuickGelu
+from .reduce_mean import ReduceMean
 from .relu import Relu
 from .requant import Requant
+from .reshape import Reshape
+from .resize import Resize
+from .scale import Scale
+from .sigmoid import Sigmoid
+from .slice import Slice
 from .softmax import Softmax
+from .transpose import Transpose
 
 REQUANT = Requant()       # the compiler inserts it wherever a consumer needs another format or scale
 OPS = (PatchEmbed(), ClsPos(), LayerNorm(), Linear(), QKVSplit(), AttnScores(), Softmax(),
-       AttnContext(), Gelu(), Add(), ClsSelect(), Relu(), REQUANT)
+       AttnContext(), Gelu(), Add(), ClsSelect(), Relu(), REQUANT,
+       # the generic ops: any network around the ViT blocks
+       Reshape(), Transpose(), Slice(), Gather(), Pad(), Concat(), MatMul(), Mul(), Scale(),
+       ChannelMul(), ConstAdd(), ReduceMean(),
+       # the ops around backbones: decoders and heads
+       Sigmoid(), QuickGelu(), Conv(), ConvTranspose(), Resize(), GlobalAveragePool())
 SEMANTIC = {op.semantic: op for op in OPS if op.semantic}
 KINDS = {op.kind: op for op in OPS}
 
-__all__ = ["KINDS", "OPS", "REQUANT", "SEMANTIC", "KernelOp", "OpCost", "OpDef", "check_constants",
-           "constant_problems", "program_op", "semantic_op"]
+__all__ = ["KINDS", "OPS", "REQUANT", "SEMANTIC", "KernelOp", "MovementOp", "OpCost", "OpDef",
+           "check_constants", "constant_problems", "program_op", "semantic_op"]
 
 
 def semantic_op(name, node=None):

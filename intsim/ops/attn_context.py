@@ -1,15 +1,17 @@
-"""AttnContext: probs (N, H, T, T), v (N, H, T, Dh) -> (N, T, H*Dh) = (probs @ v) with the heads
-merged, timm's (probs @ v).transpose(1, 2).reshape(N, T, D) (spec K1: exact product into int32)."""
+"""AttnContext: probs (N, ..., H, T, T), v (N, ..., H, T, Dh) -> (N, ..., T, H*Dh) = (probs @ v)
+with the heads merged, timm's (probs @ v).transpose(1, 2).reshape(N, T, D) (spec K1: exact product
+into int32); leading axes (Swin's windows) are carried along."""
 import numpy as np
 
 from ..kernels import MATMUL
 from .attn_scores import ACC, activation_product_plan, matmul_cost
 from .base import OpDef, run_kernel
+from .matmul import product_operand
 
 
 def merge_heads(y):
-    n, h, t, dh = y.shape
-    return np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(n, t, h * dh)
+    h, t, dh = y.shape[-3:]
+    return np.ascontiguousarray(np.swapaxes(y, -3, -2)).reshape(y.shape[:-3] + (t, h * dh))
 
 
 class AttnContext(OpDef):
@@ -20,21 +22,21 @@ class AttnContext(OpDef):
 
     def infer(self, node, in_shapes):
         x, v = in_shapes
-        if len(x) != 3 or len(v) != 3 or x != v[:2] + (v[1],):
-            self.bad(node, in_shapes, "probs must be (H,T,T) and v (H,T,Dh)")
-        return [(v[1], v[0] * v[2])]
+        if len(v) < 3 or x != v[:-1] + (v[-2],):
+            self.bad(node, in_shapes, "probs must be (..., H,T,T) and v (..., H,T,Dh)")
+        return [v[:-3] + (v[-2], v[-3] * v[-1])]
 
     def evaluate(self, node, inputs, dtype):
         p, v = inputs
         return [merge_heads(p @ v)]
 
     def lower(self, node, b):
-        p, v = (b.realised[i] for i in node.inputs)
+        p, v = product_operand(b, node.inputs[0], f"{node.name}.in0"), b.realised[node.inputs[1]]
         s = float(b.scale_of(p)) * float(b.scale_of(v))
-        h, t, dh = b.shapes[node.inputs[1]]
-        out = b.add_tensor(f"{node.name}.acc", ACC, s, (t, h * dh))
+        shape = self.infer(node, [b.shapes[t] for t in node.inputs])[0]
+        out = b.add_tensor(f"{node.name}.acc", ACC, s, shape)
         b.emit(self.kind, node.name, [p, v], [out], {}, {}, self.spec)
-        b.bind(node.outputs[0], out, (t, h * dh))
+        b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
         return MATMUL.bind(activation_product_plan(op, program))

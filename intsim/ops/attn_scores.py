@@ -1,4 +1,4 @@
-"""AttnScores: q, k (N, H, T, Dh) -> (N, H, T, T) = scale * q @ k^T (spec K1).
+"""AttnScores: q, k (N, ..., H, T, Dh) -> (N, ..., H, T, T) = scale * q @ k^T (spec K1).
 
 The integer op is the exact product q @ k^T into int32; the attention scale is not an integer
 operation: it is folded into the accumulator's real scale (S_q * S_k * scale). The op's `scale`
@@ -36,10 +36,10 @@ class AttnScores(OpDef):
     def infer(self, node, in_shapes):
         x, k = in_shapes
         scale = node.attrs["scale"]
-        if len(x) != 3 or k != x or not (np.isfinite(scale) and scale > 0):
-            self.bad(node, in_shapes, f"q and k must be equal (H,T,Dh) shapes and scale positive "
+        if len(x) < 3 or k != x or not (np.isfinite(scale) and scale > 0):
+            self.bad(node, in_shapes, f"q and k must be equal (..., H,T,Dh) shapes and scale positive "
                                       f"(scale {scale})")
-        return [x[:2] + (x[1],)]
+        return [x[:-1] + (x[-2],)]
 
     def evaluate(self, node, inputs, dtype):
         q, k = inputs
@@ -49,10 +49,10 @@ class AttnScores(OpDef):
         q, k = (b.realised[i] for i in node.inputs)
         scale = float(node.attrs["scale"])
         s = float(b.scale_of(q)) * float(b.scale_of(k)) * scale
-        h, t, _ = b.shapes[node.inputs[0]]
-        out = b.add_tensor(f"{node.name}.acc", ACC, s, (h, t, t))
+        shape = b.shapes[node.inputs[0]][:-1] + (b.shapes[node.inputs[0]][-2],)
+        out = b.add_tensor(f"{node.name}.acc", ACC, s, shape)
         b.emit(self.kind, node.name, [q, k], [out], {}, {"scale": scale}, self.spec)
-        b.bind(node.outputs[0], out, (h, t, t))
+        b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
         return MATMUL.bind(activation_product_plan(op, program))
@@ -63,6 +63,8 @@ class AttnScores(OpDef):
 
     def fuse_requant(self, op, plan, requantizer):
         """The logits requantized in the product's epilogue."""
+        if not requantizer.along_columns:
+            return None
         return lambda inputs: MATMUL.fast([inputs[0], np.swapaxes(inputs[1], -1, -2)], plan, requantizer)
 
     def cost(self, op, program):

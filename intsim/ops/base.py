@@ -22,6 +22,7 @@ interpreter, the compiler, the executor, golden manifests, program loading and t
     const_scales(op, program) -> {name: scale}        documentary real scale of a constant
 """
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -45,11 +46,18 @@ class OpDef:
     kind = ""               # op kind in the integer program ("linear")
     family = ""             # kernel family of a KernelOp ("gelu"); "" for every other op
     spec = ""               # docs/arithmetic.md section of the integer form
-    n_inputs = 1
+    n_inputs = 1            # None: any number >= 1 (Concat)
     n_outputs = 1
     params = ()             # required float parameters of the semantic node
     optional_params = ()
     attrs = ()              # required attributes of the semantic node
+    movement = False        # data movement: integers move, nothing is computed (spec K6)
+    reads_narrow = False    # realises its inputs at `abits` (a product or GELU reads them): what a
+                            # data-movement op carrying an accumulator into it requantizes to
+
+    def allowed_params(self, node):
+        """Parameter names a node of this op may carry besides the required ones."""
+        return tuple(self.optional_params)
 
     # --- the semantic (float) op ---------------------------------------------------------------
     def infer(self, node, in_shapes):
@@ -89,7 +97,25 @@ class OpDef:
     def const_scales(self, op, program):
         return {name: None for name in op.consts}
 
+    def fold_input_normalisation(self, node, mean, std):
+        """Take x = (pixels / 255 - mean) / std per channel into the node's parameters, so that it
+        reads pixels / 255 (graph.fold_input_normalisation); only convolutions can."""
+        raise GraphError(f"node {node.name!r} ({node.op}) reads the input: an input normalisation folds "
+                         f"only into a PatchEmbed or an unpadded group-1 Conv")
+
     # --- shared checks -------------------------------------------------------------------------
+    def check_shapes(self, op, program, params=None):
+        """At load time: the op's attributes (and constant shapes, `params`) give the output shapes
+        the program declares, by the op's own shape rule; else a ProgramError."""
+        node = SimpleNamespace(op=self.semantic, name=op.name, attrs=op.attrs, params=params or {})
+        try:
+            shapes = self.infer(node, [tuple(program.tensors[t].shape) for t in op.inputs])
+        except (GraphError, KeyError, TypeError, ValueError, IndexError) as e:
+            raise ProgramError(f"attributes {op.attrs} do not fit: {e}") from None
+        want = [tuple(program.tensors[t].shape) for t in op.outputs]
+        if [tuple(s) for s in shapes] != want:
+            raise ProgramError(f"attributes {op.attrs} make shapes {shapes}, the program declares {want}")
+
     def bad(self, node, in_shapes, msg):
         """A GraphError naming the node, the op and the input shapes."""
         raise GraphError(f"node {node.name!r} ({node.op}): {msg}; input shapes {list(in_shapes)}")
@@ -173,3 +199,43 @@ class KernelOp(OpDef):
                              for k, v in plan.info.items()}
         b.emit(self.kind, node.name, [x], [out], plan.consts, attrs, kernel.spec_section)
         b.bind(node.outputs[0], out, shape)
+
+
+class MovementOp(OpDef):
+    """Data movement of one tensor (spec K6): the integers are moved, never changed, so the output
+    keeps the input's format and scale. `move(x, attrs)` (x with the batch axis first) is the one
+    definition, used by the float interpreter and the integer executor alike.
+
+    Lowering: an input at one scale and at most residual_bits wide moves as it is; an accumulator
+    (wider) or a per-channel scale is first requantized to one scale (`Builder.per_tensor`)."""
+    movement = True
+
+    def move(self, x, attrs):
+        raise NotImplementedError
+
+    def evaluate(self, node, inputs, dtype):
+        return [self.move(inputs[0], node.attrs)]
+
+    def lower(self, node, b):
+        x = b.per_tensor(node.inputs[0], f"{node.name}.in")
+        info = b.tensors[x]
+        shape = b.infer(node)[0]
+        out = b.add_tensor(node.name, info.fmt, info.scale, shape)
+        b.emit(self.kind, node.name, [x], [out], {}, dict(node.attrs), self.spec)
+        b.bind(node.outputs[0], out, shape)
+
+    def bind(self, op, program):
+        """No constants; the attributes must give the declared output shape, and the output the
+        input's format (data movement changes no integer)."""
+        super().bind(op, program)
+        self.check_shapes(op, program)
+        if program.tensors[op.outputs[0]].fmt != program.tensors[op.inputs[0]].fmt:
+            raise ProgramError(f"{self.kind}: the output's format differs from the input's")
+
+    def run(self, op, inputs, bound, path):
+        return [self.move(inputs[0], op.attrs)]
+
+
+def batch_axes(axes):
+    """Array axes (batch first) of per-sample axes."""
+    return [int(a) + 1 for a in axes]

@@ -11,6 +11,7 @@ class Gelu(KernelOp):
     semantic = "GELU"
     kind = family = "gelu"
     spec = "K3"
+    reads_narrow = True
 
     def evaluate(self, node, inputs, dtype):
         return [gelu(inputs[0])]

@@ -15,14 +15,14 @@ from .base import OpCost, OpDef, run_kernel, tensor_elements
 ACC = IntFormat(32)
 
 
-def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None):
+def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False):
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
-    whose LSB is x_scale (a scalar)."""
+    whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value."""
     w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib)
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if bias is not None:
-        exact = exact_bias_scales(acc_scale, w_q, bias)
+        exact = exact_bias_scales(acc_scale, w_q, bias, input_is_zero)
         w_s = np.where(exact != acc_scale, exact / x_scale, w_s)      # zero channels only
         acc_scale = exact
         consts["bias"] = quantize_bias(bias, acc_scale)
@@ -40,6 +40,7 @@ class Linear(OpDef):
     spec = "K1"
     params = ("weight",)
     optional_params = ("bias",)
+    reads_narrow = True
 
     def infer(self, node, in_shapes):
         x, w = in_shapes[0], node.params["weight"].shape
@@ -73,7 +74,8 @@ class Linear(OpDef):
             fmt = b.act_format(src, cfg.abits)
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
-        consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"))
+        consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
+                                                   input_is_zero=b.observer(src).is_zero)
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):
@@ -108,6 +110,8 @@ class Linear(OpDef):
     def fuse_requant(self, op, bound, requantizer):
         """The accumulator requantized in the product's epilogue (per tensor or per output channel)."""
         weight, plan = bound
+        if type(self).run is not Linear.run or not requantizer.along_columns:
+            return None             # a subclass that runs another product (Conv) is not fused
         return lambda inputs: MATMUL.fast([self.operand(inputs[0], op), weight], plan, requantizer)
 
     def cost(self, op, program):

@@ -4,8 +4,23 @@ order of the Conv weight flattened). (N, C, H, W) -> (N, P, D); rows/columns tha
 whole patch are dropped, as the convolution does."""
 import numpy as np
 
+from ..errors import GraphError
+
 from ..errors import ProgramError
 from .linear import Linear, quantize_linear
+
+
+def fold_normalisation_into_conv(node, mean, std):
+    """W / std per input channel, b - sum W * mean / std (float64): exact in real arithmetic for a
+    convolution without padding (padding would be 0 after the normalisation, not before)."""
+    w = node.params["weight"].astype(np.float64)
+    if w.shape[1] != mean.size or std.size != mean.size:
+        raise GraphError(f"node {node.name!r}: a normalisation of {mean.size} channels for a weight "
+                         f"{w.shape}")
+    bias = node.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
+    m, s = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    node.params["weight"] = w / s
+    node.params["bias"] = bias - (w * m / s).sum(axis=(1, 2, 3))
 
 
 def unfold_patches(x, p):
@@ -60,6 +75,9 @@ class PatchEmbed(Linear):
 
     def operand(self, x, op):
         return unfold_patches(x, op.attrs["patch"])
+
+    def fold_input_normalisation(self, node, mean, std):
+        fold_normalisation_into_conv(node, mean, std)
 
     def inner(self, op, program):
         channels = program.tensors[op.inputs[0]].shape[0]

@@ -1,5 +1,6 @@
-"""QKVSplit: (N, T, 3D) -> q, k, v each (N, H, T, Dh), timm's
-qkv.reshape(N, T, 3, H, Dh).permute(2, 0, 3, 1, 4) (spec K6: data movement only).
+"""QKVSplit: (N, ..., T, 3D) -> q, k, v each (N, ..., H, T, Dh), timm's
+qkv.reshape(N, T, 3, H, Dh).permute(2, 0, 3, 1, 4) (spec K6: data movement only); leading axes
+(Swin's windows) are carried along.
 
 Lowering: q, k and v share one integer format; the input is requantized per channel so that each
 third lands at its own calibrated scale."""
@@ -11,8 +12,10 @@ from .base import OpDef
 
 
 def split_heads(x, heads):
-    n, t, d3 = x.shape
-    qkv = x.reshape(n, t, 3, heads, d3 // (3 * heads)).transpose(2, 0, 3, 1, 4)
+    lead, (t, d3) = x.shape[:-2], x.shape[-2:]
+    r = len(lead)
+    qkv = x.reshape(lead + (t, 3, heads, d3 // (3 * heads)))
+    qkv = qkv.transpose((r + 1,) + tuple(range(r)) + (r + 2, r, r + 3))   # (3, N, ..., H, T, Dh)
     return [np.ascontiguousarray(qkv[i]) for i in range(3)]    # strided views defeat BLAS
 
 
@@ -22,12 +25,13 @@ class QKVSplit(OpDef):
     spec = "K6"
     n_outputs = 3
     attrs = ("heads",)
+    reads_narrow = True
 
     def infer(self, node, in_shapes):
         x, h = in_shapes[0], int(node.attrs["heads"])
-        if len(x) != 2 or h < 1 or x[1] % (3 * h):
+        if len(x) < 2 or h < 1 or x[-1] % (3 * h):
             self.bad(node, in_shapes, f"cannot split into q, k, v with {h} heads")
-        s = (h, x[0], x[1] // (3 * h))
+        s = x[:-2] + (h, x[-2], x[-1] // (3 * h))
         return [s, s, s]
 
     def evaluate(self, node, inputs, dtype):
@@ -36,7 +40,7 @@ class QKVSplit(OpDef):
     def lower(self, node, b):
         src = node.inputs[0]
         heads = int(node.attrs["heads"])
-        t, d3 = b.shapes[src]
+        lead, (t, d3) = b.shapes[src][:-2], b.shapes[src][-2:]
         d = d3 // 3
         fmts = [b.act_format(o, b.cfg.abits) for o in node.outputs]
         if len(set(fmts)) != 1:
@@ -45,7 +49,7 @@ class QKVSplit(OpDef):
         x = b.realise(src, fmts[0], np.repeat(scales, d), f"{node.name}.in")
         outs = []
         for o, s in zip(node.outputs, scales):
-            shape = (heads, t, d // heads)
+            shape = lead + (heads, t, d // heads)
             outs.append(b.add_tensor(o if o not in b.tensors else f"{node.name}.{o}", fmts[0], s, shape))
             b.bind(o, outs[-1], shape)
         b.emit(self.kind, node.name, [x], outs, {}, {"heads": heads}, self.spec)

@@ -20,7 +20,7 @@ class Relu(OpDef):
         src = node.inputs[0]
         x = b.realised[src]
         info = b.tensors[x]
-        out = b.add_tensor(node.name, info.fmt, info.scale, info.shape)
+        out = b.add_tensor(node.name, info.fmt, info.scale, info.shape, axis=info.axis)
         b.emit(self.kind, node.name, [x], [out], {}, {}, self.spec)
         b.bind(node.outputs[0], out, info.shape)
 

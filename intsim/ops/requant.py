@@ -1,6 +1,7 @@
 """Requant: y = sat(round_shift(x * m, k)) (spec A6), per tensor or per channel along the last
-axis. An integer-program op only: the compiler inserts one wherever a consumer needs a tensor in
-another format or at another scale (compile's `realise`), so it has no semantic twin."""
+axis (or along attrs["axis"], counted from the end: -3 for the C of (N, C, H, W)). An
+integer-program op only: the compiler inserts one wherever a consumer needs a tensor in another
+format or at another scale (compile's `realise`), so it has no semantic twin."""
 from dataclasses import replace
 
 from ..kernels import REQUANTIZE, KernelPlan
@@ -20,17 +21,19 @@ class Requant(OpDef):
         """The kernel plan rebuilt from the program: its constants, formats and multiplier width."""
         return KernelPlan(REQUANTIZE.name, op.consts, program.tensors[op.inputs[0]].fmt,
                           program.tensors[op.outputs[0]].fmt,
-                          info={"multiplier_bits": multiplier_bits(program)})
+                          info={"multiplier_bits": multiplier_bits(program), "axis": int(op.attrs.get("axis", -1))})
 
     def run(self, op, inputs, plan, path):
         return [run_kernel(REQUANTIZE, path, inputs, plan)]
 
     def const_formats(self, op, program):
-        """A6: per tensor, scalars; per channel, one (m, k) per channel of the input's last axis."""
+        """A6: per tensor, scalars; per channel, one (m, k) per channel of the input's channel axis
+        (attrs["axis"], the last by default)."""
         formats = REQUANTIZE.const_formats(self.plan(op, program))
         if all(f.shape == () for f in formats.values()):
             return formats
-        shape = tuple(program.tensors[op.inputs[0]].shape[-1:])
+        axis = int(op.attrs.get("axis", -1))
+        shape = (program.tensors[op.inputs[0]].shape[axis],)
         return {name: replace(f, shape=shape) for name, f in formats.items()}
 
     def cost(self, op, program):

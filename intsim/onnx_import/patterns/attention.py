@@ -119,10 +119,11 @@ def attn_scores(m, n):
          expects="attention context (probs @ v).transpose(1, 2).reshape(N, T, D), v from the qkv split")
 def attn_context(m, n):
     p, v = n.inputs
-    applies(p in m.live and v in m.live and m.producer.get(p, n).op == "Softmax",
-            "its first input is not a Softmax output")
+    applies(p in m.live and v in m.live, "one of its inputs is a constant")
     src, nv, fv = m.trace_back(v)
     split = m.splits.get(src)
+    applies(split is not None or m.producer.get(p, n).op == "Softmax",
+            "its first input is not a Softmax output")
     if split is None:
         raise Upstream(f"v comes from {src!r}, which no recognised attention scores split into q, k, v")
     need(fv == 1.0 and nv, f"v is scaled by {fv} or not split from {src!r}")

@@ -9,6 +9,7 @@ from onnx.reference import ReferenceEvaluator
 from ...graph import Node
 from ..errors import Broken, Miss, Upstream
 from ..model import opset_of
+from .registry import FALLBACKS
 
 # Data-movement ops: one image-dependent data input (input 0), all other inputs constant.
 LAYOUT = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split", "Slice", "Gather")
@@ -37,6 +38,8 @@ class Matching:
         self.nodes, self.info, self.claimed = [], {}, set()
         self.sem_of = {folded.in_name: "%in"}     # ONNX tensor -> semantic tensor
         self.splits = {}                           # qkv ONNX tensor -> its QKVSplit node
+        self.fallback_misses = {}                  # id(ONode) -> [(pattern, miss)] of its fallbacks
+        self.generic = set()                       # id(ONode) of the nodes a fallback claimed
 
     # --- constants ------------------------------------------------------------------------------
     def c(self, t):
@@ -69,7 +72,7 @@ class Matching:
     def sole(self, t, op=None):
         """The single image-path consumer of t (of an op in `op`), else Broken."""
         cs = self.cons(t)
-        if len(cs) != 1 or t == self.f.out_name or (op is not None and cs[0].op not in op):
+        if len(cs) != 1 or t in self.f.out_names or (op is not None and cs[0].op not in op):
             found = ", ".join(repr(c) for c in cs) or "nothing"
             want = f"one {'/'.join(op)} node" if op else "one node"
             raise Broken(f"tensor {t!r} should be read by {want}, is read by {found}")
@@ -95,11 +98,60 @@ class Matching:
         return x, v
 
     def sem(self, t):
-        """The semantic tensor standing for ONNX tensor t; Upstream if no pattern produced it."""
+        """The semantic tensor standing for ONNX tensor t; Upstream if no pattern produced it. A
+        tensor made by a node that waits for its generic fallback (`lazy`) is matched now."""
+        if t not in self.sem_of:
+            self.try_fallbacks(self.producer.get(t))
         if t not in self.sem_of:
             made_by = self.producer.get(t)
             raise Upstream(f"its input {t!r} ({made_by!r}) is not the output of a recognised pattern")
         return self.sem_of[t]
+
+    def lazy(self, n):
+        """Whether node n waits to be matched by its generic fallback until a reader needs it: data
+        movement and scalar Mul/Div, which a pattern anchored further on may still claim (the q, k, v
+        split of an attention, the x / sqrt 2 of a GELU)."""
+        if n.op in LAYOUT or n.op == "Pad":
+            return True
+        try:
+            return n.op in ("Mul", "Div") and self.scalar_factor(n) is not None
+        except Miss:
+            return False
+
+    def try_fallbacks(self, n):
+        """Match node n by the generic fallbacks of its op (once): [] or the misses."""
+        if n is None or id(n) in self.claimed:
+            return []
+        if id(n) not in self.fallback_misses:
+            self.fallback_misses[id(n)] = []          # also guards against re-entry
+            for pattern in FALLBACKS.get(n.op, ()):
+                try:
+                    pattern.fn(self, n)
+                    self.generic.add(id(n))
+                    break
+                except Miss as e:
+                    self.fallback_misses[id(n)].append((pattern, e))
+                except (ValueError, TypeError, IndexError, KeyError) as e:   # odd constants/attributes
+                    self.fallback_misses[id(n)].append((pattern, Broken(f"{type(e).__name__}: {e}")))
+        return [] if id(n) in self.claimed else self.fallback_misses[id(n)]
+
+    # --- per-sample shapes ----------------------------------------------------------------------
+    def sem_shape(self, t):
+        """The shape of one sample of ONNX tensor t: (B, ...) -> (...); a batch folded into the
+        first axis, (B * k, ...) -> (k, ...) (Swin's windows); None when the first axis is neither
+        (then the tensor is not sample-major)."""
+        s = self.shapes[t]
+        if not s or s[0] % self.batch or s[0] == 0:
+            return None
+        return tuple(s[1:]) if s[0] == self.batch else (s[0] // self.batch,) + tuple(s[1:])
+
+    def sem_axis(self, t, axis):
+        """The per-sample axis of ONNX axis `axis` of tensor t (None for the batch axis)."""
+        s = self.shapes[t]
+        a = int(axis) % len(s)
+        if a == 0:
+            return None
+        return a - 1 if s[0] == self.batch else a
 
     def is_layout(self, n):
         return (n.op in LAYOUT and n.inputs[0] in self.live
@@ -112,7 +164,7 @@ class Matching:
         while True:
             t = chain[-1].outputs[0]
             cs = self.cons(t)
-            if len(cs) != 1 or t == self.f.out_name or not self.is_layout(cs[0]) or len(cs[0].outputs) != 1:
+            if len(cs) != 1 or t in self.f.out_names or not self.is_layout(cs[0]) or len(cs[0].outputs) != 1:
                 return chain
             chain.append(cs[0])
 
@@ -134,10 +186,11 @@ class Matching:
         return t, nodes, factor
 
     # --- data movement, checked on labels -------------------------------------------------------
-    def run_layout(self, nodes, src):
-        """Run layout nodes (scalar Mul/Div as identity) on a tensor of distinct labels in place of
-        src, with the ONNX reference evaluator: (labels, {tensor: labels it holds})."""
-        label = np.arange(int(np.prod(self.shapes[src])), dtype=np.int64).reshape(self.shapes[src])
+    def run_layout(self, nodes, src, first=0):
+        """Run layout nodes (scalar Mul/Div as identity) on a tensor of distinct labels (first,
+        first + 1, ...) in place of src, with the ONNX reference evaluator: (labels, {tensor:
+        labels it holds})."""
+        label = np.arange(first, first + int(np.prod(self.shapes[src])), dtype=np.int64).reshape(self.shapes[src])
         protos, known = [], {src}
         for n in sorted(nodes, key=lambda n: n.index):
             data = self.split_live(n)[0] if n.op in ("Mul", "Div") else n.inputs[0]
@@ -162,6 +215,9 @@ class Matching:
     def emit(self, op, inputs, n_out, claimed, outs_onnx, params=None, attrs=None, role=None, scope=None):
         """Record a semantic node: inputs are semantic tensor ids, outs_onnx the ONNX tensors its
         outputs stand for (None for outputs without one); `claimed` the ONNX nodes it explains."""
+        taken = [n for n in claimed if id(n) in self.generic]
+        if taken:
+            raise Broken(f"{taken[0]!r} is already matched as a generic op")
         k = len(self.nodes)
         node = Node(op, f"%{k}", list(inputs), [f"%{k}:{i}" for i in range(n_out)], params or {}, attrs or {})
         self.nodes.append(node)
@@ -171,6 +227,14 @@ class Matching:
             if t is not None:
                 self.sem_of[t] = s
         return node
+
+
+    def alias(self, t, src, claimed):
+        """ONNX tensor t holds the same per-sample values as src (an identity reshape, a zero add):
+        no semantic node, the claimed nodes are explained by src's semantic tensor."""
+        sem = self.sem(src)
+        self.claimed.update(id(n) for n in claimed)
+        self.sem_of[t] = sem
 
 
 def _rewired(n):

@@ -31,7 +31,7 @@ def patch_embed(m, n):
     applies(n.inputs[0] == m.f.in_name, "its input is not the image")
     w = m.c(n.inputs[1])
     p = patch_size(n, w)
-    need(p is not None, f"only the patch-embedding Conv is supported ({PATCH_CONV}); got {_geometry(n, w)}")
+    need(p is not None, f"it is not a patchify Conv ({PATCH_CONV}); got {_geometry(n, w)}")
     b = m.c(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else np.zeros(w.shape[0], w.dtype)
     first = m.sole(n.outputs[0])
     need(m.is_layout(first), f"its output goes to {first!r}, not to a Reshape/Flatten")
@@ -40,6 +40,25 @@ def patch_embed(m, n):
     need(chain is not None, "the data movement after it does not flatten (N, D, H, W) to (N, H*W, D)")
     m.emit("PatchEmbed", [m.sem(m.f.in_name)], 1, [n] + chain, [chain[-1].outputs[0]],
            dict(weight=w.copy(), bias=b.copy()), dict(patch=p), role="patch_embed", scope=n.scope)
+
+
+@matcher("Conv", claims=LAYOUT,
+         expects=f"the patch-embedding Conv ({PATCH_CONV}) -> Transpose to (N, H, W, D) (Swin)")
+def patch_embed_nhwc(m, n):
+    applies(n.inputs[0] == m.f.in_name, "its input is not the image")
+    w = m.c(n.inputs[1])
+    p = patch_size(n, w)
+    applies(p is not None, f"it is not a patch-embedding Conv ({PATCH_CONV})")
+    b = m.c(n.inputs[2]) if len(n.inputs) > 2 and n.inputs[2] else np.zeros(w.shape[0], w.dtype)
+    first = m.sole(n.outputs[0])
+    need(m.is_layout(first), f"its output goes to {first!r}, not to a Transpose")
+    chain = m.match_chain(m.chain_from(first), n.outputs[0], lambda x: x.transpose(0, 2, 3, 1))
+    need(chain is not None, "the data movement after it does not transpose (N, D, H, W) to (N, H, W, D)")
+    grid = m.shapes[chain[-1].outputs[0]][1:]
+    pe = m.emit("PatchEmbed", [m.sem(m.f.in_name)], 1, [n] + chain, [None],
+                dict(weight=w.copy(), bias=b.copy()), dict(patch=p), role="patch_embed", scope=n.scope)
+    m.emit("Reshape", pe.outputs, 1, [], [chain[-1].outputs[0]], attrs=dict(shape=list(grid)),
+           role="reshape", scope=n.scope)
 
 
 def _position_add(m, out, t, d):

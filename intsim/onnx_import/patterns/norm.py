@@ -74,7 +74,7 @@ def _affine(m, out, d):
                  "-> Div, then optional * gamma + beta, over the last axis")
 def layernorm_decomposed(m, n):
     x, readers = n.inputs[0], m.cons(n.outputs[0])
-    applies(_over_last_axis(m, n, x) and n.outputs[0] != m.f.out_name and len(readers) == 1
+    applies(_over_last_axis(m, n, x) and n.outputs[0] not in m.f.out_names and len(readers) == 1
             and readers[0].op == "Sub" and readers[0].inputs == [x, n.outputs[0]],
             "it is not a mean over the last axis that only a Sub from its input reads")
     sub = readers[0]

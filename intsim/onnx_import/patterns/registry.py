@@ -11,6 +11,7 @@ class Pattern:
 
 
 MATCHERS = {}           # anchor op -> [Pattern], tried in registration (import) order
+FALLBACKS = {}          # anchor op -> [Pattern]: the generic ops, tried where no pattern matched
 
 
 def matcher(*anchors, expects, claims=()):
@@ -19,5 +20,16 @@ def matcher(*anchors, expects, claims=()):
         pattern = Pattern(fn.__name__, expects, fn, tuple(claims))
         for op in anchors:
             MATCHERS.setdefault(op, []).append(pattern)
+        return fn
+    return register
+
+
+def fallback(*anchors, expects):
+    """Register the decorated function as the generic fallback of one ONNX op: a node that no
+    pattern explains maps to one generic semantic op (or a few, e.g. Split to Slices)."""
+    def register(fn):
+        pattern = Pattern(fn.__name__, expects, fn, ())
+        for op in anchors:
+            FALLBACKS.setdefault(op, []).append(pattern)
         return fn
     return register

@@ -10,11 +10,24 @@ def _fed(m, n):
     return all(t not in m.live or t == m.f.in_name or id(m.producer[t]) in m.claimed for t in n.inputs)
 
 
+def _explained(m, n):
+    """Whether every image-dependent input of n is a tensor of the semantic graph."""
+    return all(t not in m.live or t in m.sem_of for t in n.inputs)
+
+
 def likely_cause(m, left, misses):
-    """The unclaimed node most likely to be the cause, in order of evidence."""
-    for n in left:
-        if any(isinstance(e, Broken) for _, e in misses.get(id(n), ())):
+    """The unclaimed node most likely to be the cause, in order of evidence: a pattern broke at a
+    node whose inputs are explained; a node outside every pattern whose inputs are explained; a
+    pattern broke; a node outside every pattern."""
+    broken = [n for n in left if any(isinstance(e, Broken) for _, e in misses.get(id(n), ()))]
+    for n in broken:
+        if _explained(m, n):
             return n
+    for n in left:
+        if n not in broken and n.op not in LAYOUT and _explained(m, n):
+            return n
+    if broken:
+        return broken[0]
     compute = [n for n in left if n.op not in LAYOUT]
     return next((n for n in compute if _fed(m, n)), compute[0] if compute else left[0])
 
