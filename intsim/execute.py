@@ -15,7 +15,8 @@ pass and one tensor fewer. With an observer every op runs on its own, so the obs
 tensor of the program. `path="reference"` runs every kernel's plain
 NumPy reference instead of its fast path; both give identical integers. `engine` picks the exact
 integer GEMM engine of the fast path (spec K1.5: "auto", "ort", "blas", "numba", "reference"); every
-engine gives the same integers. The Executable is the one, explicit place where run-time state lives
+engine gives the same integers; `threads` the threads of its ONNX Runtime products (default
+$INTSIM_THREADS, else 1: gemm.engine_threads). The Executable is the one, explicit place where run-time state lives
 (nothing is stashed on the Program).
 """
 import collections
@@ -36,14 +37,17 @@ PATHS = ("fast", "reference")
 class Executable:
     """A program ready to run: each op's definition and bound state, and when each tensor dies."""
 
-    def __init__(self, program, path="fast", engine="auto"):
+    def __init__(self, program, path="fast", engine="auto", threads=None):
         if path not in PATHS:
             raise ExecutionError(f"path must be 'fast' or 'reference', got {path!r}")
         if engine not in gemm.ENGINES:
             raise ExecutionError(f"engine must be one of {', '.join(gemm.ENGINES)}, got {engine!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ExecutionError(f"threads must be an integer >= 1, got {threads!r}")
         self.program, self.path, self.engine = program, path, engine
+        self.threads = gemm.engine_threads() if threads is None else threads
         check_wiring(program)
-        with gemm.use_engine(engine):           # weights are laid out for the engine that will run
+        with gemm.use_engine(engine), gemm.use_threads(self.threads):   # weights laid out for the run
             self._bind(program)
         self.last = last_uses(program.ops, lambda op: op.inputs, keep=program.outputs)
         self.fused = self._fusions(program) if path == "fast" else {}
@@ -84,7 +88,7 @@ class Executable:
     def run(self, q_input, observe=None, check=True):
         """The integer output (a tuple for several) for a quantized input batch. check=True
         verifies that every op output is an integer array within its declared format."""
-        with gemm.use_engine(self.engine):
+        with gemm.use_engine(self.engine), gemm.use_threads(self.threads):
             return self._run(q_input, observe, check)
 
     def _run(self, q_input, observe, check):

@@ -330,3 +330,23 @@ def test_a_requantized_product_equals_requantize_of_the_product(case, per, seed)
     for engine in ENGINES + ["auto"]:
         got = outcome(lambda: G.Product(a_fmt, b_fmt, bias, engine=engine)(a, b, None, requant))
         assert same(got, want), (engine, per, a_fmt.describe(), b_fmt.describe(), a.shape, b.shape)
+
+
+def test_threads_and_engine_records_are_scoped(monkeypatch):
+    monkeypatch.delenv("INTSIM_THREADS", raising=False)
+    assert G.engine_threads() == G.DEFAULT_THREADS == 1
+    monkeypatch.setenv("INTSIM_THREADS", "2")
+    assert G.engine_threads() == 2
+    with G.use_threads(3):
+        assert G.engine_threads() == 3
+    monkeypatch.setenv("INTSIM_THREADS", "two")
+    with pytest.raises(ArithSpecError, match="INTSIM_THREADS='two'"):
+        G.engine_threads()
+    with pytest.raises(ArithSpecError, match="threads must be an integer"):
+        with G.use_threads(0):
+            pass
+    a, b = np.ones((2, 3), np.int8), np.ones((3, 4), np.int8)
+    with G.record_engines() as ran:
+        G.gemm(a, b, IntFormat(8), IntFormat(8), engine="numba")
+        G.gemm(a, b, IntFormat(8), IntFormat(8))                    # tiny: auto runs blas
+    assert ran == {"numba": 1, "blas": 1}

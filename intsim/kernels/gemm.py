@@ -23,8 +23,10 @@ the ort sessions for products of two run-time operands (`_pair_session`), one pe
 All engines share one epilogue (`_combine`): partial products (float blocks or int32 digit products)
 are weighted, summed with the bias row in int64, checked against the accumulator format and stored.
 """
+import collections
 from contextlib import contextmanager
 import functools
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -45,6 +47,9 @@ ENGINES = ("auto", "ort", "blas", "numba", "reference")
 # the float BLAS engine faster (measured with benchmarks/gemm.py --tiny)
 ORT_MIN_MACS = 1 << 22
 _SCOPED_ENGINE = ContextVar("intsim_gemm_engine", default="auto")
+_SCOPED_THREADS = ContextVar("intsim_gemm_threads", default=None)
+_RECORD = ContextVar("intsim_gemm_record", default=None)
+DEFAULT_THREADS = 1
 
 
 def magnitude(fmt: IntFormat):
@@ -220,7 +225,8 @@ class Product:
             _check_within("matmul operand a", a, self.a_fmt)
             _check_within("matmul operand b", b, self.b_fmt)
             acc = gemm_reference(a, b, None if self.bias is None else self.bias[0], self.acc_fmt)
-            return acc if requant is None else requant(acc, -1)
+            _count(engine)
+            return acc if requant is None else requant(acc)
         if a.ndim > 2 and b.ndim == 2:
             # one large GEMM instead of a batch of small ones
             out = self(a.reshape(-1, a.shape[-1]), None if b_prepared else b, b_prepared, requant)
@@ -240,6 +246,7 @@ class Product:
             engine = "blas" if g * m * k * n < ORT_MIN_MACS else self._large_engine(k)
         elif engine == "ort":
             self._check_ort(k)
+        _count(engine)
         partials, a_weights, b_weights, row_bias = ENGINE_FUNCTIONS[engine](a, b, self.a_fmt, self.b_fmt, self.bias,
                                                                             b_prepared, out_batch)
         return _finish_partials(partials, a_weights, b_weights, row_bias, self.acc_fmt, out_batch + (m, n),
@@ -274,6 +281,27 @@ def use_engine(engine):
         yield
     finally:
         _SCOPED_ENGINE.reset(token)
+
+
+@contextmanager
+def record_engines():
+    """Count the engine each product runs on within this scope (for reports):
+
+        with record_engines() as ran:
+            exe.run(q)
+        ran  # Counter({'ort': 73, 'blas': 1})"""
+    ran = collections.Counter()
+    token = _RECORD.set(ran)
+    try:
+        yield ran
+    finally:
+        _RECORD.reset(token)
+
+
+def _count(engine):
+    record = _RECORD.get()
+    if record is not None:
+        record[engine] += 1
 
 
 def scoped_engine():
@@ -393,21 +421,36 @@ def _combine_requant(partials, weights, bias, m, k, lim, lo, hi, out):
     """_combine's sums requantized in the same pass (spec A6, per output column j: m[j], k[j]):
     out[g, r, j] = sat(round_shift(sum * m[j], k[j])). Returns the smallest and largest sum, and the
     first sum whose product with m would leave int64 (|sum| > lim[j], A4; 0 for none). Only an
-    accumulator inside its format (checked by the caller) reaches the requantization as valid."""
+    accumulator inside its format (checked by the caller) reaches the requantization as valid.
+    Each row is summed, checked and requantized in three loops that vectorise; one (m, k) for every
+    column (per tensor) or positive shifts throughout take the branch-free forms."""
     n_groups, n_rows, n = partials.shape[0], partials.shape[2], partials.shape[4]
     row = np.empty(n, dtype=np.int64)
     smallest, largest = np.int64(INT64_MAX), np.int64(-INT64_MAX)
     outside = False
+    uniform = (m == m[0]).all() and (k == k[0]).all()
+    m0, k0, lim0 = m[0], k[0], lim[0]
+    rounding = np.where(k > 0, np.left_shift(np.int64(1), np.maximum(k - 1, 0)), 0)
+    right = (k > 0).all()
     for g in range(n_groups):
         for r in range(n_rows):
             _row_sum(partials, weights, bias, g, r, row)
             dst = out[g, r]
             for j in range(n):
-                v = row[j]
-                smallest = min(smallest, v)
-                largest = max(largest, v)
-                outside |= (v > lim[j]) | (v < -lim[j])
-                dst[j] = arith.saturate1(arith.round_shift1(v * m[j], k[j]), lo, hi)
+                smallest = min(smallest, row[j])
+                largest = max(largest, row[j])
+            if uniform:
+                for j in range(n):
+                    outside |= (row[j] > lim0) | (row[j] < -lim0)
+                    dst[j] = arith.saturate1(arith.round_shift1(row[j] * m0, k0), lo, hi)
+            elif right:
+                for j in range(n):
+                    outside |= (row[j] > lim[j]) | (row[j] < -lim[j])
+                    dst[j] = arith.saturate1((row[j] * m[j] + rounding[j]) >> k[j], lo, hi)
+            else:
+                for j in range(n):
+                    outside |= (row[j] > lim[j]) | (row[j] < -lim[j])
+                    dst[j] = arith.saturate1(arith.round_shift1(row[j] * m[j], k[j]), lo, hi)
     first = np.int64(0)
     if outside:
         for g in range(n_groups):
@@ -471,9 +514,33 @@ ORT_IR_VERSION = 8
 
 
 def engine_threads():
-    """Threads for ONNX Runtime: numba's thread count, the one knob intsim already sets for numba
-    and BLAS (intsim.sweep pins it per worker), so the three never oversubscribe the cores."""
-    return max(1, numba.get_num_threads())
+    """Threads of the ONNX Runtime products: the enclosing `use_threads` scope's (an Executable's),
+    else $INTSIM_THREADS, else DEFAULT_THREADS. One by default: intsim's numba kernels are serial
+    and the products are short, and on a shared 2-core machine a second thread cost more in
+    hand-offs than it gave (README, "Speed": benchmarks/latency.py --threads 1,2)."""
+    threads = _SCOPED_THREADS.get()
+    return threads if threads is not None else default_threads()
+
+
+def default_threads():
+    text = os.environ.get("INTSIM_THREADS", "").strip()
+    if not text:
+        return DEFAULT_THREADS
+    if not text.isdigit() or int(text) < 1:
+        raise arith.ArithSpecError(f"INTSIM_THREADS={text!r}: a thread count >= 1 expected")
+    return int(text)
+
+
+@contextmanager
+def use_threads(threads):
+    """Within this scope, ONNX Runtime products use `threads` threads (None: the default)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise arith.ArithSpecError(f"threads must be an integer >= 1, got {threads!r}")
+    token = _SCOPED_THREADS.set(threads)
+    try:
+        yield
+    finally:
+        _SCOPED_THREADS.reset(token)
 
 
 def _ort_runtime(required=False):
