@@ -9,9 +9,9 @@ first use, then cached). intsim is calibrated on --calib photo crops and compile
 default kernels; its timed part is the integer program alone (input quantizer to output
 dequantizer). For each thread count of --threads, ONNX Runtime runs the float ONNX file with that
 many intra-op threads and intsim runs with that many threads in its ONNX Runtime products
-(Executable(threads=...); intsim's numba kernels are serial). Each batch times ONNX Runtime and
-every (engine, threads) in interleaved rounds (timing.median_times), so a change of machine load
-hits all alike (at least --repeat rounds, more for short batches: about 10 s of rounds, at most
+(Executable(threads=...); intsim's numba kernels are serial). Each batch and thread count times
+ONNX Runtime and every engine in interleaved rounds (timing.median_times), so a change of machine
+load hits all alike (at least --repeat rounds, more for short batches: about 10 s of rounds, at most
 50); the ratio is intsim / ONNX Runtime at the same thread count. The engine column says
 which engine ran each of the program's products ('auto' picks per product: gemm.choose_engine).
 --per-op: where intsim's time goes, by op kind (matmuls by role), from the executor's observe hook
@@ -100,16 +100,15 @@ def ort_session(ort, path, threads):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def time_batch(name, program, sessions, x, engines, threads, repeat):
-    """Rows (model, batch, engine ran, threads, intsim s/image, ORT s/image) of one batch."""
-    feed = sessions[threads[0]].get_inputs()[0].name
-    exes = {(e, t): execute.Executable(program, engine=e, threads=t) for e in engines for t in threads}
-    fns = [lambda t=t: sessions[t].run(None, {feed: x}) for t in threads]
-    fns += [lambda k=k: exes[k].infer(x) for k in exes]
-    times = [s / len(x) for s in median_times(fns, repeat, min_seconds=10.0)]
-    t_ort = dict(zip(threads, times))
-    return [(name, len(x), engines_ran(exe, x), t, t_int, t_ort[t], exe)
-            for ((e, t), exe), t_int in zip(exes.items(), times[len(threads):])]
+def time_batch(name, program, session, x, engines, threads, repeat):
+    """Rows (model, batch, engine ran, threads, intsim s/image, ORT s/image, Executable) of one
+    batch at one thread count. (Thread counts are timed apart: ONNX Runtime's idle pool threads
+    spin after a run and would slow whatever ran next.)"""
+    feed = session.get_inputs()[0].name
+    exes = [execute.Executable(program, engine=e, threads=threads) for e in engines]
+    fns = [lambda: session.run(None, {feed: x})] + [lambda exe=exe: exe.infer(x) for exe in exes]
+    t_ort, *t_ints = [s / len(x) for s in median_times(fns, repeat, min_seconds=10.0)]
+    return [(name, len(x), engines_ran(exe, x), threads, t_int, t_ort, exe) for exe, t_int in zip(exes, t_ints)]
 
 
 def print_breakdowns(breakdowns):
@@ -148,7 +147,7 @@ def main():
         sessions = {t: ort_session(ort, path, t) for t in threads}
         for batch in (int(b) for b in a.batches.split(",")):
             x = ip.to_model_input(photo_crops(batch, seed=2))
-            for row in time_batch(name, program, sessions, x, engines, threads, a.repeat):
+            for row in (r for t in threads for r in time_batch(name, program, sessions[t], x, engines, t, a.repeat)):
                 print_row(row)
                 if a.per_op:
                     exe = row[-1]

@@ -82,7 +82,7 @@ def test_a_fused_run_equals_every_op_on_its_own(engine):
     program, x = committed_program()
     exe = Executable(program, engine=engine)
     kinds = sorted({program.ops[i].kind for i in exe.fused})
-    assert kinds == ["attn_context", "attn_scores", "gelu", "linear", "patch_embed"]
+    assert kinds == ["attn_context", "attn_scores", "gelu", "layernorm", "linear", "patch_embed"]
     assert all(program.ops[j].kind == "requant" for j, _ in exe.fused.values())
     seen = []
     separate = exe.run(x, observe=lambda op, ins, outs: seen.append(op.name))

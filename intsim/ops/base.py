@@ -172,12 +172,15 @@ class KernelOp(OpDef):
 
     def fuse_requant(self, op, bound, requantizer):
         """A candidate bound to a table (elementwise, narrow input) and a per-tensor requant after
-        it: one table of both (ElementTable.then)."""
+        it: one table of both (ElementTable.then). Any other candidate: its fast path, then the
+        requantizer, in one executor step."""
         kernel, plan = bound
-        if not isinstance(plan.runtime, ElementTable) or requantizer.per_channel:
-            return None
-        both = plan.runtime.then(requantizer)
-        return None if both is None else (lambda inputs: both(inputs[0]))
+        both = None
+        if isinstance(plan.runtime, ElementTable) and not requantizer.per_channel:
+            both = plan.runtime.then(requantizer)
+        if both is not None:
+            return lambda inputs: both(inputs[0])
+        return lambda inputs: requantizer(kernel.fast(inputs, plan))
 
     def const_formats(self, op, program):
         """The candidate's declaration for the plan rebuilt from the program."""
