@@ -17,7 +17,8 @@ import sys
 import time
 
 _THREADS = os.environ.get("INTSIM_BENCH_THREADS", str(len(os.sched_getaffinity(0))))
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+             "INTSIM_THREADS"):
     os.environ[_var] = _THREADS
 
 import numpy as np

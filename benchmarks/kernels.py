@@ -15,7 +15,8 @@ import os
 import sys
 import time
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+             "INTSIM_THREADS"):
     os.environ[_var] = os.environ.get("INTSIM_BENCH_THREADS", "1")
 
 import numpy as np

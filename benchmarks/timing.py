@@ -14,11 +14,17 @@ def median_time(fn, repeat):
     return statistics.median(times)
 
 
-def median_times(fns, repeat):
+def median_times(fns, repeat, min_seconds=0.0, max_repeat=50):
     """median_time for several functions measured side by side: one warm-up call each, then
-    `repeat` rounds calling every function once, so a change of machine load hits all alike."""
+    `repeat` rounds calling every function once, so a change of machine load hits all alike. With
+    min_seconds, short rounds are repeated until about that long (at most max_repeat rounds): the
+    median of few short rounds on a loaded machine is mostly noise."""
+    t0 = time.perf_counter()
     for fn in fns:
         fn()
+    round_time = time.perf_counter() - t0
+    if min_seconds and round_time > 0:
+        repeat = max(repeat, min(max_repeat, int(min_seconds / round_time)))
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, ts in zip(fns, times):

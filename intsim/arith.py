@@ -10,6 +10,7 @@ fast path inlines. The fast paths never re-derive a rule of their own.
 """
 from dataclasses import dataclass
 from fractions import Fraction
+import functools
 import math
 
 import numba
@@ -58,16 +59,21 @@ class IntFormat:
     @property
     def storage(self):
         """The smallest NumPy dtype that holds every value of the format."""
-        for dt in ((np.int8, np.int16, np.int32) if self.signed else (np.uint8, np.uint16, np.uint32)):
-            if np.iinfo(dt).bits >= self.bits:
-                return np.dtype(dt)
-        raise AssertionError(self)
+        return _storage(self.bits, self.signed)
 
     def describe(self):
         return f"{'s' if self.signed else 'u'}{self.bits}{'n' if self.narrow else ''}[{self.lo}, {self.hi}]"
 
     def to_dict(self):
         return {"bits": self.bits, "signed": self.signed, "narrow": self.narrow}
+
+
+@functools.lru_cache(maxsize=None)
+def _storage(bits, signed):
+    for dt in ((np.int8, np.int16, np.int32) if signed else (np.uint8, np.uint16, np.uint32)):
+        if np.iinfo(dt).bits >= bits:
+            return np.dtype(dt)
+    raise AssertionError((bits, signed))
 
 
 def check_bits(what, bits, lo, hi):
@@ -259,10 +265,22 @@ def check_multiplier(what, m, k):
 
 
 def dyadic_array(reals, bits=MULTIPLIER_BITS_DEFAULT):
-    """Per-channel (m, k) as two int64 arrays."""
-    pairs = [dyadic(r, bits) for r in np.asarray(reals, dtype=np.float64).ravel()]
-    return (np.array([p.m for p in pairs], dtype=np.int64),
-            np.array([p.k for p in pairs], dtype=np.int64))
+    """Per-channel (m, k) as two int64 arrays: `dyadic` of every ratio. Vectorised where it is
+    exact - frexp is exact, f 2^bits is exact and so is adding 1/2 to it (f 2^bits < 2^31 has at
+    most 22 fraction bits), so floor(f 2^bits + 1/2) is the rounding half up of A2 - and the
+    scalar rule for any ratio it would clamp (k > SHIFT_MAX) or refuse."""
+    bits = check_bits("multiplier width", bits, 2, 31)
+    r = np.asarray(reals, dtype=np.float64).ravel()
+    valid = np.isfinite(r) & (r > 0)
+    f, e = np.frexp(np.where(valid, r, 1.0))
+    m = np.floor(np.ldexp(f, bits) + 0.5).astype(np.int64)
+    k = bits - e.astype(np.int64)
+    renorm = m == (1 << bits)
+    m[renorm], k[renorm] = 1 << (bits - 1), k[renorm] - 1
+    for i in np.flatnonzero(~valid | (k > SHIFT_MAX) | (k < SHIFT_MIN)):
+        d = dyadic(r[i], bits)
+        m[i], k[i] = d.m, d.k
+    return m, k
 
 
 # --- A3: rounding ---------------------------------------------------------------------------------
@@ -354,8 +372,21 @@ def integer_input(what, x):
     return x
 
 
+@functools.lru_cache(maxsize=None)
+def dtype_within(dtype, fmt):
+    """True when no value of this storage dtype can lie outside fmt (its range needs no pass)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    return fmt.lo <= info.min and info.max <= fmt.hi
+
+
 def check_fits(what, x, fmt):
-    """Raise IntOverflowError if any value of x lies outside fmt (no silent wrap, spec A4)."""
+    """Raise IntOverflowError if any value of x lies outside fmt (no silent wrap, spec A4). An
+    integer array whose dtype cannot hold a value outside fmt is not read."""
+    if isinstance(x, np.ndarray) and dtype_within(x.dtype, fmt):
+        return
     if np.size(x) == 0:
         return
     lo, hi = int(np.min(x)), int(np.max(x))
@@ -363,6 +394,22 @@ def check_fits(what, x, fmt):
         bad = lo if lo < fmt.lo else hi
         raise IntOverflowError(f"{what}: value {bad} outside {fmt.describe()} (spec A4: overflow "
                                f"is an error, never a wrap)")
+
+
+def dtype_magnitude(dtype):
+    """The largest |value| an integer dtype holds: a bound on max_abs(x) that reads no data."""
+    info = np.iinfo(dtype)
+    return max(-int(info.min), int(info.max))
+
+
+def check_product_bound_of(what, x, m, k):
+    """check_product_bound for an integer array x: proved from x's dtype alone when its whole
+    range keeps the product inside int64 (no pass over x), else from max_abs(x)."""
+    m_max = int(np.max(np.abs(m))) if np.ndim(m) else abs(int(m))
+    k_min = int(np.min(k)) if np.ndim(k) else int(k)
+    if dtype_magnitude(x.dtype) * m_max * (1 << max(-k_min, 0)) + (1 << 62) <= INT64_MAX:
+        return
+    check_product_bound(what, max_abs(x), m, k)
 
 
 def check_product_bound(what, max_abs_x, m, k):
@@ -382,7 +429,12 @@ def requantize(x, m, k, out_fmt, axis=None):
     along `axis` when they are 1-D arrays of that axis' length. Reference NumPy path."""
     x = integer_input("requantize", x)
     m, k = _channel_params(x, *check_multiplier("requantize", m, k), axis)
-    check_product_bound("requantize", max_abs(x), m, k)
+    if m.ndim == 0:
+        check_product_bound("requantize", max_abs(x), m, k)
+    else:               # each channel's values against its own pair (A4)
+        ax = axis % x.ndim
+        for c in range(m.size):
+            check_product_bound("requantize", max_abs(np.take(x, c, axis=ax)), m.flat[c], k.flat[c])
     return saturate(round_shift(x.astype(np.int64) * m, k), out_fmt)
 
 

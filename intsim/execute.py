@@ -6,13 +6,20 @@
     y = exe.infer(images)                 # float images in, float output out (boundary A7)
 
 A program with several outputs returns a tuple of arrays where a single-output program returns one
-array (`as_outputs` turns either into a list). `observe(op, inputs, outputs)` is called after each op: golden dumps, comparators and per-layer
-SQNR are consumers of this hook, not separate paths. `path="reference"` runs every kernel's plain
+array (`as_outputs` turns either into a list). `observe(op, inputs, outputs)` is called after each
+op: golden dumps, comparators and per-layer SQNR are consumers of this hook, not separate paths.
+Without an observer, the fast path computes a requant together with the op that makes its input
+when nothing else reads that tensor (a matmul's accumulator is requantized in the product's own
+epilogue pass, a GELU and its requant are one table: `OpDef.fuse_requant`): the same integers, one
+pass and one tensor fewer. With an observer every op runs on its own, so the observer sees every
+tensor of the program. `path="reference"` runs every kernel's plain
 NumPy reference instead of its fast path; both give identical integers. `engine` picks the exact
 integer GEMM engine of the fast path (spec K1.5: "auto", "ort", "blas", "numba", "reference"); every
-engine gives the same integers. The Executable is the one, explicit place where run-time state lives
+engine gives the same integers; `threads` the threads of its ONNX Runtime products (default
+$INTSIM_THREADS, else 1: gemm.engine_threads). The Executable is the one, explicit place where run-time state lives
 (nothing is stashed on the Program).
 """
+import collections
 from dataclasses import replace
 
 import numpy as np
@@ -21,7 +28,7 @@ from . import arith
 from .arith import ArithSpecError
 from .errors import ExecutionError, ProgramError
 from .kernels import gemm
-from .ops import program_op
+from .ops import REQUANT, program_op
 from .schedule import last_uses
 
 PATHS = ("fast", "reference")
@@ -30,16 +37,21 @@ PATHS = ("fast", "reference")
 class Executable:
     """A program ready to run: each op's definition and bound state, and when each tensor dies."""
 
-    def __init__(self, program, path="fast", engine="auto"):
+    def __init__(self, program, path="fast", engine="auto", threads=None):
         if path not in PATHS:
             raise ExecutionError(f"path must be 'fast' or 'reference', got {path!r}")
         if engine not in gemm.ENGINES:
             raise ExecutionError(f"engine must be one of {', '.join(gemm.ENGINES)}, got {engine!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ExecutionError(f"threads must be an integer >= 1, got {threads!r}")
         self.program, self.path, self.engine = program, path, engine
+        self.threads = gemm.engine_threads() if threads is None else threads
         check_wiring(program)
-        with gemm.use_engine(engine):           # weights are laid out for the engine that will run
+        with gemm.use_engine(engine), gemm.use_threads(self.threads):   # weights laid out for the run
             self._bind(program)
         self.last = last_uses(program.ops, lambda op: op.inputs, keep=program.outputs)
+        self.fused = self._fusions(program) if path == "fast" else {}
+        self.fused_away = {j for j, _ in self.fused.values()}
 
     def _bind(self, program):
         self.steps = []
@@ -53,24 +65,50 @@ class Executable:
                 # malformed constants or attributes (bind checks them): one line naming the op
                 raise ProgramError(f"{where}{op.kind}: cannot prepare it ({type(e).__name__}: {e})") from None
 
+    def _fusions(self, program):
+        """{producer index: (requant index, run)}: each requant whose input tensor only it reads (not
+        a program output), made by an op that can requantize its result in its own pass;
+        run(inputs) gives the requant's output from the producer's inputs. The tensor in between is
+        never made, so its declaration must be what the requant's output check covers (its shape)."""
+        readers = collections.Counter(t for op in program.ops for t in op.inputs)
+        made_by = {t: i for i, op in enumerate(program.ops) for t in op.outputs}
+        fused = {}
+        for j, (d, op, plan) in enumerate(self.steps):
+            src = op.inputs[0] if d is REQUANT else None
+            i = made_by.get(src)
+            if (i is None or readers[src] != 1 or src in program.outputs or len(program.ops[i].outputs) != 1
+                    or program.tensors[src].shape != program.tensors[op.outputs[0]].shape):
+                continue
+            producer, producer_op, bound = self.steps[i]
+            run = producer.fuse_requant(producer_op, bound, plan.runtime)
+            if run is not None:
+                fused[i] = (j, run)
+        return fused
+
     def run(self, q_input, observe=None, check=True):
         """The integer output (a tuple for several) for a quantized input batch. check=True
         verifies that every op output is an integer array within its declared format."""
-        with gemm.use_engine(self.engine):
+        with gemm.use_engine(self.engine), gemm.use_threads(self.threads):
             return self._run(q_input, observe, check)
 
     def _run(self, q_input, observe, check):
         program = self.program
         env = {program.input_name: check_input(program, q_input)}
+        fuse = observe is None          # an observer sees every tensor: every op runs on its own
         for idx, (op, (d, bound_op, bound)) in enumerate(zip(program.ops, self.steps)):
+            if fuse and idx in self.fused_away:
+                continue                # computed by its input's producer
             ins = [env[t] for t in op.inputs]
+            fusion = self.fused.get(idx) if fuse else None
+            out_idx = idx if fusion is None else fusion[0]
             try:
-                outs = d.run(bound_op, ins, bound, self.path)
+                outs = d.run(bound_op, ins, bound, self.path) if fusion is None else [fusion[1](ins)]
             except (ArithSpecError, ValueError) as e:
-                raise ExecutionError(f"op {idx} {op.kind} {op.name!r}: {e}") from e
-            for name, val in zip(op.outputs, outs):
+                also = "" if fusion is None else f" (with op {out_idx} requant {program.ops[out_idx].name!r})"
+                raise ExecutionError(f"op {idx} {op.kind} {op.name!r}{also}: {e}") from e
+            for name, val in zip(program.ops[out_idx].outputs, outs):
                 if check:
-                    check_output(program, idx, op, name, val)
+                    check_output(program, out_idx, program.ops[out_idx], name, val)
                 env[name] = val
             if observe is not None:
                 observe(op, ins, outs)

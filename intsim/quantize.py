@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, asdict, fields
 import math
 import warnings
 
+import numba
 import numpy as np
 
 from .arith import IntFormat, ArithSpecError, check_bits
@@ -85,21 +86,22 @@ class Observer:
         self._scales = {}       # (fmt, method, percentile, count) -> scale: each clip searched once
 
     def update(self, x):
-        x = np.asarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         if x.size == 0:
             return
-        if not np.isfinite(x).all():
-            raise ArithSpecError(f"calibration: tensor {self.name!r} holds NaN/Inf")
         channels = x.shape[-1] if x.ndim else 1
-        per_chan = np.abs(x.reshape(-1, channels)).max(axis=0)
+        per_chan = np.empty(channels, dtype=np.float32)
+        finite, lo, hi = _stats(x.reshape(-1, channels), per_chan)
+        if not finite:
+            raise ArithSpecError(f"calibration: tensor {self.name!r} holds NaN/Inf")
         if self.chan_absmax is None or self.chan_absmax.shape != per_chan.shape:
             self.chan_absmax = per_chan if self.chan_absmax is None else \
                 np.full(1, max(self.chan_absmax.max(), per_chan.max()), np.float32)
         else:
             self.chan_absmax = np.maximum(self.chan_absmax, per_chan)
         x = x.ravel()
-        self.lo = min(self.lo, float(x.min()))
-        self.hi = max(self.hi, float(x.max()))
+        self.lo = min(self.lo, float(lo))
+        self.hi = max(self.hi, float(hi))
         # weighted reservoir (Efraimidis-Spirakis): a uniform subsample of the batch, each value
         # standing for n/s originals, competes on key u^(s/n); the largest keys are kept
         n = x.size
@@ -180,15 +182,14 @@ def fake_quant(x, scale, fmt):
 
 
 def mse_clip(sample, amax, fmt, steps=100):
-    """The clipping value in [amax/100, amax] minimising the quantization MSE on the sample."""
-    x = np.asarray(sample, dtype=np.float64)
-    best, best_err = amax, math.inf
-    for i in range(steps, 0, -1):
-        clip = amax * i / steps
-        err = float(np.mean((fake_quant(x, clip / fmt.hi, fmt) - x) ** 2))
-        if err < best_err:
-            best, best_err = clip, err
-    return best
+    """The clipping value in [amax/100, amax] minimising the quantization MSE on the sample:
+    the first of the candidates amax * i / steps (i = steps .. 1) with the smallest
+    mean((fake_quant(x, clip / fmt.hi) - x)^2), computed as NumPy computes it (`_clip_search`)."""
+    x = np.ascontiguousarray(sample, dtype=np.float64)
+    if x.size == 0:
+        return amax
+    return float(_clip_search(x.reshape(1, -1), np.array([float(amax)]), float(fmt.lo), float(fmt.hi),
+                              steps, steps, 0)[0])
 
 
 # --- weights -------------------------------------------------------------------------------------------
@@ -206,15 +207,9 @@ def quantize_weight(w, bits, method="mse"):
         raise ArithSpecError("weights hold NaN/Inf")
     amax = np.abs(flat).max(axis=1)
     clip = amax.copy()
-    if method == "mse":
-        best_err = np.full(flat.shape[0], np.inf)
-        for i in range(100, 30, -1):
-            c = amax * i / 100
-            s = np.where(c > 0, c / fmt.hi, 1.0)[:, None]
-            err = ((np.clip(np.rint(flat / s), fmt.lo, fmt.hi) * s - flat) ** 2).mean(axis=1)
-            better = err < best_err
-            best_err[better] = err[better]
-            clip[better] = c[better]
+    if method == "mse" and flat.size:
+        # per channel, the first of amax * i / 100 (i = 100 .. 31) with the smallest quantization MSE
+        clip = _clip_search(np.ascontiguousarray(flat), amax, float(fmt.lo), float(fmt.hi), 100, 100, 30)
     scales = np.where(clip > 0, clip / fmt.hi, 1.0)
     q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
     return q.reshape(w.shape), scales
@@ -238,3 +233,106 @@ def quantize_bias(b, scales):
     if np.abs(q).max(initial=0) > (1 << 31) - 1:
         raise ArithSpecError("a bias does not fit int32 at the accumulator scale")
     return q.astype(np.int64)
+
+
+# --- the clip searches and statistics in one pass each (numba), with NumPy's own arithmetic ------------
+# These reproduce bit for bit what the NumPy expressions they replace computed (the calibration, and
+# so every compiled program, is unchanged): the same IEEE operations per element (division, rint
+# half to even, clip, multiply, subtract, square; no fused multiply-add) and the mean of a row as
+# NumPy reduces a contiguous float64 row: its pairwise summation (`_pairwise_sum`), then / n.
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a, lo, n):
+    """NumPy's pairwise sum of a[lo:lo + n] (numpy/_core/src/umath/loops_utils.h.src): a block of
+    up to 128 values as `_block_sum`; more split in two at a multiple of 8, each half summed so,
+    and the two sums added. Walked with an explicit stack (numba cannot cache a recursive function)."""
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    seg_lo, seg_n = np.empty(128, np.int64), np.empty(128, np.int64)
+    stage, sums = np.empty(128, np.int64), np.empty(128)
+    seg_lo[0], seg_n[0], stage[0] = lo, n, 0
+    top, n_sums = 1, 0
+    while top:
+        t = top - 1
+        if seg_n[t] <= 128:                  # a leaf: its block sum
+            sums[n_sums] = _block_sum(a, seg_lo[t], seg_n[t])
+            n_sums += 1
+            top -= 1
+            continue
+        half = seg_n[t] // 2
+        half -= half % 8
+        if stage[t] < 2:                     # visit the first half, then the second
+            first = stage[t] == 0
+            seg_lo[top] = seg_lo[t] if first else seg_lo[t] + half
+            seg_n[top] = half if first else seg_n[t] - half
+            stage[top] = 0
+            stage[t] += 1
+            top += 1
+        else:                                # both halves summed: first + second
+            sums[n_sums - 2] = sums[n_sums - 2] + sums[n_sums - 1]
+            n_sums -= 1
+            top -= 1
+    return sums[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_sum(a, lo, n):
+    """Fewer than 8 values in order from 0.0; up to 128 in 8 interleaved partial sums combined as
+    a tree, then the rest in order."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        b = lo + i
+        r0, r1, r2, r3 = r0 + a[b], r1 + a[b + 1], r2 + a[b + 2], r3 + a[b + 3]
+        r4, r5, r6, r7 = r4 + a[b + 4], r5 + a[b + 5], r6 + a[b + 6], r7 + a[b + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True)
+def _clip_search(x, amax, lo, hi, divisor, first, last):
+    """Per row r of x: the first clip c = amax[r] * i / divisor, i = first .. last + 1 (descending),
+    minimising mean((clip(rint(x / s), lo, hi) * s - x)^2) with s = c / hi (1 where c = 0); amax[r]
+    when no candidate improves on an infinite error."""
+    n = x.shape[1]
+    best = amax.copy()
+    sq = np.empty(n)
+    for r in range(x.shape[0]):
+        best_err = np.inf
+        for i in range(first, last, -1):
+            c = amax[r] * i / divisor
+            s = c / hi if c > 0 else 1.0
+            for j in range(n):
+                d = min(max(np.rint(x[r, j] / s), lo), hi) * s - x[r, j]
+                sq[j] = d * d
+            err = _pairwise_sum(sq, 0, n) / n
+            if err < best_err:
+                best[r], best_err = c, err
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _stats(x2, chan_absmax):
+    """One pass over x2 (rows, channels): whether every value is finite, the min and max, and each
+    channel's max |x| (into chan_absmax). Exact: no rounding happens in a min or max."""
+    finite = True
+    lo, hi = np.float32(np.inf), np.float32(-np.inf)
+    chan_absmax[:] = 0
+    for r in range(x2.shape[0]):
+        for c in range(x2.shape[1]):
+            v = x2[r, c]
+            finite &= np.isfinite(v)
+            lo = min(lo, v)
+            hi = max(hi, v)
+            chan_absmax[c] = max(chan_absmax[c], abs(v))
+    return finite, lo, hi

@@ -268,3 +268,23 @@ def test_matmul_16bit_probabilities(k, m, n, rnd):
     b = rng.integers(-128, 128, size=(2, k, n)).astype(np.int8)
     a[0, 0] = 65535 // k
     assert np.array_equal(matmul(a, b, u16, IntFormat(8)), matmul_ref(a, b))
+
+
+@given(st.lists(st.floats(2.0 ** -70, 2.0 ** 40, allow_nan=False), min_size=1, max_size=40),
+       st.sampled_from([2, 3, 8, 16, 30, 31]))
+@settings(max_examples=200, deadline=None)
+def test_dyadic_array_is_dyadic_of_every_ratio(ratios, bits):
+    """The vectorised per-channel multipliers equal the scalar rule of A2, or refuse alike."""
+    def scalar(r):
+        try:
+            d = arith.dyadic(r, bits)
+            return d.m, d.k
+        except arith.ArithSpecError:
+            return None
+    want = [scalar(r) for r in ratios]
+    if None in want:
+        with pytest.raises(arith.ArithSpecError):
+            arith.dyadic_array(np.array(ratios), bits)
+    else:
+        m, k = arith.dyadic_array(np.array(ratios), bits)
+        assert list(zip(m.tolist(), k.tolist())) == want

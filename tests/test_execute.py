@@ -59,3 +59,45 @@ def test_an_output_outside_its_declared_format_names_the_op():
     p.tensors["fc.acc"].fmt = type(p.tensors["fc.acc"].fmt)(8)      # declared int8, produces int32
     with pytest.raises(ExecutionError, match="op 0 linear 'fc'"):
         run_program(p, toy_input())
+
+
+# --- the fast path's fused requantizations (OpDef.fuse_requant) -----------------------------------
+
+def committed_program():
+    from pathlib import Path
+    from intsim import golden
+    root = Path(__file__).resolve().parents[1] / "golden" / "fmnist_w8a8"
+    program = golden.load_program(root)
+    return program, golden.load(root).input.astype(program.input.fmt.storage)
+
+
+@pytest.mark.parametrize("engine", ["auto", "blas", "ort", "numba"])
+def test_a_fused_run_equals_every_op_on_its_own(engine):
+    """Without an observer, each matmul's accumulator is requantized in its epilogue (never
+    stored) and GELU and its requant are one table; with an observer every op runs alone. Same
+    integers either way, and the reference's."""
+    from intsim.kernels import gemm
+    if engine not in gemm.available_engines():
+        pytest.skip(f"engine {engine} not available here")
+    program, x = committed_program()
+    exe = Executable(program, engine=engine)
+    kinds = sorted({program.ops[i].kind for i in exe.fused})
+    assert kinds == ["attn_context", "attn_scores", "gelu", "layernorm", "linear", "patch_embed"]
+    assert all(program.ops[j].kind == "requant" for j, _ in exe.fused.values())
+    seen = []
+    separate = exe.run(x, observe=lambda op, ins, outs: seen.append(op.name))
+    assert len(seen) == len(program.ops)                  # the observer saw every op
+    fused = exe.run(x)
+    assert fused.dtype == separate.dtype and np.array_equal(fused, separate)
+    assert np.array_equal(fused, Executable(program, "reference").run(x))
+
+
+def test_a_fused_overflow_is_the_same_error_naming_both_ops():
+    p, x = toy_program(), toy_input()
+    p.ops[0].consts["bias"] = np.full_like(p.ops[0].consts["bias"], (1 << 31) - 1)   # acc leaves int32
+    exe = Executable(p)
+    assert list(exe.fused) == [0]
+    with pytest.raises(ExecutionError, match=r"op 0 linear 'fc' \(with op 1 requant 'fc.out'\).*accumulator"):
+        exe.run(x)
+    with pytest.raises(ExecutionError, match=r"op 0 linear 'fc': .*accumulator"):
+        exe.run(x, observe=lambda *a: None)

@@ -94,6 +94,32 @@ def test_ivit_table_paths_match_reference():
                                           IVIT_SHIFTGELU.reference([q], plan))
 
 
+@pytest.mark.parametrize("name", NAMES + ["ivit-elementwise"])
+@pytest.mark.parametrize("bits", [4, 8, 12])
+def test_a_bound_plan_looks_its_table_up_and_equals_the_reference(name, bits):
+    """bind() turns an elementwise plan on an input of <= 12 bits into a table of its outputs
+    (kernels.base.ElementTable); the table equals the reference on every code, in any input
+    dtype, and an input outside the format is refused exactly as without the table."""
+    kw = {}
+    if name == "ivit-elementwise":
+        name, kw = "ivit-shiftgelu", {"rowmax": False}
+    kernel, fmt = CANDIDATES[name], IntFormat(bits)
+    plan = plan_of(name, 1.5 / 2 ** (bits - 1), fmt, **kw)
+    bound = kernel.bind(plan_of(name, 1.5 / 2 ** (bits - 1), fmt, **kw))
+    assert (bound.runtime is not None) == kernel.elementwise(plan)
+    rng = np.random.default_rng(bits)
+    q = rng.permutation(np.tile(codes(fmt), 3)).reshape(3, -1)
+    for dtype in (fmt.storage, np.int64, np.int32):
+        np.testing.assert_array_equal(kernel.fast([q.astype(dtype)], bound), kernel.reference([q], plan))
+    bad = q.copy()
+    bad[1, 2] = fmt.hi + 1
+    with pytest.raises(IntOverflowError) as without:
+        kernel.fast([bad], plan)
+    with pytest.raises(IntOverflowError) as with_table:
+        kernel.fast([bad], bound)
+    assert str(with_table.value) == str(without.value)
+
+
 # --- accuracy: stated bounds (K3.1.4, K3.2.3, K3.3.4) -------------------------------------------------
 
 SCALES8 = [16 / 128, 8 / 128, 4 / 128, 1 / 128, 0.3 / 128, 0.6]

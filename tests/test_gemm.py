@@ -309,3 +309,44 @@ def test_cli_run_engine_is_selectable_and_changes_no_integer(capsys):
     for key in ("int_top1", "agreement", "logit_sqnr_db"):
         assert first[key] == second[key]
     assert [r["engine"].split(":")[0].split(" ")[0] for r in reports.values()] == ENGINES[:2]
+
+
+@given(products(), st.sampled_from(["tensor", "column"]), st.integers(0, 2 ** 32 - 1))
+@settings(max_examples=60, deadline=None)
+def test_a_requantized_product_equals_requantize_of_the_product(case, per, seed):
+    """Product(..., requant=r) computes r(acc) in the epilogue's pass (spec K1 then A6): the same
+    integers as requantizing the stored accumulator, or the same overflow."""
+    from intsim.kernels.requantize import Requantizer, requantize_ref
+    a, b, a_fmt, b_fmt, bias = case
+    rng = np.random.default_rng(seed)
+    n = b.shape[-1]
+    shape = () if per == "tensor" else (n,)
+    m = rng.integers(1, 1 << 31, size=shape)
+    k = rng.integers(-2, 45, size=shape)
+    out_fmt = IntFormat(int(rng.choice([4, 8, 16])), signed=bool(rng.integers(2)))
+    want = outcome(lambda: requantize_ref(G.gemm_reference(a, b, bias), m, k, out_fmt,
+                                          None if per == "tensor" else -1))
+    requant = Requantizer(m, k, out_fmt, None if per == "tensor" else -1)
+    for engine in ENGINES + ["auto"]:
+        got = outcome(lambda: G.Product(a_fmt, b_fmt, bias, engine=engine)(a, b, None, requant))
+        assert same(got, want), (engine, per, a_fmt.describe(), b_fmt.describe(), a.shape, b.shape)
+
+
+def test_threads_and_engine_records_are_scoped(monkeypatch):
+    monkeypatch.delenv("INTSIM_THREADS", raising=False)
+    assert G.engine_threads() == G.DEFAULT_THREADS == 1
+    monkeypatch.setenv("INTSIM_THREADS", "2")
+    assert G.engine_threads() == 2
+    with G.use_threads(3):
+        assert G.engine_threads() == 3
+    monkeypatch.setenv("INTSIM_THREADS", "two")
+    with pytest.raises(ArithSpecError, match="INTSIM_THREADS='two'"):
+        G.engine_threads()
+    with pytest.raises(ArithSpecError, match="threads must be an integer"):
+        with G.use_threads(0):
+            pass
+    a, b = np.ones((2, 3), np.int8), np.ones((3, 4), np.int8)
+    with G.record_engines() as ran:
+        G.gemm(a, b, IntFormat(8), IntFormat(8), engine="numba")
+        G.gemm(a, b, IntFormat(8), IntFormat(8))                    # tiny: auto runs blas
+    assert ran == {"numba": 1, "blas": 1}

@@ -64,3 +64,67 @@ def test_weights_per_output_channel_in_the_narrow_range():
     np.testing.assert_array_equal(quantize_bias(np.array([0.5, -1.5]), np.array([1.0, 1.0])), [0, -2])
     with pytest.raises(ArithSpecError, match="int32"):
         quantize_bias(np.array([1e10]), np.array([1.0]))
+
+
+# --- the numba clip searches reproduce NumPy's arithmetic bit for bit (calibration unchanged) -------
+
+def mse_clip_numpy(sample, amax, fmt, steps=100):
+    """The search as it was written in NumPy (the definition the numba pass reproduces)."""
+    from intsim.quantize import fake_quant
+    x = np.asarray(sample, dtype=np.float64)
+    best, best_err = amax, np.inf
+    for i in range(steps, 0, -1):
+        clip = amax * i / steps
+        err = float(np.mean((fake_quant(x, clip / fmt.hi, fmt) - x) ** 2))
+        if err < best_err:
+            best, best_err = clip, err
+    return best
+
+
+def weight_clips_numpy(w, fmt):
+    flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
+    amax = np.abs(flat).max(axis=1)
+    clip, best_err = amax.copy(), np.full(flat.shape[0], np.inf)
+    for i in range(100, 30, -1):
+        c = amax * i / 100
+        s = np.where(c > 0, c / fmt.hi, 1.0)[:, None]
+        err = ((np.clip(np.rint(flat / s), fmt.lo, fmt.hi) * s - flat) ** 2).mean(axis=1)
+        better = err < best_err
+        best_err[better], clip[better] = err[better], c[better]
+    return np.where(clip > 0, clip / fmt.hi, 1.0)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 127, 128, 129, 1000, 8193, 32768])
+@pytest.mark.parametrize("fmt", [IntFormat(8), IntFormat(4, signed=False), IntFormat(16)])
+def test_mse_clip_equals_the_numpy_search(n, fmt):
+    from intsim.quantize import mse_clip
+    rng = np.random.default_rng(n)
+    for scale in (1e-3, 1.0, 40.0):
+        x = (rng.standard_normal(n) * scale).astype(np.float32)
+        x = np.abs(x) if not fmt.signed else x
+        amax = float(np.abs(x).max())
+        assert mse_clip(x, amax, fmt) == mse_clip_numpy(x, amax, fmt)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (16, 192), (7, 768), (3, 1536), (4, 2, 3, 3)])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_weight_clip_search_equals_the_numpy_search(shape, bits):
+    from intsim.quantize import weight_format
+    rng = np.random.default_rng(bits)
+    w = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    w[0] = 0                                     # a zero channel keeps scale 1
+    q, s = quantize_weight(w, bits)
+    assert np.array_equal(s, weight_clips_numpy(w, weight_format(bits)))
+
+
+def test_observer_statistics_are_exact():
+    rng = np.random.default_rng(0)
+    o = Observer("t")
+    xs = [(rng.standard_normal((2, 9, 5)) * 3).astype(np.float32) for _ in range(3)]
+    for x in xs:
+        o.update(x)
+    allx = np.concatenate([x.reshape(-1, 5) for x in xs])
+    assert (o.lo, o.hi) == (float(allx.min()), float(allx.max()))
+    assert np.array_equal(o.chan_absmax, np.abs(allx).max(axis=0))
+    with pytest.raises(ArithSpecError, match="NaN/Inf"):
+        o.update(np.array([1.0, np.inf], np.float32))

@@ -89,6 +89,8 @@ def hex_text(a, tf: TFormat, pack=1):
     ebits = 4 * digits if pack == 1 else tf.bits
     # two's complement in 64 bits: bit i of the element, sign bits included up to ebits <= 64
     u = flat.astype(np.uint64) if flat.dtype == np.uint64 else flat.astype(np.int64).view(np.uint64)
+    if pack * ebits <= 64:
+        return _hex_lines(_packed_words(u, ebits, pack), digits)
     bitm = ((u[:, None] >> np.arange(ebits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint8)
     n_words = -(-flat.size // pack)
     if n_words * pack != flat.size:
@@ -98,6 +100,33 @@ def hex_text(a, tf: TFormat, pack=1):
     nib = words.reshape(n_words, digits, 4) @ np.array([1, 2, 4, 8], dtype=np.uint8)
     text = np.empty((n_words, digits + 1), dtype=np.uint8)
     text[:, :digits] = _HEX_DIGITS[nib[:, ::-1]]       # most significant digit first
+    text[:, digits] = ord("\n")
+    return text.tobytes()
+
+
+def _packed_words(u, ebits, pack):
+    """The words of hex_text when a word fits 64 bits: element j of a word in bits
+    [j ebits, (j+1) ebits), each as its low ebits bits (two's complement), the last word padded
+    with zero elements."""
+    mask = np.uint64((1 << ebits) - 1) if ebits < 64 else np.uint64(2 ** 64 - 1)
+    u = u & mask
+    if pack == 1:
+        return u
+    n_words = -(-u.size // pack)
+    fields = np.zeros(n_words * pack, dtype=np.uint64)
+    fields[:u.size] = u
+    fields = fields.reshape(n_words, pack)
+    words = np.zeros(n_words, dtype=np.uint64)
+    for j in range(pack):
+        words |= fields[:, j] << np.uint64(j * ebits)
+    return words
+
+
+def _hex_lines(words, digits):
+    """`digits` hex digits per word, most significant first, and a newline after each word."""
+    text = np.empty((words.size, digits + 1), dtype=np.uint8)
+    for d in range(digits):
+        text[:, d] = _HEX_DIGITS[(words >> np.uint64(4 * (digits - 1 - d))) & np.uint64(15)]
     text[:, digits] = ord("\n")
     return text.tobytes()
 

@@ -24,7 +24,7 @@ def _check(a, b, ma, ka, mb, kb):
         m, k = arith.check_multiplier(f"residual add ({branch})", m, k)
         if m.ndim or k.ndim:
             raise arith.ArithSpecError(f"residual add: m_{branch}, k_{branch} must be scalars")
-        arith.check_product_bound(f"residual add ({branch})", arith.max_abs(x), m, k)
+        arith.check_product_bound_of(f"residual add ({branch})", x, m, k)
     return a, b
 
 

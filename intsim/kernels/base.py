@@ -1,12 +1,14 @@
 """The one kernel interface (docs/arithmetic.md, section K0).
 
 Every kernel - requantize (A6), residual add (K5), matmul (K1) and the non-linear candidates of
-K2-K4 - is an object with the same seven methods:
+K2-K4 - is an object with the same methods:
 
     plan(in_scale, in_fmt, **options) -> KernelPlan     offline, float allowed: real scales (and a
                                                          family's own options) -> integer constants
     reference(inputs, plan) -> ndarray                   plain NumPy that reads like the spec
     fast(inputs, plan) -> ndarray                        numba/BLAS, bit-identical to reference
+    bind(plan) -> plan                                   once per program op: plan.runtime, the
+                                                         run-time form fast() reads (optional)
     cost(shape, plan=None) -> {kind: ops per element}    integer operations per output element
     error_bound(plan, inputs) -> ndarray                 per output element, |real out - float f(in)|
     const_formats(plan) -> {name: arith.ConstFormat}     the register of each plan constant and the
@@ -25,8 +27,9 @@ options to every candidate of its family and never looks at a signature.
 At run time only `plan.consts` (integers), `plan.in_fmt` and `plan.out_fmt` are read: an executor
 rebuilds a KernelPlan from an integer program op without any float.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numba
 import numpy as np
 
 from ..arith import ArithSpecError, IntFormat
@@ -44,6 +47,7 @@ class KernelPlan:
     info: dict = field(default_factory=dict)            # offline facts worth reporting (fitted a, b)
     in_scale: object = None     # real value of one input LSB (offline)
     float_params: dict = field(default_factory=dict)    # parameters of the float function f (offline)
+    runtime: object = field(default=None, repr=False, compare=False)   # Kernel.bind's run-time form
 
 
 class Kernel:
@@ -61,6 +65,12 @@ class Kernel:
 
     def fast(self, inputs, plan):
         raise NotImplementedError
+
+    def bind(self, plan):
+        """The plan with `plan.runtime` set to what fast() would otherwise rebuild from the
+        constants on every call (checked multipliers, limits), once per program op. Default:
+        nothing to keep. fast() must work without it (a plan made by plan() has none)."""
+        return plan
 
     def cost(self, shape, plan=None):
         """Integer operations per output element of an output of `shape` (row length = shape[-1]),
@@ -86,6 +96,59 @@ class Kernel:
         rebuilt from a program: its integer constants and the formats of the op's tensors. The
         default checks the declared registers; a kernel adds its preconditions between constants."""
         Consts(self, plan)
+
+
+TABLE_IN_BITS_MAX = 12      # 4096 entries: an elementwise kernel's table stays in the L1 cache
+
+
+class ElementTable:
+    """An elementwise kernel for one plan as the table of its outputs over every code of its input
+    format, computed once by the kernel's own arithmetic (so equal to it by construction): looking
+    each element up replaces the arithmetic. An input outside the format goes to `fallback` (the
+    kernel itself), which refuses it exactly as it always does."""
+
+    def __init__(self, table, lo, fallback):
+        self.table, self.lo, self.fallback = table, lo, fallback
+
+    @classmethod
+    def of(cls, kernel, plan):
+        """The table of kernel.arithmetic for plan (a plan of an elementwise kernel)."""
+        plan = replace(plan, runtime=None)
+        fmt = plan.in_fmt
+        codes = np.arange(fmt.lo, fmt.hi + 1, dtype=np.int64).astype(fmt.storage)
+        return cls(kernel.arithmetic([codes], plan), fmt.lo, lambda x: kernel.arithmetic([x], plan))
+
+    def then(self, requantizer):
+        """The table of requantizer(kernel(x)) (per tensor, A6): the kernel and the requant after
+        it in one lookup. None when an entry's product would leave int64 (then the two run apart and
+        the requant raises only if such an input occurs)."""
+        try:
+            table = requantizer(self.table)
+        except ArithSpecError:
+            return None
+        return ElementTable(table, self.lo, lambda x: requantizer(self.fallback(x)))
+
+    def __call__(self, x):
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu" or x.size == 0:
+            return self.fallback(x)
+        out = np.empty(x.shape, dtype=self.table.dtype)
+        if _lookup(np.ascontiguousarray(x).reshape(-1), self.table, self.lo, out.reshape(-1)):
+            return self.fallback(x)          # a code outside the table: the kernel decides
+        return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(x, table, lo, out):
+    """out[i] = table[x[i] - lo]; returns how many x[i] lie outside the table (their out is junk)."""
+    last = table.size - 1
+    outside = 0
+    for i in range(x.size):
+        j = np.int64(x[i]) - lo
+        c = min(max(j, 0), last)
+        outside += c != j
+        out[i] = table[c]
+    return outside
 
 
 def row_length(shape):

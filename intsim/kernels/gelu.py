@@ -21,7 +21,7 @@ import numpy as np
 from .. import arith, floatfn
 from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
 from ..errors import IntsimWarning
-from .base import Consts, Kernel, KernelPlan, row_length
+from .base import TABLE_IN_BITS_MAX, Consts, ElementTable, Kernel, KernelPlan, row_length
 
 SQRT2 = math.sqrt(2.0)
 INT64_LIMIT = 1 << 62          # every intermediate is proven to stay strictly below this (K3.0)
@@ -140,6 +140,22 @@ class _GeluKernel(Kernel):
     def float_reference(self, x, plan=None):
         """Exact GELU(x) = 0.5 x (1 + erf(x/sqrt2)) in float64."""
         return gelu_exact(x)
+
+    def elementwise(self, plan):
+        """Each output depends on its own input alone (every candidate but I-ViT's row max)."""
+        return True
+
+    def bind(self, plan):
+        """An elementwise plan on a narrow input becomes a table of its outputs (ElementTable)."""
+        if self.elementwise(plan) and plan.in_fmt.bits <= TABLE_IN_BITS_MAX:
+            plan.runtime = ElementTable.of(self, plan)
+        return plan
+
+    def fast(self, inputs, plan):
+        """The bound table when there is one, else the candidate's arithmetic (numba)."""
+        if plan.runtime is not None:
+            return plan.runtime(inputs[0])
+        return self.arithmetic(inputs, plan)
 
     def error_bound(self, plan, inputs):
         """Pointwise bound at the real inputs x = q * in_scale (the candidate's `bound_at`)."""
@@ -365,7 +381,7 @@ class PolyGelu(_GeluKernel):
         E = np.where(q > 0, c["TWO_ONE"] - y, y)         # P5 E = 2^F (1 + L)
         return _ref_output(q * E, c)                      # P6 out = q E
 
-    def fast(self, inputs, plan):
+    def arithmetic(self, inputs, plan):
         c = plan.consts
         return _run_elementwise(_poly_fast, inputs[0], c, c["GL"], c["GR"], c["B"], c["S2"], c["mA"],
                                 c["kA"], c["TWO_ONE"])
@@ -481,7 +497,7 @@ class IbertGelu(_GeluKernel):
         y = y >> c["n"]                                                # I3 floor, as I-BERT
         return _ref_output(-(q * (y + c["one"])), c)                   # I4-I5
 
-    def fast(self, inputs, plan):
+    def arithmetic(self, inputs, plan):
         c = plan.consts
         return _run_elementwise(_ibert_fast, inputs[0], c, c["b_int"], c["c_int"], c["n"], c["one"])
 
@@ -627,7 +643,7 @@ class IvitShiftGelu(_GeluKernel):
         sig = (e1 * factor) >> SIG_SHIFT                                # S6 [0, 127] at 2^-7
         return _ref_output(q * sig, c)                                  # S7
 
-    def fast(self, inputs, plan):
+    def arithmetic(self, inputs, plan):
         c = plan.consts
         q = _fast_input(inputs[0], c)
         shape = q.shape
@@ -643,6 +659,9 @@ class IvitShiftGelu(_GeluKernel):
             _ivit_elementwise(np.ascontiguousarray(q).reshape(-1), c["x0"], c["n"], qmin, qmax,
                               out.reshape(-1))
         return out
+
+    def elementwise(self, plan):
+        return not plan.consts["rowmax"]
 
     def cost(self, shape, plan=None):
         """Per element (K3.3.5). With the row max (I-ViT, the default without a plan) the max and

@@ -23,7 +23,10 @@ the ort sessions for products of two run-time operands (`_pair_session`), one pe
 All engines share one epilogue (`_combine`): partial products (float blocks or int32 digit products)
 are weighted, summed with the bias row in int64, checked against the accumulator format and stored.
 """
+import collections
 from contextlib import contextmanager
+import functools
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -44,6 +47,9 @@ ENGINES = ("auto", "ort", "blas", "numba", "reference")
 # the float BLAS engine faster (measured with benchmarks/gemm.py --tiny)
 ORT_MIN_MACS = 1 << 22
 _SCOPED_ENGINE = ContextVar("intsim_gemm_engine", default="auto")
+_SCOPED_THREADS = ContextVar("intsim_gemm_threads", default=None)
+_RECORD = ContextVar("intsim_gemm_record", default=None)
+DEFAULT_THREADS = 1
 
 
 def magnitude(fmt: IntFormat):
@@ -58,25 +64,36 @@ def block_size(a_fmt: IntFormat, b_fmt: IntFormat):
 # --- operands and the reference --------------------------------------------------------------------
 
 def check_operands(a, b, bias):
+    """a, b as integer arrays (within int64) of rank >= 2 whose shapes multiply; the bias, if
+    any, one int32 per output column."""
+    a, b = check_shapes(a, b)
+    if bias is not None:
+        check_bias_shape(bias, b.shape[-1])
+        arith.check_fits("matmul bias", arith.int_const("matmul bias", np.asarray(bias)), ACC32)   # K1: int32
+    return a, b
+
+
+def check_shapes(a, b):
     a = arith.integer_input("matmul operand a", a)        # no float, no uint64 beyond int64
     b = arith.integer_input("matmul operand b", b)
     if a.ndim < 2 or b.ndim < 2:
         raise arith.ArithSpecError(f"matmul needs operands of rank >= 2, got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-2]:
         raise arith.ArithSpecError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape}")
-    try:
-        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise arith.ArithSpecError(f"matmul: batch dimensions do not broadcast: {a.shape} @ {b.shape}") from None
-    arith.check_nonempty("matmul operand a", a)
-    arith.check_nonempty("matmul operand b", b)
-    if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
-        raise arith.ArithSpecError(f"matmul operands must be integer arrays, got {a.dtype} and {b.dtype}")
-    if bias is not None:
-        if np.shape(bias) != (b.shape[-1],):
-            raise arith.ArithSpecError(f"matmul: bias of shape {np.shape(bias)} for {b.shape[-1]} outputs")
-        arith.check_fits("matmul bias", arith.int_const("matmul bias", np.asarray(bias)), ACC32)   # K1: int32
+    if b.ndim > 2 or a.ndim > 2:
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise arith.ArithSpecError(f"matmul: batch dimensions do not broadcast: {a.shape} @ {b.shape}") from None
+    if a.size == 0 or b.size == 0:
+        arith.check_nonempty("matmul operand a", a)
+        arith.check_nonempty("matmul operand b", b)
     return a, b
+
+
+def check_bias_shape(bias, n):
+    if np.shape(bias) != (n,):
+        raise arith.ArithSpecError(f"matmul: bias of shape {np.shape(bias)} for {n} outputs")
 
 
 def gemm_reference(a, b, bias=None, acc_fmt: IntFormat = ACC32):
@@ -89,17 +106,8 @@ def gemm_reference(a, b, bias=None, acc_fmt: IntFormat = ACC32):
     return acc.astype(acc_fmt.storage)
 
 
-def dtype_within(dtype, fmt: IntFormat):
-    """True when no value of this storage dtype can lie outside fmt (no range pass needed)."""
-    if dtype.kind not in "iu":
-        return False
-    info = np.iinfo(dtype)
-    return fmt.lo <= info.min and info.max <= fmt.hi
-
-
 def _check_within(what, x, fmt):
-    if not dtype_within(x.dtype, fmt):
-        arith.check_fits(what, x, fmt)
+    arith.check_fits(what, x, fmt)        # no pass when x's dtype cannot leave fmt
 
 
 # --- the prepared weight -----------------------------------------------------------------------------
@@ -170,9 +178,7 @@ def gemm(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntFormat
     np.matmul), or None with b_prepared (from prepare_weight). bias: (N,) integers or None.
     engine: one of ENGINES; 'auto' runs the engine of the enclosing `use_engine` scope, if any, else
     the fastest exact one (`choose_engine`). Every engine returns the same integers (K1.1-K1.5)."""
-    engine = _check_engine_name(engine)
-    if engine == "auto":
-        engine = _SCOPED_ENGINE.get()
+    _check_engine_name(engine)
     if b_prepared is not None:
         if b is not None and np.shape(b) != b_prepared.shape:
             raise arith.ArithSpecError(f"matmul: b of shape {np.shape(b)} and a prepared weight of "
@@ -180,32 +186,82 @@ def gemm(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntFormat
         if b_fmt is not None and b_fmt != b_prepared.b_fmt:
             raise arith.ArithSpecError(f"matmul: b_fmt {b_fmt.describe()} but the weight was prepared "
                                        f"for {b_prepared.b_fmt.describe()}")
-        b, b_fmt = b_prepared.b, b_prepared.b_fmt
-    a, b = check_operands(a, b, bias)
-    if engine == "reference":
-        _check_within("matmul operand a", a, a_fmt)
-        _check_within("matmul operand b", b, b_fmt)
-        return gemm_reference(a, b, bias, acc_fmt)
-    if a.ndim > 2 and b.ndim == 2:
-        # one large GEMM instead of a batch of small ones
-        out = gemm(a.reshape(-1, a.shape[-1]), None if b_prepared else b, a_fmt, b_fmt, bias, acc_fmt,
-                   engine, b_prepared)
-        return out.reshape(a.shape[:-1] + (b.shape[-1],))
-    _check_within("matmul operand a", a, a_fmt)
-    if b_prepared is None:
-        _check_within("matmul operand b", b, b_fmt)      # a prepared weight was checked once
-    k = a.shape[-1]
-    if k * magnitude(a_fmt) * magnitude(b_fmt) >= FLOAT64_EXACT:
-        raise arith.IntOverflowError(f"matmul: K={k} with |a|<={magnitude(a_fmt)}, |b|<={magnitude(b_fmt)} "
-                                     f"exceeds the exact range of the fast engines (spec K1.2)")
-    out_batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    m, n = a.shape[-2], b.shape[-1]
-    if engine == "auto":
-        engine = choose_engine(m, k, n, a_fmt, b_fmt, int(np.prod(out_batch, dtype=np.int64)))
-    partials, a_weights, b_weights, row_bias = ENGINE_FUNCTIONS[engine](a, b, a_fmt, b_fmt, bias, b_prepared,
-                                                                        out_batch)
-    return _finish_partials(partials, a_weights, b_weights, row_bias, acc_fmt, out_batch + (m, n),
-                            k * magnitude(a_fmt) * magnitude(b_fmt))
+        b, b_fmt = None, b_prepared.b_fmt
+    return Product(a_fmt, b_fmt, bias, acc_fmt, engine)(a, b, b_prepared)
+
+
+class Product:
+    """acc = a @ b (+ bias) for fixed operand formats, bias and accumulator: what depends on
+    them alone (the bias register, the engine name, each engine's exactness bounds per K) is
+    checked once here, so that a program op bound once pays only for its operands' checks per call.
+    `gemm` is Product(...)(a, b).
+
+    Calling it with `requant` (a requantize.Requantizer with one (m, k) per tensor or per output
+    column) returns requant(acc) instead of acc, computed in the epilogue's pass: acc is never
+    stored, and is still checked against acc_fmt (K1.3) before it is requantized (A6)."""
+
+    def __init__(self, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntFormat = ACC32, engine="auto"):
+        self.engine = _check_engine_name(engine)
+        self.a_fmt, self.b_fmt, self.acc_fmt = a_fmt, b_fmt, acc_fmt
+        self.bias_shape, self.bias = np.shape(bias), None
+        if bias is not None:
+            bias = arith.int_const("matmul bias", np.asarray(bias))
+            arith.check_fits("matmul bias", bias, ACC32)                   # K1: an int32 register
+            self.bias = bias.reshape(1, -1)                                # the epilogue's int64 row
+        self.magnitude = magnitude(a_fmt) * magnitude(b_fmt)
+        self._large = {}              # K -> the engine for large products (ort when exact)
+
+    def __call__(self, a, b=None, b_prepared: PreparedWeight = None, requant=None):
+        engine = self.engine if self.engine != "auto" else _SCOPED_ENGINE.get()
+        if b_prepared is not None:
+            if b_prepared.b_fmt != self.b_fmt:
+                raise arith.ArithSpecError(f"matmul: b_fmt {self.b_fmt.describe()} but the weight was "
+                                           f"prepared for {b_prepared.b_fmt.describe()}")
+            b = b_prepared.b
+        a, b = check_shapes(a, b)
+        if self.bias is not None and self.bias_shape != (b.shape[-1],):
+            check_bias_shape(np.empty(self.bias_shape), b.shape[-1])
+        if engine == "reference":
+            _check_within("matmul operand a", a, self.a_fmt)
+            _check_within("matmul operand b", b, self.b_fmt)
+            acc = gemm_reference(a, b, None if self.bias is None else self.bias[0], self.acc_fmt)
+            _count(engine)
+            return acc if requant is None else requant(acc)
+        if a.ndim > 2 and b.ndim == 2:
+            # one large GEMM instead of a batch of small ones
+            out = self(a.reshape(-1, a.shape[-1]), None if b_prepared else b, b_prepared, requant)
+            return out.reshape(a.shape[:-1] + (b.shape[-1],))
+        _check_within("matmul operand a", a, self.a_fmt)
+        if b_prepared is None:
+            _check_within("matmul operand b", b, self.b_fmt)      # a prepared weight was checked once
+        k = a.shape[-1]
+        if k * self.magnitude >= FLOAT64_EXACT:
+            raise arith.IntOverflowError(f"matmul: K={k} with |a|<={magnitude(self.a_fmt)}, "
+                                         f"|b|<={magnitude(self.b_fmt)} exceeds the exact range of the "
+                                         f"fast engines (spec K1.2)")
+        out_batch = a.shape[:-2] if b.ndim == 2 else np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        m, n = a.shape[-2], b.shape[-1]
+        g = int(np.prod(out_batch, dtype=np.int64))
+        if engine == "auto":
+            engine = "blas" if g * m * k * n < ORT_MIN_MACS else self._large_engine(k)
+        elif engine == "ort":
+            self._check_ort(k)
+        _count(engine)
+        partials, a_weights, b_weights, row_bias = ENGINE_FUNCTIONS[engine](a, b, self.a_fmt, self.b_fmt, self.bias,
+                                                                            b_prepared, out_batch)
+        return _finish_partials(partials, a_weights, b_weights, row_bias, self.acc_fmt, out_batch + (m, n),
+                                k * self.magnitude, requant)
+
+    def _large_engine(self, k):
+        if k not in self._large:
+            self._large[k] = _large_engine(k, self.a_fmt, self.b_fmt)
+        return self._large[k]
+
+    def _check_ort(self, k):
+        if not _ort_applicable(k, _ort_runtime(required=True), self.a_fmt, self.b_fmt):
+            raise arith.ArithSpecError(f"engine 'ort': K={k} with {self.a_fmt.describe()} x "
+                                       f"{self.b_fmt.describe()} exceeds its int32/int64 bounds (spec K1.5); "
+                                       f"use engine 'auto' or 'blas'")
 
 
 def available_engines():
@@ -225,6 +281,27 @@ def use_engine(engine):
         yield
     finally:
         _SCOPED_ENGINE.reset(token)
+
+
+@contextmanager
+def record_engines():
+    """Count the engine each product runs on within this scope (for reports):
+
+        with record_engines() as ran:
+            exe.run(q)
+        ran  # Counter({'ort': 73, 'blas': 1})"""
+    ran = collections.Counter()
+    token = _RECORD.set(ran)
+    try:
+        yield ran
+    finally:
+        _RECORD.reset(token)
+
+
+def _count(engine):
+    record = _RECORD.get()
+    if record is not None:
+        record[engine] += 1
 
 
 def scoped_engine():
@@ -264,54 +341,73 @@ def _check_engine_name(engine):
 
 def _batched(x, batch_shape):
     """x (..., R, C) broadcast to batch_shape and flattened to (G, R, C) (a view unless broadcast)."""
-    return np.broadcast_to(x, batch_shape + x.shape[-2:]).reshape((-1,) + x.shape[-2:])
-
-
-def _bias_row(bias, n):
-    return None if bias is None else np.asarray(bias, dtype=np.int64).reshape(1, n)
+    if x.shape[:-2] != tuple(batch_shape):
+        x = np.broadcast_to(x, tuple(batch_shape) + x.shape[-2:])
+    return x.reshape((-1,) + x.shape[-2:])
 
 
 # --- the shared epilogue -----------------------------------------------------------------------------
 
-def _finish_partials(partials, a_weights, b_weights, row_bias, acc_fmt, out_shape, bound):
+def _finish_partials(partials, a_weights, b_weights, row_bias, acc_fmt, out_shape, bound, requant=None):
     """acc = row_bias + sum_pq a_weights[p] b_weights[q] partials[:, p, :, q] in int64 (spec K1.2,
-    K1.5), checked against acc_fmt. partials: (G, Pa, M, Pb, N) C-contiguous exact integers (float
-    or int), the layout in which ONNX Runtime returns digit products (K1.5.2); row_bias: (1 or G, N)
-    or None; bound: a proven bound on |a @ b| (K A Bm)."""
+    K1.5), checked against acc_fmt; with `requant` (a Requantizer), requant(acc) instead, in the
+    same pass. partials: (G, Pa, M, Pb, N) C-contiguous exact integers (float or int), the layout in
+    which ONNX Runtime returns digit products (K1.5.2); row_bias: (1 or G, N) or None; bound: a
+    proven bound on |a @ b| (K A Bm)."""
     g, pa, m, pb, n = partials.shape
     single = (pa, pb) == (1, 1) and a_weights[0] == b_weights[0] == 1 and partials.dtype == acc_fmt.storage
-    if single and row_bias is None and acc_fmt.lo <= -bound and bound <= acc_fmt.hi:
+    if requant is None and single and row_bias is None and acc_fmt.lo <= -bound and bound <= acc_fmt.hi:
         return partials.reshape(out_shape)    # already the accumulator, proven in range (K1.3)
-    out = partials.reshape(g, m, n) if single else np.empty((g, m, n), dtype=acc_fmt.storage)  # see _combine
     if row_bias is None:
         row_bias = np.zeros((1, n), dtype=np.int64)
-    smallest, largest = _combine(partials, np.asarray(a_weights, dtype=np.int64),
-                                 np.asarray(b_weights, dtype=np.int64), row_bias, out)
+    weights = _pair_weights(tuple(a_weights), tuple(b_weights))
+    if requant is None:
+        out = partials.reshape(g, m, n) if single else np.empty((g, m, n), dtype=acc_fmt.storage)  # see _combine
+        smallest, largest = _combine(partials, weights, row_bias, out)
+    else:
+        out = np.empty((g, m, n), dtype=requant.out_fmt.storage)
+        smallest, largest, outside = _combine_requant(partials, weights, row_bias, *requant.columns(n),
+                                                      requant.lo, requant.hi, out)
     # the extremes of the exact int64 sums: one outside acc_fmt is an overflow (K1.3, A4)
-    arith.check_fits("matmul accumulator", np.array([smallest, largest]), acc_fmt)
+    if smallest < acc_fmt.lo or largest > acc_fmt.hi:
+        arith.check_fits("matmul accumulator", np.array([smallest, largest]), acc_fmt)
+    if requant is not None:
+        requant.raise_outside(outside)
     return out.reshape(out_shape)
 
 
+@functools.lru_cache(maxsize=None)
+def _pair_weights(a_weights, b_weights):
+    """(Pa, Pb) int64 weight of each digit product: a_weights[p] * b_weights[q]."""
+    return np.multiply.outer(np.array(a_weights, dtype=np.int64), np.array(b_weights, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_sum(partials, weights, bias, g, r, row):
+    """row[j] = bias[g or 0, j] + sum_pq weights[p, q] partials[g, p, r, q, j] in int64."""
+    brow = bias[g if bias.shape[0] > 1 else 0]
+    for j in range(row.size):
+        row[j] = brow[j]
+    for p in range(partials.shape[1]):
+        for q in range(partials.shape[3]):
+            src, w = partials[g, p, r, q], weights[p, q]
+            for j in range(row.size):
+                row[j] += w * np.int64(src[j])
+
+
 @numba.njit(cache=True, nogil=True)
-def _combine(partials, a_weights, b_weights, bias, out):
-    """out[g, r, j] = bias[g or 0, j] + sum_pq a_weights[p] b_weights[q] partials[g, p, r, q, j]
-    in int64, stored in out's dtype. Every partial is an exact integer (float blocks of K1.2
-    convert exactly). Returns the smallest and largest sum (out is valid only if both fit).
+def _combine(partials, weights, bias, out):
+    """out[g, r, j] = bias[g or 0, j] + sum_pq weights[p, q] partials[g, p, r, q, j] in int64,
+    stored in out's dtype. Every partial is an exact integer (float blocks of K1.2 convert
+    exactly). Returns the smallest and largest sum (out is valid only if both fit).
     A row is summed into an int64 buffer first and then stored: the loops vectorise, and out may
     be partials itself (each row is read whole before it is written)."""
-    n_groups, n_a, n_rows, n_b, n = partials.shape
+    n_groups, n_rows, n = partials.shape[0], partials.shape[2], partials.shape[4]
     row = np.empty(n, dtype=np.int64)
     smallest, largest = np.int64(INT64_MAX), np.int64(-INT64_MAX)
     for g in range(n_groups):
-        brow = bias[g if bias.shape[0] > 1 else 0]
         for r in range(n_rows):
-            for j in range(n):
-                row[j] = brow[j]
-            for p in range(n_a):
-                for q in range(n_b):
-                    src, w = partials[g, p, r, q], a_weights[p] * b_weights[q]
-                    for j in range(n):
-                        row[j] += w * np.int64(src[j])
+            _row_sum(partials, weights, bias, g, r, row)
             dst = out[g, r]
             for j in range(n):
                 smallest = min(smallest, row[j])
@@ -320,9 +416,55 @@ def _combine(partials, a_weights, b_weights, bias, out):
     return smallest, largest
 
 
+@numba.njit(cache=True, nogil=True)
+def _combine_requant(partials, weights, bias, m, k, lim, lo, hi, out):
+    """_combine's sums requantized in the same pass (spec A6, per output column j: m[j], k[j]):
+    out[g, r, j] = sat(round_shift(sum * m[j], k[j])). Returns the smallest and largest sum, and the
+    first sum whose product with m would leave int64 (|sum| > lim[j], A4; 0 for none). Only an
+    accumulator inside its format (checked by the caller) reaches the requantization as valid.
+    Each row is summed, checked and requantized in three loops that vectorise; one (m, k) for every
+    column (per tensor) or positive shifts throughout take the branch-free forms."""
+    n_groups, n_rows, n = partials.shape[0], partials.shape[2], partials.shape[4]
+    row = np.empty(n, dtype=np.int64)
+    smallest, largest = np.int64(INT64_MAX), np.int64(-INT64_MAX)
+    outside = False
+    uniform = (m == m[0]).all() and (k == k[0]).all()
+    m0, k0, lim0 = m[0], k[0], lim[0]
+    rounding = np.where(k > 0, np.left_shift(np.int64(1), np.maximum(k - 1, 0)), 0)
+    right = (k > 0).all()
+    for g in range(n_groups):
+        for r in range(n_rows):
+            _row_sum(partials, weights, bias, g, r, row)
+            dst = out[g, r]
+            for j in range(n):
+                smallest = min(smallest, row[j])
+                largest = max(largest, row[j])
+            if uniform:
+                for j in range(n):
+                    outside |= (row[j] > lim0) | (row[j] < -lim0)
+                    dst[j] = arith.saturate1(arith.round_shift1(row[j] * m0, k0), lo, hi)
+            elif right:
+                for j in range(n):
+                    outside |= (row[j] > lim[j]) | (row[j] < -lim[j])
+                    dst[j] = arith.saturate1((row[j] * m[j] + rounding[j]) >> k[j], lo, hi)
+            else:
+                for j in range(n):
+                    outside |= (row[j] > lim[j]) | (row[j] < -lim[j])
+                    dst[j] = arith.saturate1(arith.round_shift1(row[j] * m[j], k[j]), lo, hi)
+    first = np.int64(0)
+    if outside:
+        for g in range(n_groups):
+            for r in range(n_rows):
+                _row_sum(partials, weights, bias, g, r, row)
+                for j in range(n):
+                    if first == 0 and (row[j] > lim[j] or row[j] < -lim[j]):
+                        first = row[j]
+    return smallest, largest, first
+
+
 # --- blas (K1.2) ----------------------------------------------------------------------------------------
 
-def _blas_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
+def _blas_partials(a, b, a_fmt, b_fmt, row_bias, prepared, out_batch):
     k = a.shape[-1]
     kb = block_size(a_fmt, b_fmt)
     m, n = a.shape[-2], b.shape[-1]
@@ -340,16 +482,16 @@ def _blas_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
         # product, which is exact below 2^53; and a single product beyond 2^24 (16 x 16 bits) is
         # not exact in float32 at all
         blocks = np.matmul(a.astype(np.float64), b.astype(np.float64)).reshape(g, 1, m, 1, n)
-    return blocks, [1] * blocks.shape[1], [1], _bias_row(bias, n)
+    return blocks, (1,) * blocks.shape[1], (1,), row_bias
 
 
 # --- numba (int64) ---------------------------------------------------------------------------------------------
 
-def _numba_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
+def _numba_partials(a, b, a_fmt, b_fmt, row_bias, prepared, out_batch):
     a3, b3 = _batched(a, out_batch), _batched(b, out_batch)
     acc = np.zeros((a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int64)
     _int64_product(a3, b3, acc)
-    return acc.reshape(acc.shape[0], 1, acc.shape[1], 1, acc.shape[2]), [1], [1], _bias_row(bias, b.shape[-1])
+    return acc.reshape(acc.shape[0], 1, acc.shape[1], 1, acc.shape[2]), (1,), (1,), row_bias
 
 
 @numba.njit(cache=True, nogil=True)
@@ -372,9 +514,33 @@ ORT_IR_VERSION = 8
 
 
 def engine_threads():
-    """Threads for ONNX Runtime: numba's thread count, the one knob intsim already sets for numba
-    and BLAS (intsim.sweep pins it per worker), so the three never oversubscribe the cores."""
-    return max(1, numba.get_num_threads())
+    """Threads of the ONNX Runtime products: the enclosing `use_threads` scope's (an Executable's),
+    else $INTSIM_THREADS, else DEFAULT_THREADS. One by default: intsim's numba kernels are serial
+    and the products are short, and on a shared 2-core machine a second thread cost more in
+    hand-offs than it gave (README, "Speed": benchmarks/latency.py --threads 1,2)."""
+    threads = _SCOPED_THREADS.get()
+    return threads if threads is not None else default_threads()
+
+
+def default_threads():
+    text = os.environ.get("INTSIM_THREADS", "").strip()
+    if not text:
+        return DEFAULT_THREADS
+    if not text.isdigit() or int(text) < 1:
+        raise arith.ArithSpecError(f"INTSIM_THREADS={text!r}: a thread count >= 1 expected")
+    return int(text)
+
+
+@contextmanager
+def use_threads(threads):
+    """Within this scope, ONNX Runtime products use `threads` threads (None: the default)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise arith.ArithSpecError(f"threads must be an integer >= 1, got {threads!r}")
+    token = _SCOPED_THREADS.set(threads)
+    try:
+        yield
+    finally:
+        _SCOPED_THREADS.reset(token)
 
 
 def _ort_runtime(required=False):
@@ -537,14 +703,12 @@ def _signed_digits(b, b_fmt):
     return np.concatenate(digits, axis=-1), weights
 
 
-def _ort_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
+def _ort_partials(a, b, a_fmt, b_fmt, row_bias, prepared, out_batch):
     """Every digit pair in one call (K1.5.2): a's digits stacked along M, b's side by side along N,
-    so (G, Da M, K) @ (G, K, Db N) -> (G, Da M, Db N) holds partial (i, j) in block (i, j)."""
+    so (G, Da M, K) @ (G, K, Db N) -> (G, Da M, Db N) holds partial (i, j) in block (i, j). The
+    caller has checked that the engine is exact for K and the formats (`_ort_applicable`)."""
     runtime = _ort_runtime(required=True)
     k, m, n = a.shape[-1], a.shape[-2], b.shape[-1]
-    if not _ort_applicable(k, runtime, a_fmt, b_fmt):
-        raise arith.ArithSpecError(f"engine 'ort': K={k} with {a_fmt.describe()} x {b_fmt.describe()} "
-                                   f"exceeds its int32/int64 bounds (spec K1.5); use engine 'auto' or 'blas'")
     u, a_weights, offset = _unsigned_digits(_batched(a, out_batch), a_fmt, runtime[1])
     # one digit: ONNX Runtime subtracts the offset itself (a_zero_point, K1.5.1); several: the
     # epilogue subtracts offset x colsum(b)
@@ -558,7 +722,6 @@ def _ort_partials(a, b, a_fmt, b_fmt, bias, prepared, out_batch):
         y = _pair_session(runtime).run(None, {"a": u, "b": sb, "a_zero_point": zero_point})[0]
         colsum = _column_sums(b3) if offset and not zero_point else None
     parts = y.reshape(y.shape[0], len(a_weights), m, len(b_weights), n)     # a view: no copy
-    row_bias = _bias_row(bias, n)
     if offset and not zero_point:
         # (a + offset) b - offset colsum(b) = a b
         row_bias = (0 if row_bias is None else row_bias) - offset * colsum

@@ -12,7 +12,7 @@ from .. import arith
 from ..arith import ConstFormat, IntFormat
 from .base import Kernel, KernelPlan
 from .gemm import (ACC32, ENGINES, FLOAT32_EXACT, FLOAT64_EXACT, MAX_FLOAT32_BLOCKS, PreparedWeight,  # noqa: F401
-                   block_size, gemm, gemm_reference, magnitude, prepare_weight)
+                   Product, block_size, gemm, gemm_reference, magnitude, prepare_weight)
 
 
 def matmul_ref(a, b, bias=None, acc_fmt: IntFormat = ACC32):
@@ -56,12 +56,23 @@ class Matmul(Kernel):
         b = b.b if isinstance(b, PreparedWeight) else b
         return matmul_ref(a, b, plan.consts.get("bias"), plan.out_fmt)
 
-    def fast(self, inputs, plan):
+    def bind(self, plan):
+        """The plan with its gemm.Product (formats, bias register and engine bounds checked once)."""
+        plan.runtime = self._product(plan)
+        return plan
+
+    @staticmethod
+    def _product(plan):
+        return Product(plan.in_fmt[0], plan.in_fmt[1], plan.consts.get("bias"), plan.out_fmt)
+
+    def fast(self, inputs, plan, requant=None):
+        """The exact product; with `requant` (a requantize.Requantizer, per tensor or per output
+        column), requant(acc) computed in the same pass, acc never stored (gemm.Product)."""
         a, b = inputs
-        a_fmt, b_fmt = plan.in_fmt
+        product = plan.runtime if plan.runtime is not None else self._product(plan)
         if isinstance(b, PreparedWeight):
-            return gemm(a, None, a_fmt, b_fmt, plan.consts.get("bias"), plan.out_fmt, b_prepared=b)
-        return gemm(a, b, a_fmt, b_fmt, plan.consts.get("bias"), plan.out_fmt)
+            return product(a, None, b, requant)
+        return product(a, b, None, requant)
 
     def cost(self, shape, plan=None):
         """One multiply-accumulate per inner element (K per output), plus the bias add."""

@@ -51,29 +51,68 @@ def _limits(m, k):
     return np.int64(arith.INT64_MAX - (1 << 62)) // np.maximum(shifted, 1)
 
 
+class Requantizer:
+    """One (m, k) - per tensor, or one pair per channel - checked once (A2) and held in the form the
+    fast path reads: int64 vectors, the largest |x| per channel whose product stays inside int64
+    (A4), the output range. Calling it requantizes an array; the kernels of K1 call it through
+    `columns` to requantize their accumulators in the same pass (the accumulator never stored)."""
+
+    def __init__(self, m, k, out_fmt: IntFormat, axis=None):
+        """axis: the channel axis of per-channel (m, k) when it is known (a bound program op)."""
+        m, k = arith.check_multiplier("requantize", m, k)
+        self.axis = axis
+        self.per_channel = not (m.ndim == 0 and k.ndim == 0)
+        self.m, self.k = np.atleast_1d(m), np.atleast_1d(k)
+        # mismatched vectors are refused when called, naming the axis they do not fit
+        self.lim = _limits(self.m, self.k) if self.m.shape == self.k.shape else None
+        self.out_fmt = out_fmt
+        self.lo, self.hi = np.int64(out_fmt.lo), np.int64(out_fmt.hi)
+        self._columns = {}
+
+    def __call__(self, x, axis=None):
+        """Fast path of requantize; identical results to requantize_ref for every input that
+        passes the checks (the A4 bound is checked inside the pass, at no extra cost)."""
+        x = arith.integer_input("requantize", x)
+        axis = self.axis if axis is None else axis
+        if not self.per_channel:
+            x3 = x.reshape(1, 1, -1)
+        else:
+            if axis is None:
+                raise arith.ArithSpecError("per-channel requantization needs the channel axis")
+            ax = axis % x.ndim
+            if self.m.shape != (x.shape[ax],) or self.k.shape != (x.shape[ax],):
+                raise arith.ArithSpecError(f"per-channel (m, k) of shape {self.m.shape}/{self.k.shape} "
+                                           f"does not match axis {axis} of length {x.shape[ax]}")
+            x3 = x.reshape(int(np.prod(x.shape[:ax], dtype=np.int64)), x.shape[ax], -1)
+        out = np.empty(x3.shape, dtype=self.out_fmt.storage)
+        self.raise_outside(_requant_rows(np.ascontiguousarray(x3), self.m, self.k, self.lim, self.lo,
+                                         self.hi, out))
+        return out.reshape(x.shape)
+
+    @property
+    def along_columns(self):
+        """Per tensor, or per channel along the last axis: one (m, k) per column of the input."""
+        return not self.per_channel or self.axis == -1
+
+    def columns(self, n):
+        """(m, k, lim) as vectors of length n, one entry per column of an (..., n) input whose
+        channels (if any) are its columns: what a fused epilogue reads."""
+        if n not in self._columns:
+            if not self.along_columns or (self.per_channel and (self.m.shape != (n,) or self.k.shape != (n,))):
+                raise arith.ArithSpecError(f"per-channel (m, k) of shape {self.m.shape} for {n} columns")
+            self._columns[n] = tuple(np.ascontiguousarray(np.broadcast_to(v, (n,)))
+                                     for v in (self.m, self.k, self.lim))
+        return self._columns[n]
+
+    def raise_outside(self, bad):
+        """`bad`: the first input whose product left int64 (A4), 0 for none (the fast paths' flag)."""
+        if bad:
+            arith.check_product_bound("requantize", abs(int(bad)), self.m, self.k)
+
+
 def requantize(x, m, k, out_fmt: IntFormat, axis=None):
     """Fast path; identical results to requantize_ref for every input that passes the checks."""
-    x = arith.integer_input("requantize", x)
-    m, k = arith.check_multiplier("requantize", m, k)
-    m_arr = np.atleast_1d(m)
-    k_arr = np.atleast_1d(k)
-    if m.ndim == 0 and k.ndim == 0:
-        x3 = x.reshape(1, 1, -1)
-    else:
-        if axis is None:
-            raise arith.ArithSpecError("per-channel requantization needs the channel axis")
-        ax = axis % x.ndim
-        if m_arr.shape != (x.shape[ax],) or k_arr.shape != (x.shape[ax],):
-            raise arith.ArithSpecError(f"per-channel (m, k) of shape {m_arr.shape}/{k_arr.shape} "
-                                       f"does not match axis {axis} of length {x.shape[ax]}")
-        outer = int(np.prod(x.shape[:ax], dtype=np.int64))
-        x3 = x.reshape(outer, x.shape[ax], -1)
-    out = np.empty(x3.shape, dtype=out_fmt.storage)
-    bad = _requant_rows(np.ascontiguousarray(x3), m_arr, k_arr, _limits(m_arr, k_arr),
-                        np.int64(out_fmt.lo), np.int64(out_fmt.hi), out)
-    if bad:
-        arith.check_product_bound("requantize", abs(int(bad)), m_arr, k_arr)
-    return out.reshape(x.shape)
+    return Requantizer(m, k, out_fmt)(x, axis)
 
 
 def multiplier(ratio, bits):
@@ -131,10 +170,16 @@ class Requantize(Kernel):
         c = plan.consts
         return requantize_ref(x, c["m"], c["k"], plan.out_fmt, self._axis(plan))
 
+    def bind(self, plan):
+        """The plan with its Requantizer made once (KernelPlan.runtime)."""
+        plan.runtime = Requantizer(plan.consts["m"], plan.consts["k"], plan.out_fmt, self._axis(plan))
+        return plan
+
     def fast(self, inputs, plan):
         x, = inputs
         c = plan.consts
-        return requantize(x, c["m"], c["k"], plan.out_fmt, self._axis(plan))
+        rq = plan.runtime if plan.runtime is not None else Requantizer(c["m"], c["k"], plan.out_fmt)
+        return rq(x, self._axis(plan))
 
     def cost(self, shape, plan=None):
         return {"mul": 1.0, "shift": 1.0, "add": 1.0, "div": 0.0, "cmp": 2.0}

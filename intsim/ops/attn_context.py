@@ -39,10 +39,17 @@ class AttnContext(OpDef):
         b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
-        return activation_product_plan(op, program)
+        return MATMUL.bind(activation_product_plan(op, program))
 
     def run(self, op, inputs, plan, path):
         return [merge_heads(run_kernel(MATMUL, path, list(inputs), plan))]
+
+    def fuse_requant(self, op, plan, requantizer):
+        """Per tensor: the context requantized in the product's epilogue, then its heads merged (a
+        per-channel requantizer's channels are the merged axis, not the product's columns)."""
+        if requantizer.per_channel:
+            return None
+        return lambda inputs: merge_heads(MATMUL.fast(list(inputs), plan, requantizer))
 
     def cost(self, op, program):
         return matmul_cost(program, op, program.tensors[op.inputs[1]].shape[-2])

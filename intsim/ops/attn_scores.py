@@ -55,11 +55,17 @@ class AttnScores(OpDef):
         b.bind(node.outputs[0], out, shape)
 
     def bind(self, op, program):
-        return activation_product_plan(op, program)
+        return MATMUL.bind(activation_product_plan(op, program))
 
     def run(self, op, inputs, plan, path):
         q, k = inputs
         return [run_kernel(MATMUL, path, [q, np.swapaxes(k, -1, -2)], plan)]
+
+    def fuse_requant(self, op, plan, requantizer):
+        """The logits requantized in the product's epilogue."""
+        if not requantizer.along_columns:
+            return None
+        return lambda inputs: MATMUL.fast([inputs[0], np.swapaxes(inputs[1], -1, -2)], plan, requantizer)
 
     def cost(self, op, program):
         return matmul_cost(program, op, program.tensors[op.inputs[0]].shape[-1])

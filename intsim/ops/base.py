@@ -13,6 +13,7 @@ interpreter, the compiler, the executor, golden manifests, program loading and t
                                                       float copies of weights); plain, explicit
     run(op, inputs, bound, path) -> [array]           path "fast" or "reference": which kernel
                                                       method runs (same integers either way)
+    fuse_requant(op, bound, requantizer) -> run|None  the fast path's op + requant in one pass
     cost(op, program) -> OpCost                       integer work per image
     const_formats(op, program) -> {name: ConstFormat} the register of each constant and the values
                                                       the spec allows in it (arith.ConstFormat);
@@ -28,6 +29,7 @@ import numpy as np
 from ..arith import MULTIPLIER_BITS_DEFAULT
 from ..errors import GraphError, ProgramError
 from ..kernels import KernelPlan, get_kernel
+from ..kernels.base import ElementTable
 
 
 @dataclass
@@ -80,6 +82,13 @@ class OpDef:
 
     def cost(self, op, program):
         return OpCost()
+
+    def fuse_requant(self, op, bound, requantizer):
+        """For the executor's fast path: a function run(inputs) -> requantizer(this op's output),
+        computed without storing the output (its one reader is that requant), or None when this
+        op kind cannot do better than running the two ops one after the other (the default).
+        `requantizer` is the requant's kernels.requantize.Requantizer (A6)."""
+        return None
 
     def const_formats(self, op, program):
         """{constant name: arith.ConstFormat}: every constant the op has (none by default)."""
@@ -155,11 +164,23 @@ class KernelOp(OpDef):
         candidate can hold (its registers and preconditions, Kernel.check_consts)."""
         kernel, plan = self.plan(op, program)
         kernel.check_consts(plan)
-        return kernel, plan
+        return kernel, kernel.bind(plan)
 
     def run(self, op, inputs, bound, path):
         kernel, plan = bound
         return [run_kernel(kernel, path, inputs, plan)]
+
+    def fuse_requant(self, op, bound, requantizer):
+        """A candidate bound to a table (elementwise, narrow input) and a per-tensor requant after
+        it: one table of both (ElementTable.then). Any other candidate: its fast path, then the
+        requantizer, in one executor step."""
+        kernel, plan = bound
+        both = None
+        if isinstance(plan.runtime, ElementTable) and not requantizer.per_channel:
+            both = plan.runtime.then(requantizer)
+        if both is not None:
+            return lambda inputs: both(inputs[0])
+        return lambda inputs: requantizer(kernel.fast(inputs, plan))
 
     def const_formats(self, op, program):
         """The candidate's declaration for the plan rebuilt from the program."""

@@ -100,12 +100,19 @@ class Linear(OpDef):
         """The weight and bias checked against their registers (format and shape, const_formats),
         the weight transposed and prepared once for the fast path, and the product's plan."""
         check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
-        plan = self.product_plan(op, program)
+        plan = MATMUL.bind(self.product_plan(op, program))
         return MATMUL.prepare(op.consts["weight"].T, plan.in_fmt[1]), plan
 
     def run(self, op, inputs, bound, path):
         weight, plan = bound
         return [run_kernel(MATMUL, path, [self.operand(inputs[0], op), weight], plan)]
+
+    def fuse_requant(self, op, bound, requantizer):
+        """The accumulator requantized in the product's epilogue (per tensor or per output channel)."""
+        weight, plan = bound
+        if type(self).run is not Linear.run or not requantizer.along_columns:
+            return None             # a subclass that runs another product (Conv) is not fused
+        return lambda inputs: MATMUL.fast([self.operand(inputs[0], op), weight], plan, requantizer)
 
     def cost(self, op, program):
         macs = tensor_elements(program, op.outputs[0]) * op.consts["weight"].shape[1]

@@ -53,7 +53,7 @@ class MatMul(OpDef):
 
     def bind(self, op, program):
         self.check_shapes(op, program)
-        return activation_product_plan(op, program)
+        return MATMUL.bind(activation_product_plan(op, program))
 
     def run(self, op, inputs, plan, path):
         return [run_kernel(MATMUL, path, list(inputs), plan)]

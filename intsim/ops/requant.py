@@ -15,7 +15,7 @@ class Requant(OpDef):
     def bind(self, op, program):
         plan = self.plan(op, program)
         REQUANTIZE.check_consts(plan)
-        return plan
+        return REQUANTIZE.bind(plan)
 
     def plan(self, op, program):
         """The kernel plan rebuilt from the program: its constants, formats and multiplier width."""
