@@ -2,9 +2,12 @@
 the float ops equal ONNX Runtime's on random geometries, the integer kernels are exact (fast =
 reference = the float64 product of the integers), Resize's bilinear error stays within its bound,
 per-channel scales along the channel axis survive requantization, golden dumps and program files."""
+from fractions import Fraction
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from intsim import metrics, pipeline as ip
 from intsim.arith import ArithSpecError, IntFormat, IntOverflowError
@@ -147,10 +150,31 @@ def resizes(draw):
     return mode, coord, nearest, hw, tuple(max(1, o) for o in out), scales if min(out) >= 1 else None
 
 
+def float_decides_a_tie(mode, coord, nearest, hw, out, scales):
+    """With `sizes` (scale = out / in), a nearest source coordinate that is exactly on a rounding
+    boundary (a half for the round modes, a whole number for floor / ceil) lands on either side
+    depending on how the float32 division is evaluated, and ONNX Runtime's builds differ (1.32
+    takes 7 -> 2 asymmetric round_prefer_ceil to index 4, not float32's 1 / (2/7) = 3.4999998 ->
+    3): docs/arithmetic.md K9.1 names intsim's choice; the comparison skips these cases."""
+    if mode != "nearest" or scales is not None or coord == "align_corners":
+        return False
+    edge = Fraction(0) if nearest in ("floor", "ceil") else Fraction(1, 2)
+    half = Fraction(0) if coord == "asymmetric" else Fraction(1, 2)
+    for n_in, n_out in zip(hw, out):
+        if coord == "pytorch_half_pixel" and n_out == 1:
+            continue        # the coordinate is 0 by definition
+        for x in range(n_out):
+            c = (x + half) * Fraction(n_in, n_out) - half
+            if c - math.floor(c) == edge:
+                return True
+    return False
+
+
 @given(resizes(), st.integers(0, 2 ** 32 - 1))
 @FAST
 def test_float_resize_equals_onnxruntime(cfg, seed):
     mode, coord, nearest, hw, out, scales = cfg
+    assume(not float_decides_a_tie(*cfg))
     x = np.random.default_rng(seed).standard_normal((2, 3) + hw).astype(np.float32)
     consts = {"roi": None, "scales": None if scales is None else np.array((1, 1) + scales, np.float32),
               "sizes": np.array((2, 3) + out, np.int64) if scales is None else None}
