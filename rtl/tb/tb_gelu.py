@@ -7,7 +7,7 @@ gelu_golden: the gelu ops of the model golden set named in INTSIM_GOLDEN_OPS.
 import cocotb
 from cocotb.triggers import Timer
 
-from tb_vectors import conformance_ops, golden_ops
+from tb_vectors import conformance_ops, golden_ops, replay
 
 CONSTS = ("GL", "GR", "B", "S2", "mA", "kA", "TWO_ONE")
 
@@ -25,19 +25,11 @@ async def run_op(dut, op):
     return None
 
 
-async def run_ops(dut, ops, what):
-    assert ops, f"no {what} vectors configured"
-    failures = [msg for op in ops if (msg := await run_op(dut, op)) is not None]
-    n = sum(op.inputs[0].size for op in ops)
-    dut._log.info(f"{what}: {len(ops)} ops, {n} elements, {len(failures)} failing ops")
-    assert not failures, f"{len(failures)} of {len(ops)} ops differ; first: {failures[0]}"
-
-
 @cocotb.test()
 async def gelu_conformance(dut):
-    await run_ops(dut, conformance_ops("poly-gelu"), "poly-gelu conformance")
+    await replay(dut, conformance_ops("poly-gelu"), "poly-gelu conformance", run_op)
 
 
 @cocotb.test()
 async def gelu_golden(dut):
-    await run_ops(dut, golden_ops("gelu"), "golden gelu")
+    await replay(dut, golden_ops("gelu"), "golden gelu", run_op)

@@ -8,7 +8,7 @@ Each test fails on the first mismatching element of each op and names op, index 
 import cocotb
 from cocotb.triggers import Timer
 
-from tb_vectors import conformance_ops, golden_ops, out_format, requant_elements
+from tb_vectors import conformance_ops, golden_ops, out_format, replay, requant_elements
 
 
 async def run_op(dut, op):
@@ -29,19 +29,11 @@ async def run_op(dut, op):
     return None
 
 
-async def run_ops(dut, ops, what):
-    assert ops, f"no {what} vectors configured"
-    failures = [msg for op in ops if (msg := await run_op(dut, op)) is not None]
-    n = sum(op.inputs[0].size for op in ops)
-    dut._log.info(f"{what}: {len(ops)} ops, {n} elements, {len(failures)} failing ops")
-    assert not failures, f"{len(failures)} of {len(ops)} ops differ; first: {failures[0]}"
-
-
 @cocotb.test()
 async def requant_conformance(dut):
-    await run_ops(dut, conformance_ops("requantize"), "requantize conformance")
+    await replay(dut, conformance_ops("requantize"), "requantize conformance", run_op)
 
 
 @cocotb.test()
 async def requant_golden(dut):
-    await run_ops(dut, golden_ops("requant"), "golden requant")
+    await replay(dut, golden_ops("requant"), "golden requant", run_op)

@@ -13,7 +13,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from tb_vectors import conformance_ops, golden_ops, rows
+from tb_vectors import conformance_ops, golden_ops, replay, rows
 
 # K2.1.1 constants that the RTL fixes as localparams: a plan with other values cannot run on it
 FIXED = {"F": 20, "Q": 30, "SEG_BITS": 4, "N": 62, "Z_MAX": 31}
@@ -80,12 +80,8 @@ async def run_op(dut, op):
 
 
 async def run_ops(dut, ops, what):
-    assert ops, f"no {what} vectors configured"
     await reset(dut)
-    failures = [msg for op in ops if (msg := await run_op(dut, op)) is not None]
-    n = sum(rows(op.inputs[0]).shape[0] for op in ops)
-    dut._log.info(f"{what}: {len(ops)} ops, {n} rows, {len(failures)} failing ops")
-    assert not failures, f"{len(failures)} of {len(ops)} ops differ; first: {failures[0]}"
+    await replay(dut, ops, what, run_op, size=lambda op: rows(op.inputs[0]).shape[0], unit="rows")
 
 
 @cocotb.test()

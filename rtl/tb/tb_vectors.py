@@ -87,3 +87,12 @@ def requant_elements(op):
 def rows(a):
     """An array as (rows, last axis)."""
     return a.reshape(-1, a.shape[-1])
+
+
+async def replay(dut, ops, what, run_op, size=lambda op: op.inputs[0].size, unit="elements"):
+    """Every op through `run_op(dut, op)` (None, or a message naming the first difference); logs
+    the counts and fails with the first differing op."""
+    assert ops, f"no {what} vectors configured"
+    failures = [msg for op in ops if (msg := await run_op(dut, op)) is not None]
+    dut._log.info(f"{what}: {len(ops)} ops, {sum(size(op) for op in ops)} {unit}, {len(failures)} failing ops")
+    assert not failures, f"{len(failures)} of {len(ops)} ops differ; first: {failures[0]}"
