@@ -115,3 +115,26 @@ def test_compile_is_deterministic_and_integer_only(calibrated):
     for o in a.ops:
         for name, v in o.consts.items():
             assert isinstance(v, int) or v.dtype.kind in "iu", (o.name, name)
+
+
+def test_wide_operands_widen_the_matching_inputs_only(calibrated):
+    graph, obs, test = calibrated
+    base = ip.compile(graph, obs, QuantConfig())
+    wide = ip.compile(graph, obs, QuantConfig(wide={r"fc2\.in$": 12, r"^attn\.proj": 10}))
+    assert base.tensors["mlp.fc2.in"].fmt.bits == 8 and wide.tensors["mlp.fc2.in"].fmt.bits == 12
+    assert wide.tensors["attn.proj.in"].fmt.bits == 10 and wide.tensors["mlp.fc1.in"].fmt.bits == 8
+    x = ip.to_model_input(test)
+    f = run_float(graph, x)
+    assert metrics.sqnr_db(f, Executable(wide).infer(x)) > metrics.sqnr_db(f, Executable(base).infer(x))
+    assert Executable(wide, path="reference").infer(x).tolist() == Executable(wide).infer(x).tolist()
+
+
+def test_smoothing_moves_factors_into_a_requantized_linear_input(calibrated):
+    graph, obs, test = calibrated
+    off, on = (ip.compile(graph, obs, QuantConfig(smooth=s)) for s in (0.0, 0.5))
+    # fc2 reads the GELU output through a requantization anyway: it becomes per channel
+    assert np.ndim(off.op("mlp.fc2.in").consts["m"]) == 0 and np.ndim(on.op("mlp.fc2.in").consts["m"]) == 1
+    assert not np.array_equal(on.op("mlp.fc2").consts["weight"], off.op("mlp.fc2").consts["weight"])
+    x = ip.to_model_input(test)
+    assert metrics.sqnr_db(run_float(graph, x), Executable(on).infer(x)) > 20
+    assert Executable(on, path="reference").infer(x).tolist() == Executable(on).infer(x).tolist()

@@ -34,6 +34,26 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
     return consts, attrs, acc_scale
 
 
+def smoothing_factors(b, node):
+    """SmoothQuant-style per-channel factors for a Linear input that is requantized anyway (a
+    per-tensor integer tensor wider than its operand, e.g. a GELU output before fc2), or None:
+    f_c = a_c^alpha / w_c^(1-alpha) with alpha = QuantConfig.smooth, a_c the calibrated max |x_c|,
+    w_c the largest |weight| of input channel c, normalised to a geometric mean of 1
+    (docs/quantization.md Q5b). The requantization then divides channel c by f_c (one per-channel
+    multiplier) and the weight column takes f_c: the float function is unchanged."""
+    src = node.inputs[0]
+    info = b.tensors[b.realised[src]]
+    if (b.cfg.smooth <= 0 or isinstance(info.scale, list) or info.axis != -1
+            or info.fmt.bits <= b.operand_bits(f"{node.name}.in")):
+        return None
+    a = np.asarray(b.observer(src).chan_absmax, dtype=np.float64)
+    w = np.abs(np.asarray(node.params["weight"], dtype=np.float64)).max(axis=0)
+    if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
+        return None
+    f = a ** b.cfg.smooth / w ** (1.0 - b.cfg.smooth)
+    return f / np.exp(np.mean(np.log(f)))
+
+
 class Linear(OpDef):
     semantic = "Linear"
     kind = "linear"
@@ -66,12 +86,19 @@ class Linear(OpDef):
             # LayerNorm output equalized (docs/quantization.md Q5): the integer tensor holds y / f,
             # so the weight columns take the factor f
             f, obs, ln_scale = b.equalized[src]
-            fmt = IntFormat(cfg.abits, signed=not obs.nonnegative)
+            fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
             s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
             x = b.realise(src, fmt, s_eq * f, f"{node.name}.in", ratio=ln_scale / s_eq)
             w = w * f[None, :]
+        elif (f := smoothing_factors(b, node)) is not None:
+            # the requantization divides channel c by f_c; the weight column takes f_c
+            obs = b.observer(src).divided(f)
+            fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
+            s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
+            x = b.realise(src, fmt, s_eq * f, f"{node.name}.in")
+            w = w * f[None, :]
         else:
-            fmt = b.act_format(src, cfg.abits)
+            fmt = b.act_format(src, b.operand_bits(f"{node.name}.in"))
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
