@@ -37,6 +37,7 @@ class QuantConfig:
     act_calib: str = "mse"           # activation observer: minmax | percentile | mse | mse-top
     percentile: float = 99.99
     weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
+    weight_round: str = "nearest"    # nearest | gptq (Linear weights rounded with calibration data)
     gelu: str = "poly-gelu"
     softmax: str = "bitshift-softmax"
     layernorm: str = "isqrt-layernorm"
@@ -51,6 +52,8 @@ class QuantConfig:
             check_bits(name, getattr(self, name), lo, hi)
         if self.act_calib not in ACT_CALIB:
             raise ArithSpecError(f"act_calib {self.act_calib!r}: use {', '.join(ACT_CALIB)}")
+        if self.weight_round not in ("nearest", "gptq"):
+            raise ArithSpecError(f"weight_round {self.weight_round!r}: use nearest or gptq")
         if self.weight_calib not in ("minmax", "mse"):
             raise ArithSpecError(f"weight_calib {self.weight_calib!r}: use minmax or mse")
         for name in ("equalize", "smooth"):
@@ -101,6 +104,8 @@ class Observer:
         self.top_chan = np.empty(0, dtype=np.int32)
         self._rng = np.random.default_rng([seed, _stable_hash(name)])
         self._scales = {}       # (fmt, method, percentile, count) -> scale: each clip searched once
+        self.gram = None        # sum of x x^T over rows (the last axis), when asked for (GPTQ)
+        self.gram_rows = 0
 
     def update(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -134,6 +139,13 @@ class Observer:
             keep = np.argpartition(keys, keys.size - RESERVOIR)[keys.size - RESERVOIR:]
             keys, vals, chans = keys[keep], vals[keep], chans[keep]
         self._keys, self.sample, self.sample_chan = keys, vals, chans
+
+    def update_gram(self, x):
+        """Accumulate X^T X of the rows of x (float64): the input statistics GPTQ rounds with."""
+        x2 = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+        g = x2.T @ x2
+        self.gram = g if self.gram is None else self.gram + g
+        self.gram_rows += x2.shape[0]
 
     def _keep_top(self, x, channels):
         """The TOP largest |x| over everything seen, with their channels (ties: any of them)."""
@@ -253,8 +265,9 @@ def weight_format(bits):
     return IntFormat(bits, signed=True, narrow=True)
 
 
-def quantize_weight(w, bits, method="mse"):
-    """Per-output-channel symmetric quantization of w (Out, ...) -> (int weights, scales (Out,))."""
+def quantize_weight(w, bits, method="mse", hessian=None):
+    """Per-output-channel symmetric quantization of w (Out, ...) -> (int weights, scales (Out,));
+    with the input's X^T X (`hessian`, In x In, 2-D weights) the integers are GPTQ-rounded."""
     fmt = weight_format(bits)
     w = np.asarray(w, dtype=np.float64)
     flat = w.reshape(w.shape[0], -1)
@@ -266,8 +279,40 @@ def quantize_weight(w, bits, method="mse"):
         # per channel, the first of amax * i / 100 (i = 100 .. 31) with the smallest quantization MSE
         clip = _clip_search(np.ascontiguousarray(flat), amax, float(fmt.lo), float(fmt.hi), 100, 100, 30)
     scales = np.where(clip > 0, clip / fmt.hi, 1.0)
-    q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
+    if hessian is not None:
+        q = gptq_round(flat, scales, hessian, fmt)
+    else:
+        q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
     return q.reshape(w.shape), scales
+
+
+def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128):
+    """GPTQ (Frantar et al. 2023) at fixed per-output-channel scales: the integer weights (Out, In)
+    chosen column by column, each column's rounding error spread over the columns not yet rounded
+    through the inverse of the input's second moment H = X^T X (+ damp x mean diag), so that
+    ||X W^T - X Q^T|| is small on the calibration inputs rather than ||W - Q|| per weight.
+    Offline float64 (NumPy's LAPACK); an input channel that was always 0 is rounded to 0."""
+    w = np.array(w, dtype=np.float64)
+    h = np.array(hessian, dtype=np.float64)
+    s = np.asarray(scales, dtype=np.float64)[:, None]
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h[np.diag_indices_from(h)] += damp * np.mean(np.diag(h))
+    # the upper Cholesky factor of H^-1: row i holds how column i's error moves the later columns
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    q = np.zeros_like(w)
+    n = w.shape[1]
+    for i1 in range(0, n, block):
+        i2 = min(i1 + block, n)
+        err = np.zeros((w.shape[0], i2 - i1))
+        for i in range(i1, i2):
+            q[:, i] = np.clip(np.rint(w[:, i] / s[:, 0]), fmt.lo, fmt.hi)
+            e = (w[:, i] - q[:, i] * s[:, 0]) / u[i, i]
+            w[:, i + 1:i2] -= np.outer(e, u[i, i + 1:i2])
+            err[:, i - i1] = e
+        w[:, i2:] -= err @ u[i1:i2, i2:]
+    return q.astype(fmt.storage)
 
 
 def exact_bias_scales(acc_scales, q, bias, input_is_zero=False):

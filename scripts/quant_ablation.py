@@ -36,6 +36,9 @@ VARIANTS = {
     "mse-top+smooth+fc2-12b": {"act_calib": "mse-top", "smooth": 0.5, "wide": WIDE_FC2},
     "minmax+smooth": {"act_calib": "minmax", "smooth": 0.5},
     "no-equalize": {"equalize": 0.0},
+    "gptq": {"weight_round": "gptq"},
+    "mse-top+gptq": {"act_calib": "mse-top", "weight_round": "gptq"},
+    "minmax+gptq": {"act_calib": "minmax", "weight_round": "gptq"},
 }
 
 
@@ -101,7 +104,7 @@ def main(argv=None):
         size = graph.input_shape[1]
         cal, ev = photo_crops(a.calib, size, seed=0), photo_crops(a.eval, size, seed=1)
         assert not any((c == e).all() for c in cal for e in ev), "an evaluation crop is a calibration crop"
-        obs = ip.calibrate(graph, cal, batch=BATCH)
+        obs = ip.calibrate(graph, cal, batch=BATCH, gram=True)
         x = ip.to_model_input(ev)
         tap = TOKENS.get(model)
         for wbits in a.wbits:

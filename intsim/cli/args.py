@@ -81,6 +81,8 @@ def add_quant_args(p):
                    help="activation calibration (mse-top: MSE with the 1024 largest |x| kept exactly)")
     p.add_argument("--smooth", type=float, default=0.0,
                    help="migration strength for requantized Linear inputs, 0..1 (default 0 = off)")
+    p.add_argument("--weight-round", default="nearest", choices=["nearest", "gptq"],
+                   help="Linear weight rounding: nearest (default) or gptq (with calibration data)")
     p.add_argument("--wide", action="append", default=[], metavar="REGEX=BITS",
                    help=r"operands whose label matches REGEX at BITS (2..16), e.g. 'mlp\.fc2\.in$=12' "
                         "(repeatable)")
@@ -110,6 +112,7 @@ def config_from_args(a):
                        logit_bits=a.logit_bits, softmax_bits=a.softmax_bits,
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
                        smooth=getattr(a, "smooth", 0.0), wide=wide,
+                       weight_round=getattr(a, "weight_round", "nearest"),
                        overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
@@ -123,5 +126,5 @@ def build_program(a, config, graph=None, data=None):
     if len(calib) < a.calib:
         print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "
               f"calibrating on all of them", file=sys.stderr)
-    observers = ip.calibrate(graph, calib)
+    observers = ip.calibrate(graph, calib, gram=config.weight_round == "gptq")
     return graph, data, ip.compile(graph, observers, config), len(calib)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..arith import ConstFormat, IntFormat
+from ..errors import CompileError
 from ..kernels import MATMUL, check_registers
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
@@ -15,10 +16,11 @@ from .base import OpCost, OpDef, run_kernel, tensor_elements
 ACC = IntFormat(32)
 
 
-def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False):
+def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False, hessian=None):
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
-    whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value."""
-    w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib)
+    whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
+    hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round)."""
+    w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian)
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if bias is not None:
@@ -54,6 +56,18 @@ def smoothing_factors(b, node):
     return f / np.exp(np.mean(np.log(f)))
 
 
+def gptq_hessian(b, node, f):
+    """X^T X of the integer input as the weight sees it (the float input divided by the channel
+    factors f, if any), when QuantConfig.weight_round is gptq; None for nearest rounding."""
+    if b.cfg.weight_round != "gptq":
+        return None
+    obs = b.obs.get(node.inputs[0])         # the Linear's own input, not a moved-from tensor
+    if obs is None or obs.gram is None:
+        raise CompileError(f"Linear {node.name!r}: weight_round gptq needs the input's X^T X: "
+                           f"calibrate with gram=True")
+    return obs.gram if f is None else obs.gram / np.outer(f, f)
+
+
 class Linear(OpDef):
     semantic = "Linear"
     kind = "linear"
@@ -82,6 +96,7 @@ class Linear(OpDef):
         src = node.inputs[0]
         w = node.params["weight"]
         cfg = b.cfg
+        f = None
         if src in b.equalized:
             # LayerNorm output equalized (docs/quantization.md Q5): the integer tensor holds y / f,
             # so the weight columns take the factor f
@@ -102,7 +117,8 @@ class Linear(OpDef):
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
-                                                   input_is_zero=b.observer(src).is_zero)
+                                                   input_is_zero=b.observer(src).is_zero,
+                                                   hessian=gptq_hessian(b, node, f))
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):
