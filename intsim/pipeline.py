@@ -23,6 +23,7 @@ from .graph import fold_input_normalisation
 from .images import check_batch, model_input
 from .model_files import input_normalisation, resolve_model
 from .onnx_import import load_onnx
+from .ops import SEMANTIC
 from .progress import bar
 from .quantize import Observer, QuantConfig
 
@@ -58,7 +59,8 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=False):
         raise DataError("the calibration set is empty")
     check_images_fit(graph, images_u8)
     observers = {}
-    linear_inputs = {n.inputs[0] for n in graph.nodes if n.op == "Linear"} if gram else set()
+    linear_inputs = {n.inputs[0] for n in graph.nodes
+                     if n.op in SEMANTIC and SEMANTIC[n.op].gram_input} if gram else set()
 
     def observe(name, arr):
         obs = observers.get(name)

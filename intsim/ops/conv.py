@@ -41,6 +41,7 @@ def conv_input(b, node):
 class Conv(Linear):
     semantic = "Conv"
     kind = "conv"
+    gram_input = False      # nearest rounding only (GPTQ is for Linear layers)
     spec = "K1.7"
     params = ("weight",)
     optional_params = ("bias",)

@@ -75,6 +75,7 @@ class Linear(OpDef):
     params = ("weight",)
     optional_params = ("bias",)
     reads_narrow = True
+    gram_input = True       # GPTQ rounds the weight with the input's X^T X (gptq_hessian)
 
     def infer(self, node, in_shapes):
         x, w = in_shapes[0], node.params["weight"].shape
