@@ -286,14 +286,18 @@ def quantize_weight(w, bits, method="mse", hessian=None):
     return q.reshape(w.shape), scales
 
 
-def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128):
+def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128, act_order=True):
     """GPTQ (Frantar et al. 2023) at fixed per-output-channel scales: the integer weights (Out, In)
     chosen column by column, each column's rounding error spread over the columns not yet rounded
     through the inverse of the input's second moment H = X^T X (+ damp x mean diag), so that
     ||X W^T - X Q^T|| is small on the calibration inputs rather than ||W - Q|| per weight.
-    Offline float64 (NumPy's LAPACK); an input channel that was always 0 is rounded to 0."""
+    act_order: columns taken in decreasing order of their input's energy (diag H), so the outlier
+    channels are rounded first and the others absorb their error. Offline float64 (NumPy's
+    LAPACK); an input channel that was always 0 is rounded to 0."""
     w = np.array(w, dtype=np.float64)
     h = np.array(hessian, dtype=np.float64)
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(w.shape[1])
+    w, h = w[:, order], h[np.ix_(order, order)]
     s = np.asarray(scales, dtype=np.float64)[:, None]
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
@@ -312,7 +316,9 @@ def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128):
             w[:, i + 1:i2] -= np.outer(e, u[i, i + 1:i2])
             err[:, i - i1] = e
         w[:, i2:] -= err @ u[i1:i2, i2:]
-    return q.astype(fmt.storage)
+    out = np.empty_like(q)
+    out[:, order] = q
+    return out.astype(fmt.storage)
 
 
 def exact_bias_scales(acc_scales, q, bias, input_is_zero=False):
