@@ -36,6 +36,8 @@ VARIANTS = {                                        # QuantConfig fields on top 
     "gptq": {"weight_round": "gptq"},
     "fc2-12b": {"wide": WIDE_FC2},
     "A10": {"wide": {".*": 10}},                   # every product / GELU operand at 10 bits
+    "A10+gptq": {"wide": {".*": 10}, "weight_round": "gptq"},
+    "A11": {"wide": {".*": 11}},
     "A12": {"wide": {".*": 12}},
     "A12+gptq": {"wide": {".*": 12}, "weight_round": "gptq"},
     "no-equalize": {"equalize": 0.0},
