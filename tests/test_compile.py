@@ -153,3 +153,16 @@ def test_gptq_rounding_lowers_the_output_error_at_4_bits(calibrated):
     assert np.abs(w).max() <= 7 and not np.array_equal(w, near.op("mlp.fc2").consts["weight"])
     with pytest.raises(CompileError, match="gram=True"):
         ip.compile(graph, ip.calibrate(graph, images), QuantConfig(weight_round="gptq"))
+
+
+def test_local_sqnr_isolates_each_ops_own_error(calibrated):
+    from intsim import analysis
+    graph, obs, test = calibrated
+    p = ip.compile(graph, obs, QuantConfig(wbits=4))
+    acc, loc = analysis.tensor_sqnr(graph, p, test), analysis.local_sqnr(graph, p, test)
+    assert set(loc) <= set(acc) and "logits" in loc
+    # the head on exact inputs adds less error than the whole program carries into the logits
+    assert loc["logits"] > acc["logits"] + 3, (loc["logits"], acc["logits"])
+    # the first op reads the exact input either way: nothing inherited to remove
+    first = p.ops[0].outputs[0]
+    assert loc[first] == pytest.approx(acc[first])
