@@ -41,3 +41,39 @@ def layer_sqnr(graph, program, images_u8):
         src = program.tensors[name].source or name
         out[src] = min(out.get(src, math.inf), db)
     return out
+
+
+def _twin_integers(info, ref):
+    """The float twin `ref` of an integer tensor quantized to that tensor's format and scale (round
+    half to even, saturating): what the tensor would hold if everything before it were exact."""
+    scale = info.dequantize(np.ones((1,) + tuple(info.shape)))
+    q = np.clip(np.rint(np.asarray(ref, dtype=np.float64) / scale), info.fmt.lo, info.fmt.hi)
+    return q.astype(info.fmt.storage)
+
+
+def local_sqnr(graph, program, images_u8, batch=8):
+    """{integer tensor name: SQNR in dB} of each op run on exact inputs: every input of an op is the
+    float twin of that input quantized to the input's format and scale (the op's own local output
+    where a tensor has no float twin), so the error is the one the op itself adds (its kernel and
+    its output's rounding), not the one it inherited. Beside tensor_sqnr's accumulated error, it
+    tells where fidelity is lost from where it is only carried."""
+    stats = {}
+    exe = Executable(program)
+    for i in range(0, len(images_u8), batch):
+        x = model_input(images_u8[i:i + batch])
+        floats = {}
+        run_float(graph, x, observe=floats.__setitem__)
+        env = {program.input_name: _twin_integers(program.tensors[program.input_name], x)}
+        for op, (d, bound_op, bound) in zip(program.ops, exe.steps):
+            ins = []
+            for t in op.inputs:
+                info, ref = program.tensors[t], floats.get(program.tensors[t].source)
+                twin = ref is not None and np.shape(ref)[1:] == tuple(info.shape)
+                ins.append(_twin_integers(info, ref) if twin else env[t])
+            for name, val in zip(op.outputs, d.run(bound_op, ins, bound, exe.path)):
+                env[name] = val
+                info = program.tensors[name]
+                ref = floats.get(info.source)
+                if ref is not None and np.shape(ref) == np.shape(val):
+                    stats.setdefault(name, metrics.Sqnr()).add(ref, info.dequantize(val))
+    return {k: s.db for k, s in stats.items()}

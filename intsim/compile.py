@@ -117,7 +117,8 @@ class Builder:
         info = self.tensors[cur]
         if not isinstance(info.scale, list) and info.fmt.bits <= self.cfg.residual_bits:
             return cur
-        fmt = self.act_format(float_name, self.carry_bits(float_name))
+        bits = self.carry_bits(float_name)
+        fmt = self.act_format(float_name, self.operand_bits(label) if bits == self.cfg.abits else bits)
         return self.realise(float_name, fmt, self.act_scale(float_name, fmt), label)
 
     def scale_of(self, int_name):
@@ -132,6 +133,15 @@ class Builder:
         if float_name not in self.obs:
             raise CompileError(f"no calibration statistics for tensor {float_name!r}")
         return self.obs[float_name]
+
+    def operand_bits(self, label):
+        """The width of an activation operand of a product (a Linear input, a matmul operand, or
+        data movement carrying one): `abits`, or the bits of the first `QuantConfig.wide` pattern
+        that the operand's label (e.g. blocks.3.mlp.fc2.in) matches."""
+        for pattern, bits in self.cfg.wide.items():
+            if re.search(pattern, label):
+                return int(bits)
+        return self.cfg.abits
 
     def act_format(self, float_name, bits):
         return IntFormat(bits, signed=not self.observer(float_name).nonnegative)

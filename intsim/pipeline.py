@@ -23,6 +23,7 @@ from .graph import fold_input_normalisation
 from .images import check_batch, model_input
 from .model_files import input_normalisation, resolve_model
 from .onnx_import import load_onnx
+from .ops import SEMANTIC
 from .progress import bar
 from .quantize import Observer, QuantConfig
 
@@ -51,18 +52,23 @@ def check_images_fit(graph, images):
     check_batch(images, graph.input_shape)
 
 
-def calibrate(graph, images_u8, batch=64, seed=0):
-    """Stream the calibration images through the float graph; per-tensor observers."""
+def calibrate(graph, images_u8, batch=64, seed=0, gram=False):
+    """Stream the calibration images through the float graph; per-tensor observers. gram: also
+    X^T X of every Linear input (what QuantConfig(weight_round="gptq") rounds with)."""
     if len(images_u8) == 0:
         raise DataError("the calibration set is empty")
     check_images_fit(graph, images_u8)
     observers = {}
+    linear_inputs = {n.inputs[0] for n in graph.nodes
+                     if n.op in SEMANTIC and SEMANTIC[n.op].gram_input} if gram else set()
 
     def observe(name, arr):
         obs = observers.get(name)
         if obs is None:
             obs = observers[name] = Observer(name, seed)
         obs.update(arr)
+        if name in linear_inputs:
+            obs.update_gram(arr)
 
     for i in range(0, len(images_u8), batch):
         run_float(graph, to_model_input(images_u8[i:i + batch]), observe=observe)

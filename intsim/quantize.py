@@ -9,6 +9,7 @@ integer program. Decisions (docs/quantization.md):
 """
 from dataclasses import dataclass, field, asdict, fields
 import math
+import re
 import warnings
 
 import numba
@@ -16,6 +17,9 @@ import numpy as np
 
 from .arith import IntFormat, ArithSpecError, check_bits
 from .errors import IntsimWarning
+
+
+ACT_CALIB = ("minmax", "percentile", "mse", "mse-top")
 
 
 @dataclass
@@ -28,9 +32,12 @@ class QuantConfig:
     head_bits: int = 16              # integer model output (classifier logits)
     multiplier_bits: int = 31        # width of the requantization multiplier m
     equalize: float = 0.5            # LayerNorm->Linear channel equalization strength (0 = off)
-    act_calib: str = "mse"           # activation observer: minmax | percentile | mse
+    smooth: float = 0.0              # migration strength for other requantized Linear inputs (0 = off)
+    wide: dict = field(default_factory=dict)        # operand label regex -> bits (wider operands)
+    act_calib: str = "mse-top"       # activation observer: minmax | percentile | mse | mse-top
     percentile: float = 99.99
     weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
+    weight_round: str = "nearest"    # nearest | gptq (Linear weights rounded with calibration data)
     gelu: str = "poly-gelu"
     softmax: str = "bitshift-softmax"
     layernorm: str = "isqrt-layernorm"
@@ -43,12 +50,21 @@ class QuantConfig:
                              ("logit_bits", 2, 16), ("softmax_bits", 2, 16), ("head_bits", 8, 32),
                              ("multiplier_bits", 2, 31)):
             check_bits(name, getattr(self, name), lo, hi)
-        if self.act_calib not in ("minmax", "percentile", "mse"):
-            raise ArithSpecError(f"act_calib {self.act_calib!r}: use minmax, percentile or mse")
+        if self.act_calib not in ACT_CALIB:
+            raise ArithSpecError(f"act_calib {self.act_calib!r}: use {', '.join(ACT_CALIB)}")
+        if self.weight_round not in ("nearest", "gptq"):
+            raise ArithSpecError(f"weight_round {self.weight_round!r}: use nearest or gptq")
         if self.weight_calib not in ("minmax", "mse"):
             raise ArithSpecError(f"weight_calib {self.weight_calib!r}: use minmax or mse")
-        if not 0.0 <= float(self.equalize) <= 1.0:
-            raise ArithSpecError(f"equalize must be in [0, 1], got {self.equalize}")
+        for name in ("equalize", "smooth"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ArithSpecError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for pattern, bits in self.wide.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ArithSpecError(f"wide operand pattern {pattern!r}: {e}") from None
+            check_bits(f"wide operand {pattern!r}", bits, 2, 16)
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ArithSpecError(f"percentile must be in (50, 100], got {self.percentile}")
 
@@ -67,11 +83,13 @@ class QuantConfig:
 # --- observers ------------------------------------------------------------------------------------------
 
 RESERVOIR = 1 << 15
+TOP = 1024          # the largest |x| seen, kept exactly (mse-top): rare outliers are never missed
 
 
 class Observer:
     """Streaming statistics of one float tensor: exact min/max, the max |x| of every channel of
-    the last axis, and a seeded reservoir sample of values with their channel index."""
+    the last axis, a seeded reservoir sample of values with their channel index, and the TOP
+    largest |x| seen with their channel index."""
 
     def __init__(self, name, seed=0):
         self.name = name
@@ -82,8 +100,12 @@ class Observer:
         self.sample = np.empty(0, dtype=np.float32)
         self.sample_chan = np.empty(0, dtype=np.int32)
         self._keys = np.empty(0)
+        self.top = np.empty(0, dtype=np.float32)
+        self.top_chan = np.empty(0, dtype=np.int32)
         self._rng = np.random.default_rng([seed, _stable_hash(name)])
         self._scales = {}       # (fmt, method, percentile, count) -> scale: each clip searched once
+        self.gram = None        # sum of x x^T over rows (the last axis), when asked for (GPTQ)
+        self.gram_rows = 0
 
     def update(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -102,6 +124,7 @@ class Observer:
         x = x.ravel()
         self.lo = min(self.lo, float(lo))
         self.hi = max(self.hi, float(hi))
+        self._keep_top(x, channels)
         # weighted reservoir (Efraimidis-Spirakis): a uniform subsample of the batch, each value
         # standing for n/s originals, competes on key u^(s/n); the largest keys are kept
         n = x.size
@@ -117,6 +140,34 @@ class Observer:
             keys, vals, chans = keys[keep], vals[keep], chans[keep]
         self._keys, self.sample, self.sample_chan = keys, vals, chans
 
+    def update_gram(self, x):
+        """Accumulate X^T X of the rows of x (float64): the input statistics GPTQ rounds with."""
+        x2 = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
+        g = x2.T @ x2
+        self.gram = g if self.gram is None else self.gram + g
+        self.gram_rows += x2.shape[0]
+
+    def _keep_top(self, x, channels):
+        """The TOP largest |x| over everything seen, with their channels (ties: any of them)."""
+        k = min(TOP, x.size)
+        idx = np.argpartition(np.abs(x), x.size - k)[x.size - k:]
+        vals = np.concatenate([self.top, x[idx]])
+        chans = np.concatenate([self.top_chan, (idx % channels).astype(np.int32)])
+        if vals.size > TOP:
+            keep = np.argpartition(np.abs(vals), vals.size - TOP)[vals.size - TOP:]
+            vals, chans = vals[keep], chans[keep]
+        self.top, self.top_chan = vals, chans
+
+    def split_sample(self):
+        """(top, rest, weight): the exactly kept largest values (each standing for itself) and the
+        reservoir values below the smallest of them, each standing for `weight` of the other
+        count - len(top) values: sum(top) + weight * sum(rest) estimates a sum over every value."""
+        if self.count <= self.top.size:        # everything seen is kept exactly
+            return self.top, np.empty(0, np.float32), 0.0
+        edge = np.abs(self.top).min()
+        rest = self.sample[np.abs(self.sample) < edge]
+        return self.top, rest, (self.count - self.top.size) / max(rest.size, 1)
+
     def divided(self, factors):
         """The statistics of x / factors[channel] (channel equalization), as a new observer."""
         f = np.asarray(factors, dtype=np.float64)
@@ -128,6 +179,8 @@ class Observer:
         out.chan_absmax = (self.chan_absmax / f).astype(np.float32)
         out.sample = (self.sample / f[self.sample_chan]).astype(np.float32)
         out.sample_chan = self.sample_chan
+        out.top = (self.top / f[self.top_chan]).astype(np.float32)
+        out.top_chan = self.top_chan
         # exact per-channel bounds are not kept; the per-channel max |x| bounds both ends
         out.hi = float(out.chan_absmax.max())
         out.lo = -out.hi if self.lo < 0 else 0.0
@@ -165,6 +218,8 @@ class Observer:
             clip = amax
         elif method == "percentile":
             clip = float(np.percentile(np.abs(self.sample), percentile)) or amax
+        elif method == "mse-top":
+            clip = mse_top_clip(*self.split_sample(), amax, fmt)
         else:
             clip = mse_clip(self.sample, amax, fmt)
         return clip / fmt.hi
@@ -192,14 +247,27 @@ def mse_clip(sample, amax, fmt, steps=100):
                               steps, steps, 0)[0])
 
 
+def mse_top_clip(top, rest, weight, amax, fmt, steps=100):
+    """As mse_clip, on every calibration value as the observer knows them: the error of the exact
+    top values plus `weight` x the error of the reservoir values below them (Observer.split_sample),
+    so a few outliers that a uniform sample would miss (or hold once for thousands) count as what
+    they are. Each sum as NumPy sums a contiguous float64 row (`_clip_search_split`)."""
+    t = np.ascontiguousarray(top, dtype=np.float64)
+    r = np.ascontiguousarray(rest, dtype=np.float64)
+    if t.size + r.size == 0:
+        return amax
+    return float(_clip_search_split(t, r, float(weight), float(amax), float(fmt.lo), float(fmt.hi), steps))
+
+
 # --- weights -------------------------------------------------------------------------------------------
 
 def weight_format(bits):
     return IntFormat(bits, signed=True, narrow=True)
 
 
-def quantize_weight(w, bits, method="mse"):
-    """Per-output-channel symmetric quantization of w (Out, ...) -> (int weights, scales (Out,))."""
+def quantize_weight(w, bits, method="mse", hessian=None):
+    """Per-output-channel symmetric quantization of w (Out, ...) -> (int weights, scales (Out,));
+    with the input's X^T X (`hessian`, In x In, 2-D weights) the integers are GPTQ-rounded."""
     fmt = weight_format(bits)
     w = np.asarray(w, dtype=np.float64)
     flat = w.reshape(w.shape[0], -1)
@@ -211,8 +279,46 @@ def quantize_weight(w, bits, method="mse"):
         # per channel, the first of amax * i / 100 (i = 100 .. 31) with the smallest quantization MSE
         clip = _clip_search(np.ascontiguousarray(flat), amax, float(fmt.lo), float(fmt.hi), 100, 100, 30)
     scales = np.where(clip > 0, clip / fmt.hi, 1.0)
-    q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
+    if hessian is not None:
+        q = gptq_round(flat, scales, hessian, fmt)
+    else:
+        q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
     return q.reshape(w.shape), scales
+
+
+def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128, act_order=True):
+    """GPTQ (Frantar et al. 2023) at fixed per-output-channel scales: the integer weights (Out, In)
+    chosen column by column, each column's rounding error spread over the columns not yet rounded
+    through the inverse of the input's second moment H = X^T X (+ damp x mean diag), so that
+    ||X W^T - X Q^T|| is small on the calibration inputs rather than ||W - Q|| per weight.
+    act_order: columns taken in decreasing order of their input's energy (diag H), so the outlier
+    channels are rounded first and the others absorb their error. Offline float64 (NumPy's
+    LAPACK); an input channel that was always 0 is rounded to 0."""
+    w = np.array(w, dtype=np.float64)
+    h = np.array(hessian, dtype=np.float64)
+    order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(w.shape[1])
+    w, h = w[:, order], h[np.ix_(order, order)]
+    s = np.asarray(scales, dtype=np.float64)[:, None]
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h[np.diag_indices_from(h)] += damp * np.mean(np.diag(h))
+    # the upper Cholesky factor of H^-1: row i holds how column i's error moves the later columns
+    u = np.linalg.cholesky(np.linalg.inv(h)).T
+    q = np.zeros_like(w)
+    n = w.shape[1]
+    for i1 in range(0, n, block):
+        i2 = min(i1 + block, n)
+        err = np.zeros((w.shape[0], i2 - i1))
+        for i in range(i1, i2):
+            q[:, i] = np.clip(np.rint(w[:, i] / s[:, 0]), fmt.lo, fmt.hi)
+            e = (w[:, i] - q[:, i] * s[:, 0]) / u[i, i]
+            w[:, i + 1:i2] -= np.outer(e, u[i, i + 1:i2])
+            err[:, i - i1] = e
+        w[:, i2:] -= err @ u[i1:i2, i2:]
+    out = np.empty_like(q)
+    out[:, order] = q
+    return out.astype(fmt.storage)
 
 
 def exact_bias_scales(acc_scales, q, bias, input_is_zero=False):
@@ -318,6 +424,30 @@ def _clip_search(x, amax, lo, hi, divisor, first, last):
             err = _pairwise_sum(sq, 0, n) / n
             if err < best_err:
                 best[r], best_err = c, err
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _sq_error_sum(x, s, lo, hi, sq):
+    """sum((clip(rint(x / s), lo, hi) * s - x)^2) over a contiguous float64 vector, NumPy's way."""
+    for j in range(x.size):
+        d = min(max(np.rint(x[j] / s), lo), hi) * s - x[j]
+        sq[j] = d * d
+    return _pairwise_sum(sq, 0, x.size)
+
+
+@numba.njit(cache=True, nogil=True)
+def _clip_search_split(top, rest, weight, amax, lo, hi, steps):
+    """The first clip c = amax * i / steps, i = steps .. 1, minimising
+    sum(err(top)) + weight * sum(err(rest)) (err as in _clip_search); amax if none is finite."""
+    best, best_err = amax, np.inf
+    sq = np.empty(max(top.size, rest.size))
+    for i in range(steps, 0, -1):
+        c = amax * i / steps
+        s = c / hi if c > 0 else 1.0
+        err = _sq_error_sum(top, s, lo, hi, sq) + weight * _sq_error_sum(rest, s, lo, hi, sq)
+        if err < best_err:
+            best, best_err = c, err
     return best
 
 

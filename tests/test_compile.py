@@ -115,3 +115,54 @@ def test_compile_is_deterministic_and_integer_only(calibrated):
     for o in a.ops:
         for name, v in o.consts.items():
             assert isinstance(v, int) or v.dtype.kind in "iu", (o.name, name)
+
+
+def test_wide_operands_widen_the_matching_inputs_only(calibrated):
+    graph, obs, test = calibrated
+    base = ip.compile(graph, obs, QuantConfig())
+    wide = ip.compile(graph, obs, QuantConfig(wide={r"fc2\.in$": 12, r"^attn\.proj": 10, r"act\.in$": 12}))
+    assert base.tensors["mlp.fc2.in"].fmt.bits == 8 and wide.tensors["mlp.fc2.in"].fmt.bits == 12
+    assert wide.tensors["attn.proj.in"].fmt.bits == 10 and wide.tensors["mlp.fc1.in"].fmt.bits == 8
+    assert wide.tensors["mlp.act.in"].fmt.bits == 12          # GELU's input too
+    x = ip.to_model_input(test)
+    f = run_float(graph, x)
+    assert metrics.sqnr_db(f, Executable(wide).infer(x)) > metrics.sqnr_db(f, Executable(base).infer(x))
+    assert Executable(wide, path="reference").infer(x).tolist() == Executable(wide).infer(x).tolist()
+
+
+def test_smoothing_moves_factors_into_a_requantized_linear_input(calibrated):
+    graph, obs, test = calibrated
+    off, on = (ip.compile(graph, obs, QuantConfig(smooth=s)) for s in (0.0, 0.5))
+    # fc2 reads the GELU output through a requantization anyway: it becomes per channel
+    assert np.ndim(off.op("mlp.fc2.in").consts["m"]) == 0 and np.ndim(on.op("mlp.fc2.in").consts["m"]) == 1
+    assert not np.array_equal(on.op("mlp.fc2").consts["weight"], off.op("mlp.fc2").consts["weight"])
+    x = ip.to_model_input(test)
+    assert metrics.sqnr_db(run_float(graph, x), Executable(on).infer(x)) > 20
+    assert Executable(on, path="reference").infer(x).tolist() == Executable(on).infer(x).tolist()
+
+
+def test_gptq_rounding_lowers_the_output_error_at_4_bits(calibrated):
+    graph, _, test = calibrated
+    images = np.random.default_rng(1).integers(0, 256, (64, 1, 8, 8)).astype(np.uint8)
+    obs = ip.calibrate(graph, images, gram=True)
+    x = ip.to_model_input(test)
+    f = run_float(graph, x)
+    near, gptq = (ip.compile(graph, obs, QuantConfig(wbits=4, weight_round=r)) for r in ("nearest", "gptq"))
+    assert metrics.sqnr_db(f, Executable(gptq).infer(x)) > metrics.sqnr_db(f, Executable(near).infer(x))
+    w = gptq.op("mlp.fc2").consts["weight"]
+    assert np.abs(w).max() <= 7 and not np.array_equal(w, near.op("mlp.fc2").consts["weight"])
+    with pytest.raises(CompileError, match="gram=True"):
+        ip.compile(graph, ip.calibrate(graph, images), QuantConfig(weight_round="gptq"))
+
+
+def test_local_sqnr_isolates_each_ops_own_error(calibrated):
+    from intsim import analysis
+    graph, obs, test = calibrated
+    p = ip.compile(graph, obs, QuantConfig(wbits=4))
+    acc, loc = analysis.tensor_sqnr(graph, p, test), analysis.local_sqnr(graph, p, test)
+    assert set(loc) <= set(acc) and "logits" in loc
+    # the head on exact inputs adds less error than the whole program carries into the logits
+    assert loc["logits"] > acc["logits"] + 3, (loc["logits"], acc["logits"])
+    # the first op reads the exact input either way: nothing inherited to remove
+    first = p.ops[0].outputs[0]
+    assert loc[first] == pytest.approx(acc[first])

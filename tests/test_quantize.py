@@ -128,3 +128,57 @@ def test_observer_statistics_are_exact():
     assert np.array_equal(o.chan_absmax, np.abs(allx).max(axis=0))
     with pytest.raises(ArithSpecError, match="NaN/Inf"):
         o.update(np.array([1.0, np.inf], np.float32))
+
+
+def test_observer_keeps_the_largest_values_exactly():
+    from intsim.quantize import TOP
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((64, 300)).astype(np.float32) for _ in range(3)]
+    xs[1][5, 7] = 90.0                                  # one outlier among 57600 values
+    o = Observer("t")
+    for x in xs:
+        o.update(x)
+    allx = np.concatenate([x.ravel() for x in xs])
+    assert o.top.size == TOP
+    assert np.array_equal(np.sort(np.abs(o.top)), np.sort(np.abs(allx))[-TOP:])
+    assert np.array_equal(o.top_chan[np.argmax(o.top)], 7)
+    top, rest, weight = o.split_sample()
+    assert np.abs(rest).max() < np.abs(top).min() and weight * rest.size == pytest.approx(allx.size - TOP)
+    # a clip that cuts the one outlier: mse-top weighs it as one value, not as a missed one
+    fmt = IntFormat(8)
+    assert o.scale(fmt, "mse-top") * fmt.hi <= 90.0
+
+
+def mse_top_clip_numpy(top, rest, weight, amax, fmt, steps=100):
+    from intsim.quantize import fake_quant
+    t, r = np.asarray(top, dtype=np.float64), np.asarray(rest, dtype=np.float64)
+    best, best_err = amax, np.inf
+    for i in range(steps, 0, -1):
+        clip = amax * i / steps
+        s = clip / fmt.hi
+        err = np.sum((fake_quant(t, s, fmt) - t) ** 2) + weight * np.sum((fake_quant(r, s, fmt) - r) ** 2)
+        if err < best_err:
+            best, best_err = clip, err
+    return best
+
+
+@pytest.mark.parametrize("n", [0, 5, 1024, 9000])
+def test_mse_top_clip_equals_the_numpy_search(n):
+    from intsim.quantize import mse_top_clip
+    rng = np.random.default_rng(n)
+    for fmt in (IntFormat(8), IntFormat(12), IntFormat(4, signed=False)):
+        rest = rng.standard_normal(n).astype(np.float32)
+        top = (rng.standard_normal(100) * 30).astype(np.float32)
+        if not fmt.signed:
+            rest, top = np.abs(rest), np.abs(top)
+        amax = float(np.abs(top).max())
+        assert mse_top_clip(top, rest, 37.5, amax, fmt) == mse_top_clip_numpy(top, rest, 37.5, amax, fmt)
+
+
+def test_wide_and_smooth_are_validated():
+    with pytest.raises(ArithSpecError, match="wide operand"):
+        QuantConfig(wide={"fc2": 17})
+    with pytest.raises(ArithSpecError, match="pattern"):
+        QuantConfig(wide={"fc2(": 12})
+    with pytest.raises(ArithSpecError, match="smooth"):
+        QuantConfig(smooth=2.0)

@@ -120,7 +120,7 @@ def test_resume_skips_finished_points_and_reruns_broken_ones(ctx, tmp_path, monk
     with open(tmp_path / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert [int(r["wbits"]) for r in table] == [8, 6, 4]                 # grid order
-    assert set(store.csv_columns()) == set(table[0]) and table[0]["act_calib"] == "mse"
+    assert set(store.csv_columns()) == set(table[0]) and table[0]["act_calib"] == "mse-top"
     assert all(r["error"] == "" and 0 <= float(r["int_top1"]) <= 1 for r in table)
     # nothing left to do: a rerun runs nothing
     assert sw.run_grid(c, grid, tmp_path, context, workers=1)[1] == 0

@@ -9,7 +9,7 @@ from .. import pipeline as ip
 from ..errors import IntsimError
 from ..experiment.plans import load_plan
 from ..kernels import DEFAULTS, FAMILIES
-from ..quantize import QuantConfig
+from ..quantize import ACT_CALIB, QuantConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -77,7 +77,15 @@ def add_quant_args(p):
     p.add_argument("--logit-bits", type=int, default=16, help="softmax input bits (default 16)")
     p.add_argument("--softmax-bits", type=int, default=16, help="softmax output bits (default 16)")
     p.add_argument("--multiplier-bits", type=int, default=31, help="requant multiplier bits (default 31)")
-    p.add_argument("--act-calib", default="mse", choices=["minmax", "percentile", "mse"])
+    p.add_argument("--act-calib", default=QuantConfig().act_calib, choices=list(ACT_CALIB),
+                   help="activation calibration (mse-top: MSE with the 1024 largest |x| kept exactly)")
+    p.add_argument("--smooth", type=float, default=0.0,
+                   help="migration strength for requantized Linear inputs, 0..1 (default 0 = off)")
+    p.add_argument("--weight-round", default="nearest", choices=["nearest", "gptq"],
+                   help="Linear weight rounding: nearest (default) or gptq (with calibration data)")
+    p.add_argument("--wide", action="append", default=[], metavar="REGEX=BITS",
+                   help=r"operands whose label matches REGEX at BITS (2..16), e.g. 'mlp\.fc2\.in$=12' "
+                        "(repeatable)")
     for fam in FAMILIES:
         p.add_argument(f"--{fam}", default=DEFAULTS[fam], help=f"{fam} candidate (default {DEFAULTS[fam]})")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=CANDIDATE",
@@ -94,9 +102,17 @@ def config_from_args(a):
             raise IntsimError(f"--override {item!r}: use LAYER=CANDIDATE")
         layer, cand = item.split("=", 1)
         overrides[layer] = cand
+    wide = {}
+    for item in getattr(a, "wide", []):
+        pattern, sep, bits = item.rpartition("=")
+        if not sep or not bits.strip().isdigit():
+            raise IntsimError(f"--wide {item!r}: use REGEX=BITS")
+        wide[pattern] = int(bits)
     return QuantConfig(wbits=a.wbits, abits=a.abits, residual_bits=a.residual_bits,
                        logit_bits=a.logit_bits, softmax_bits=a.softmax_bits,
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
+                       smooth=getattr(a, "smooth", 0.0), wide=wide,
+                       weight_round=getattr(a, "weight_round", "nearest"),
                        overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
@@ -110,5 +126,5 @@ def build_program(a, config, graph=None, data=None):
     if len(calib) < a.calib:
         print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "
               f"calibrating on all of them", file=sys.stderr)
-    observers = ip.calibrate(graph, calib)
+    observers = ip.calibrate(graph, calib, gram=config.weight_round == "gptq")
     return graph, data, ip.compile(graph, observers, config), len(calib)

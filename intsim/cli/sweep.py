@@ -11,7 +11,7 @@ from ..experiment.store import SweepStore, point_config
 from ..experiment.sweep import grid_points, prepare, run_grid, write_heatmap
 from ..experiment.tasks import interrupt_on_term
 from ..kernels import DEFAULTS, get_kernel
-from ..quantize import QuantConfig
+from ..quantize import ACT_CALIB, QuantConfig
 from .args import Parser, add_model_args, count, writable_dir
 
 DIMS = plots.INT_DIMS + plots.KERNEL_DIMS
@@ -56,7 +56,7 @@ def parser():
                         "for a LocalCluster (needs the 'dask' extra)")
     p.add_argument("--cost-weights", default=None, metavar="KIND=W,...",
                    help="integer-op weights for costs (default mul=4,div=16,shift=1,add=1,cmp=1)")
-    p.add_argument("--act-calib", default="mse", choices=["minmax", "percentile", "mse"])
+    p.add_argument("--act-calib", default=QuantConfig().act_calib, choices=list(ACT_CALIB))
     p.add_argument("--plan", default=None, help="a selection plan (intsim select --out) for every point")
     p.add_argument("--limit", type=count(1), default=None, help="evaluate only the first N images")
     p.add_argument("--batch", type=count(1), default=100, help="images per batch (default 100)")

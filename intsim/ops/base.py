@@ -54,6 +54,7 @@ class OpDef:
     movement = False        # data movement: integers move, nothing is computed (spec K6)
     reads_narrow = False    # realises its inputs at `abits` (a product or GELU reads them): what a
                             # data-movement op carrying an accumulator into it requantizes to
+    gram_input = False      # its first input's X^T X is calibrated for GPTQ (QuantConfig.weight_round)
 
     def allowed_params(self, node):
         """Parameter names a node of this op may carry besides the required ones."""

@@ -31,9 +31,10 @@ def check_geometry(op, node, in_shapes, geo, weight_ok):
 
 
 def conv_input(b, node):
-    """The input realised at `abits` (unsigned when never negative) at its calibrated scale."""
+    """The input realised at `abits` (or its `QuantConfig.wide` width; unsigned when never negative)
+    at its calibrated scale."""
     src = node.inputs[0]
-    fmt = b.act_format(src, b.cfg.abits)
+    fmt = b.act_format(src, b.operand_bits(f"{node.name}.in"))
     s = b.act_scale(src, fmt)
     return b.realise(src, fmt, s, f"{node.name}.in"), s
 
@@ -41,6 +42,7 @@ def conv_input(b, node):
 class Conv(Linear):
     semantic = "Conv"
     kind = "conv"
+    gram_input = False      # nearest rounding only (GPTQ is for Linear layers)
     spec = "K1.7"
     params = ("weight",)
     optional_params = ("bias",)

@@ -1,6 +1,6 @@
 """GELU, exact erf form x/2 * (1 + erf(x / sqrt 2)) (spec K3).
 
-Lowering: the input is requantized to `abits` at its calibrated scale; every candidate is planned
+Lowering: the input is requantized to `abits` (or a `QuantConfig.wide` width) at its calibrated scale; every candidate is planned
 with the layer's calibration sample (Poly-GELU fits its (a, b) to it, K3.1.1; the others ignore it)."""
 from ..arith import IntFormat
 from ..floatfn import gelu
@@ -17,4 +17,4 @@ class Gelu(KernelOp):
         return [gelu(inputs[0])]
 
     def lower(self, node, b):
-        self.lower_at(b, node, IntFormat(b.cfg.abits), sample=b.observer(node.inputs[0]).sample)
+        self.lower_at(b, node, IntFormat(b.operand_bits(f"{node.name}.in")), sample=b.observer(node.inputs[0]).sample)

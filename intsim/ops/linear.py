@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..arith import ConstFormat, IntFormat
+from ..errors import CompileError
 from ..kernels import MATMUL, check_registers
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
@@ -15,10 +16,11 @@ from .base import OpCost, OpDef, run_kernel, tensor_elements
 ACC = IntFormat(32)
 
 
-def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False):
+def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False, hessian=None):
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
-    whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value."""
-    w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib)
+    whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
+    hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round)."""
+    w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian)
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if bias is not None:
@@ -34,6 +36,38 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
     return consts, attrs, acc_scale
 
 
+def smoothing_factors(b, node):
+    """SmoothQuant-style per-channel factors for a Linear input that is requantized anyway (a
+    per-tensor integer tensor wider than its operand, e.g. a GELU output before fc2), or None:
+    f_c = a_c^alpha / w_c^(1-alpha) with alpha = QuantConfig.smooth, a_c the calibrated max |x_c|,
+    w_c the largest |weight| of input channel c, normalised to a geometric mean of 1
+    (docs/quantization.md Q5b). The requantization then divides channel c by f_c (one per-channel
+    multiplier) and the weight column takes f_c: the float function is unchanged."""
+    src = node.inputs[0]
+    info = b.tensors[b.realised[src]]
+    if (b.cfg.smooth <= 0 or isinstance(info.scale, list) or info.axis != -1
+            or info.fmt.bits <= b.operand_bits(f"{node.name}.in")):
+        return None
+    a = np.asarray(b.observer(src).chan_absmax, dtype=np.float64)
+    w = np.abs(np.asarray(node.params["weight"], dtype=np.float64)).max(axis=0)
+    if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
+        return None
+    f = a ** b.cfg.smooth / w ** (1.0 - b.cfg.smooth)
+    return f / np.exp(np.mean(np.log(f)))
+
+
+def gptq_hessian(b, node, f):
+    """X^T X of the integer input as the weight sees it (the float input divided by the channel
+    factors f, if any), when QuantConfig.weight_round is gptq; None for nearest rounding."""
+    if b.cfg.weight_round != "gptq":
+        return None
+    obs = b.obs.get(node.inputs[0])         # the Linear's own input, not a moved-from tensor
+    if obs is None or obs.gram is None:
+        raise CompileError(f"Linear {node.name!r}: weight_round gptq needs the input's X^T X: "
+                           f"calibrate with gram=True")
+    return obs.gram if f is None else obs.gram / np.outer(f, f)
+
+
 class Linear(OpDef):
     semantic = "Linear"
     kind = "linear"
@@ -41,6 +75,7 @@ class Linear(OpDef):
     params = ("weight",)
     optional_params = ("bias",)
     reads_narrow = True
+    gram_input = True       # GPTQ rounds the weight with the input's X^T X (gptq_hessian)
 
     def infer(self, node, in_shapes):
         x, w = in_shapes[0], node.params["weight"].shape
@@ -62,20 +97,29 @@ class Linear(OpDef):
         src = node.inputs[0]
         w = node.params["weight"]
         cfg = b.cfg
+        f = None
         if src in b.equalized:
             # LayerNorm output equalized (docs/quantization.md Q5): the integer tensor holds y / f,
             # so the weight columns take the factor f
             f, obs, ln_scale = b.equalized[src]
-            fmt = IntFormat(cfg.abits, signed=not obs.nonnegative)
+            fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
             s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
             x = b.realise(src, fmt, s_eq * f, f"{node.name}.in", ratio=ln_scale / s_eq)
             w = w * f[None, :]
+        elif (f := smoothing_factors(b, node)) is not None:
+            # the requantization divides channel c by f_c; the weight column takes f_c
+            obs = b.observer(src).divided(f)
+            fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
+            s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
+            x = b.realise(src, fmt, s_eq * f, f"{node.name}.in")
+            w = w * f[None, :]
         else:
-            fmt = b.act_format(src, cfg.abits)
+            fmt = b.act_format(src, b.operand_bits(f"{node.name}.in"))
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
-                                                   input_is_zero=b.observer(src).is_zero)
+                                                   input_is_zero=b.observer(src).is_zero,
+                                                   hessian=gptq_hessian(b, node, f))
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):

@@ -19,7 +19,7 @@ def product_operand(b, float_name, label):
     cur = b.realised[float_name]
     if producer is not None and producer.op == "Softmax" and not isinstance(b.tensors[cur].scale, list):
         return cur
-    fmt = b.act_format(float_name, b.cfg.abits)
+    fmt = b.act_format(float_name, b.operand_bits(label))
     return b.realise(float_name, fmt, b.act_scale(float_name, fmt), label)
 
 

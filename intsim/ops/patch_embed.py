@@ -34,6 +34,7 @@ def unfold_patches(x, p):
 class PatchEmbed(Linear):
     semantic = "PatchEmbed"
     kind = "patch_embed"
+    gram_input = False      # nearest rounding only (GPTQ is for Linear layers)
     params = ("weight", "bias")
     optional_params = ()
     attrs = ("patch",)

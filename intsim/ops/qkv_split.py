@@ -42,9 +42,10 @@ class QKVSplit(OpDef):
         heads = int(node.attrs["heads"])
         lead, (t, d3) = b.shapes[src][:-2], b.shapes[src][-2:]
         d = d3 // 3
-        fmts = [b.act_format(o, b.cfg.abits) for o in node.outputs]
+        bits = b.operand_bits(f"{node.name}.in")       # q, k, v are product operands
+        fmts = [b.act_format(o, bits) for o in node.outputs]
         if len(set(fmts)) != 1:
-            fmts = [IntFormat(b.cfg.abits)] * 3
+            fmts = [IntFormat(bits)] * 3
         scales = [b.act_scale(o, f) for o, f in zip(node.outputs, fmts)]
         x = b.realise(src, fmts[0], np.repeat(scales, d), f"{node.name}.in")
         outs = []
