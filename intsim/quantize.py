@@ -150,7 +150,9 @@ class Observer:
     def _keep_top(self, x, channels):
         """The TOP largest |x| over everything seen, with their channels (ties: any of them)."""
         k = min(TOP, x.size)
-        idx = np.argpartition(np.abs(x), x.size - k)[x.size - k:]
+        edge = np.float32(np.abs(self.top).min()) if self.top.size >= TOP else np.float32(-1)
+        cand = _top_candidates(x, k, edge)      # a superset of the batch's k largest above edge
+        idx = cand[np.argpartition(np.abs(x[cand]), cand.size - k)[cand.size - k:]] if cand.size > k else cand
         vals = np.concatenate([self.top, x[idx]])
         chans = np.concatenate([self.top_chan, (idx % channels).astype(np.int32)])
         if vals.size > TOP:
@@ -449,6 +451,36 @@ def _clip_search_split(top, rest, weight, amax, lo, hi, steps):
         if err < best_err:
             best, best_err = c, err
     return best
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_candidates(x, k, edge):
+    """Indices of the values of the float32 vector x that can be among its k largest |x| and are
+    above `edge` (the smallest |x| already kept; -1 for none): a histogram of |x| over its float32
+    bit pattern's top 13 bits (exponent and 4 mantissa bits: monotonic in |x|), then every value
+    in the bins from the top down to the one where the count reaches k. Two passes instead of a
+    selection over the whole batch; the exact k are chosen among these few by the caller."""
+    bits = x.view(np.int32)
+    counts = np.zeros(1 << 12, dtype=np.int64)
+    for i in range(x.size):
+        counts[(bits[i] & 0x7FFFFFFF) >> 19] += 1
+    cut, seen = counts.size - 1, 0
+    while cut > 0:
+        seen += counts[cut]
+        if seen >= k:
+            break
+        cut -= 1
+    n = 0
+    for i in range(x.size):
+        if ((bits[i] & 0x7FFFFFFF) >> 19) >= cut and abs(x[i]) > edge:
+            n += 1
+    out = np.empty(n, dtype=np.int64)
+    j = 0
+    for i in range(x.size):
+        if ((bits[i] & 0x7FFFFFFF) >> 19) >= cut and abs(x[i]) > edge:
+            out[j] = i
+            j += 1
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

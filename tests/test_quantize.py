@@ -130,6 +130,26 @@ def test_observer_statistics_are_exact():
         o.update(np.array([1.0, np.inf], np.float32))
 
 
+@pytest.mark.parametrize("sizes, kind", [((100, 700, 2000), "normal"), ((5000, 3), "normal"),
+                                         ((3000, 3000), "ties"), ((4000,), "heavy"), ((1500, 1500), "zeros")])
+def test_observer_top_values_over_batches_of_any_size(sizes, kind):
+    """The kept top values are exactly the TOP largest |x| (as a multiset) whatever the batches:
+    smaller than TOP, ties at the edge, a heavy tail, zeros."""
+    from intsim.quantize import TOP
+    rng = np.random.default_rng(len(sizes))
+    make = {"normal": lambda n: rng.standard_normal(n),
+            "ties": lambda n: rng.integers(-3, 4, n).astype(float),
+            "heavy": lambda n: rng.standard_cauchy(n),
+            "zeros": lambda n: np.where(rng.random(n) < 0.9, 0.0, rng.standard_normal(n))}[kind]
+    xs = [make(n).astype(np.float32) for n in sizes]
+    o = Observer("t")
+    for x in xs:
+        o.update(x)
+    allx = np.abs(np.concatenate(xs))
+    k = min(TOP, allx.size)
+    assert np.array_equal(np.sort(np.abs(o.top)), np.sort(allx)[allx.size - k:])
+
+
 def test_observer_keeps_the_largest_values_exactly():
     from intsim.quantize import TOP
     rng = np.random.default_rng(3)
