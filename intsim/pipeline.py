@@ -7,6 +7,7 @@
     program = ip.compile(graph, observers, ip.QuantConfig(wbits=4))
     report = ip.evaluate(graph, program, *data.evaluation(limit=1000))
 """
+from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import time
 
@@ -62,7 +63,7 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=False):
     linear_inputs = {n.inputs[0] for n in graph.nodes
                      if n.op in SEMANTIC and SEMANTIC[n.op].gram_input} if gram else set()
 
-    def observe(name, arr):
+    def update(name, arr):
         obs = observers.get(name)
         if obs is None:
             obs = observers[name] = Observer(name, seed)
@@ -70,8 +71,20 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=False):
         if name in linear_inputs:
             obs.update_gram(arr)
 
-    for i in range(0, len(images_u8), batch):
-        run_float(graph, to_model_input(images_u8[i:i + batch]), observe=observe)
+    # Each tensor's statistics are taken on a second thread while the float graph computes the
+    # next one (both release the GIL): one update in flight at a time, in graph order, so the
+    # observers see what a serial loop shows them and at most one extra activation is held.
+    pending = None
+    with ThreadPoolExecutor(1, thread_name_prefix="intsim-observe") as worker:
+        def observe(name, arr):
+            nonlocal pending
+            if pending is not None:
+                pending.result()
+            pending = worker.submit(update, name, arr)
+
+        for i in range(0, len(images_u8), batch):
+            run_float(graph, to_model_input(images_u8[i:i + batch]), observe=observe)
+            pending.result()
     return observers
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .arith import IntFormat, ArithSpecError, check_bits
 from .errors import IntsimWarning
+from .parallel import map_rows
 
 
 ACT_CALIB = ("minmax", "percentile", "mse", "mse-top")
@@ -279,7 +280,10 @@ def quantize_weight(w, bits, method="mse", hessian=None):
     clip = amax.copy()
     if method == "mse" and flat.size:
         # per channel, the first of amax * i / 100 (i = 100 .. 31) with the smallest quantization MSE
-        clip = _clip_search(np.ascontiguousarray(flat), amax, float(fmt.lo), float(fmt.hi), 100, 100, 30)
+        flat_c = np.ascontiguousarray(flat)
+        clip = np.concatenate(map_rows(
+            lambda a, b: _clip_search(flat_c[a:b], amax[a:b], float(fmt.lo), float(fmt.hi), 100, 100, 30),
+            flat.shape[0], flat.size * 70))
     scales = np.where(clip > 0, clip / fmt.hi, 1.0)
     if hessian is not None:
         q = gptq_round(flat, scales, hessian, fmt)

@@ -23,7 +23,7 @@ LAYERS = [
     ("quantizers", ["intsim.quantize"]),
     ("kernels", ["intsim.kernels"]),
     ("foundations", ["intsim.arith", "intsim.floatfn", "intsim.errors", "intsim.metrics",
-                     "intsim.progress", "intsim.images", "intsim.schedule", "intsim.version"]),
+                     "intsim.progress", "intsim.images", "intsim.schedule", "intsim.parallel", "intsim.version"]),
 ]
 MAX_FUNCTION_LINES = 80
 

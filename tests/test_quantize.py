@@ -202,3 +202,27 @@ def test_wide_and_smooth_are_validated():
         QuantConfig(wide={"fc2(": 12})
     with pytest.raises(ArithSpecError, match="smooth"):
         QuantConfig(smooth=2.0)
+
+
+def test_threads_change_no_set_up_result():
+    """The row-parallel set-up loops (intsim.parallel) give the serial loop's results: weight
+    clip searches and the float GELU on one thread and on numba's threads."""
+    import numba
+    from intsim import parallel
+    from intsim.floatfn import gelu
+    from intsim.quantize import quantize_weight
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((301, 384))                 # 301 rows: uneven chunks
+    x = rng.standard_normal(1 << 17).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = quantize_weight(w, 4), gelu(x)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        threaded = quantize_weight(w, 4), gelu(x)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(serial[0][0], threaded[0][0])
+    np.testing.assert_array_equal(serial[0][1], threaded[0][1])
+    np.testing.assert_array_equal(serial[1], threaded[1])
+    assert parallel.chunks(10, 3) == [(0, 4), (4, 8), (8, 10)]
