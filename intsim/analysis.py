@@ -13,6 +13,17 @@ from .float_ref import run_float
 from .images import model_input
 
 
+def _collect(stats, program, floats):
+    """An observe hook adding each op output's SQNR against its float twin into `stats`."""
+    def observe(op, ins, outs):
+        for name, val in zip(op.outputs, outs):
+            info = program.tensors[name]
+            ref = floats.get(info.source)
+            if ref is not None and np.shape(ref) == np.shape(val):
+                stats.setdefault(name, metrics.Sqnr()).add(ref, info.dequantize(val))
+    return observe
+
+
 def tensor_sqnr(graph, program, images_u8, batch=32):
     """{integer tensor name: SQNR in dB} accumulated over the images, in execution order."""
     stats = {}
@@ -21,15 +32,7 @@ def tensor_sqnr(graph, program, images_u8, batch=32):
         x = model_input(images_u8[i:i + batch])
         floats = {}
         run_float(graph, x, observe=floats.__setitem__)
-
-        def observe(op, ins, outs):
-            for name, val in zip(op.outputs, outs):
-                info = program.tensors[name]
-                ref = floats.get(info.source)
-                if ref is not None and np.shape(ref) == np.shape(val):
-                    stats.setdefault(name, metrics.Sqnr()).add(ref, info.dequantize(val))
-
-        exe.infer(x, observe=observe)
+        exe.infer(x, observe=_collect(stats, program, floats))
     return {k: s.db for k, s in stats.items()}
 
 
@@ -63,17 +66,14 @@ def local_sqnr(graph, program, images_u8, batch=8):
         x = model_input(images_u8[i:i + batch])
         floats = {}
         run_float(graph, x, observe=floats.__setitem__)
-        env = {program.input_name: _twin_integers(program.tensors[program.input_name], x)}
-        for op, (d, bound_op, bound) in zip(program.ops, exe.steps):
-            ins = []
-            for t in op.inputs:
+
+        def exact_inputs(op, ins):
+            out = []
+            for t, val in zip(op.inputs, ins):
                 info, ref = program.tensors[t], floats.get(program.tensors[t].source)
                 twin = ref is not None and np.shape(ref)[1:] == tuple(info.shape)
-                ins.append(_twin_integers(info, ref) if twin else env[t])
-            for name, val in zip(op.outputs, d.run(bound_op, ins, bound, exe.path)):
-                env[name] = val
-                info = program.tensors[name]
-                ref = floats.get(info.source)
-                if ref is not None and np.shape(ref) == np.shape(val):
-                    stats.setdefault(name, metrics.Sqnr()).add(ref, info.dequantize(val))
+                out.append(_twin_integers(info, ref) if twin else val)
+            return out
+
+        exe.infer(x, observe=_collect(stats, program, floats), feed=exact_inputs)
     return {k: s.db for k, s in stats.items()}
