@@ -13,6 +13,15 @@ from .float_ref import run_float
 from .images import model_input
 
 
+def _with_floats(graph, images_u8, batch):
+    """(model input, {graph tensor: float value}) per batch of images."""
+    for i in range(0, len(images_u8), batch):
+        x = model_input(images_u8[i:i + batch])
+        floats = {}
+        run_float(graph, x, observe=floats.__setitem__)
+        yield x, floats
+
+
 def _collect(stats, program, floats):
     """An observe hook adding each op output's SQNR against its float twin into `stats`."""
     def observe(op, ins, outs):
@@ -28,10 +37,7 @@ def tensor_sqnr(graph, program, images_u8, batch=32):
     """{integer tensor name: SQNR in dB} accumulated over the images, in execution order."""
     stats = {}
     exe = Executable(program)
-    for i in range(0, len(images_u8), batch):
-        x = model_input(images_u8[i:i + batch])
-        floats = {}
-        run_float(graph, x, observe=floats.__setitem__)
+    for x, floats in _with_floats(graph, images_u8, batch):
         exe.infer(x, observe=_collect(stats, program, floats))
     return {k: s.db for k, s in stats.items()}
 
@@ -62,12 +68,8 @@ def local_sqnr(graph, program, images_u8, batch=8):
     tells where fidelity is lost from where it is only carried."""
     stats = {}
     exe = Executable(program)
-    for i in range(0, len(images_u8), batch):
-        x = model_input(images_u8[i:i + batch])
-        floats = {}
-        run_float(graph, x, observe=floats.__setitem__)
-
-        def exact_inputs(op, ins):
+    for x, floats in _with_floats(graph, images_u8, batch):
+        def exact_inputs(op, ins, floats=floats):
             out = []
             for t, val in zip(op.inputs, ins):
                 info, ref = program.tensors[t], floats.get(program.tensors[t].source)
