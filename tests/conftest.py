@@ -91,29 +91,3 @@ FUZZ_SEED = int(os.environ.get("INTSIM_FUZZ_SEED") or int.from_bytes(os.urandom(
 
 def pytest_report_header(config):
     return f"intsim fuzz seed: {FUZZ_SEED} (reproduce: INTSIM_FUZZ_SEED={FUZZ_SEED})"
-
-
-# --- the full-size zoo tier: too long for CI's 30 minutes, run with --zoo-full ---------------------
-
-# The full-size zoo models CI exports and imports (one per exporter family and attention layout,
-# the quickest of each); the others are the zoo_full tier.
-ZOO_FULL_IN_CI = {"timm-vit-full", "hf-vit-full", "hf-dinov2-reg-full", "timm-swin-full"}
-
-
-def zoo_tier(name):
-    """The pytest marks of a zoo model's tests: none in CI, zoo_full for the other full-size ones."""
-    return pytest.mark.zoo_full if name.endswith("-full") and name not in ZOO_FULL_IN_CI else ()
-
-
-def pytest_addoption(parser):
-    parser.addoption("--zoo-full", action="store_true",
-                     help="also run the zoo_full tier (every full-size zoo model; about 25 minutes on 2 cores)")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--zoo-full"):
-        return
-    skip = pytest.mark.skip(reason="full-size zoo tier: run with --zoo-full (README, Tests)")
-    for item in items:
-        if "zoo_full" in item.keywords:
-            item.add_marker(skip)

