@@ -9,12 +9,13 @@ and slow the BLAS products that run next on a busy machine (intsim/floatfn.py). 
 work only (calibration's float GELU, the weight clip searches), never by the integer executor.
 """
 from concurrent.futures import ThreadPoolExecutor
+import os
 
 import numba
 
 MIN_ELEMENTS = 1 << 16          # below this, one thread: a hand-off costs more than it saves
 
-_pool, _pool_size = None, 0
+_pool, _pool_size, _pool_pid = None, 0, None
 
 
 def threads():
@@ -35,7 +36,9 @@ def map_rows(fn, n_rows, elements):
     ranges = chunks(n_rows, parts) if n_rows else [(0, 0)]
     if len(ranges) == 1:
         return [fn(*ranges[0])]
-    global _pool, _pool_size
-    if _pool_size < len(ranges):
-        _pool, _pool_size = ThreadPoolExecutor(len(ranges), thread_name_prefix="intsim-rows"), len(ranges)
+    global _pool, _pool_size, _pool_pid
+    # a forked child inherits the pool object but not its threads: it makes its own
+    if _pool_size < len(ranges) or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(len(ranges), thread_name_prefix="intsim-rows")
+        _pool_size, _pool_pid = len(ranges), os.getpid()
     return list(_pool.map(lambda r: fn(*r), ranges))

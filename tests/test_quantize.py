@@ -226,3 +226,31 @@ def test_threads_change_no_set_up_result():
     np.testing.assert_array_equal(serial[0][1], threaded[0][1])
     np.testing.assert_array_equal(serial[1], threaded[1])
     assert parallel.chunks(10, 3) == [(0, 4), (4, 8), (8, 10)]
+
+
+def _clips_in_child(w, q):
+    from intsim.quantize import quantize_weight
+    q.put(quantize_weight(w, 8)[1])
+
+
+def test_set_up_threads_survive_a_fork():
+    """A process forked after the row-parallel pool exists (multiprocessing's default on Linux)
+    gets a pool of its own: it inherits the pool object, not its threads (it used to hang)."""
+    import multiprocessing as mp
+    import queue
+    from intsim.quantize import quantize_weight
+    w = np.random.default_rng(0).standard_normal((400, 400))
+    want = quantize_weight(w, 8)[1]             # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_clips_in_child, args=(w, q))
+    p.start()
+    try:
+        got = q.get(timeout=60)
+    except queue.Empty:
+        pytest.fail("the forked child hung in the row-parallel pool")
+    finally:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+    np.testing.assert_array_equal(got, want)
