@@ -4,12 +4,13 @@ import warnings
 
 from ..errors import IntsimError, IntsimWarning
 from ..version import __version__
-from . import conformance, golden, run, select, sweep
+from . import conformance, golden, layers, run, select, sweep
 
 COMMANDS = {
     "run": (run.main, "quantize a model and run it integer-only on a data set"),
     "golden": (golden.golden_main, "dump golden vectors (every op's integer tensors and constants) for RTL"),
     "compare": (golden.compare_main, "compare a dump (RTL, another tool) with a golden dump, bit for bit"),
+    "layers": (layers.main, "per-tensor SQNR against float through depth (where a model loses fidelity)"),
     "select": (select.main, "choose each non-linear layer's approximation by the unified metric Omega"),
     "sweep": (sweep.main, "accuracy over a grid of bit widths and kernel choices (parallel, resumable)"),
     "conformance": (conformance.conformance_main,

@@ -109,3 +109,27 @@ def plot_heatmap(sqnr, title, path):
     return path
 
 
+def plot_depth(sqnr, title, path):
+    """SQNR over block index, a line per tensor kind (the name after blocks.<i>.), from
+    {tensor: dB}; the error's growth through depth. None without matplotlib or blocks."""
+    Figure = _figure_class()
+    if Figure is None:
+        return None
+    blocks, subs, mat = sqnr_grid(sqnr)
+    if not blocks:
+        return None
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    for j, sub in enumerate(subs):
+        shown = np.where(np.isfinite(mat[:, j]), mat[:, j], np.nan)
+        ax.plot(blocks, shown, marker="o", markersize=3, label=sub,
+                linestyle=("-", "--", ":")[j // 10 % 3])        # 10 colours, then another dash
+    ax.set_xticks(blocks)
+    ax.set_xlabel("block")
+    ax.set_ylabel("SQNR against float (dB)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
