@@ -85,21 +85,28 @@ def sqnr_grid(sqnr):
     return blocks, subs, mat
 
 
-def plot_heatmap(sqnr, title, path):
+def _grid_to_plot(sqnr):
+    """(Figure, blocks, sub-layers, matrix with non-finite cells as NaN) of {tensor: dB}, or None
+    without matplotlib or without blocks.<i> tensors."""
     Figure = _figure_class()
-    if Figure is None:
-        return None
     blocks, subs, mat = sqnr_grid(sqnr)
-    if not blocks:
+    if Figure is None or not blocks:
         return None
+    return Figure, blocks, subs, np.where(np.isfinite(mat), mat, np.nan)
+
+
+def plot_heatmap(sqnr, title, path):
+    grid = _grid_to_plot(sqnr)
+    if grid is None:
+        return None
+    Figure, blocks, subs, shown = grid
     fig = Figure(figsize=(1 + 0.55 * len(subs), 1.5 + 0.45 * len(blocks)))
     ax = fig.subplots()
-    shown = np.where(np.isfinite(mat), mat, np.nan)
     im = ax.imshow(shown, cmap="viridis", aspect="auto")
-    for i in range(mat.shape[0]):
-        for j in range(mat.shape[1]):
-            if np.isfinite(mat[i, j]):
-                ax.text(j, i, f"{mat[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
+    for i in range(shown.shape[0]):
+        for j in range(shown.shape[1]):
+            if np.isfinite(shown[i, j]):
+                ax.text(j, i, f"{shown[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
     ax.set_xticks(range(len(subs)), subs, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(blocks)), [f"block {b}" for b in blocks], fontsize=8)
     ax.set_title(title, fontsize=8)
@@ -112,17 +119,14 @@ def plot_heatmap(sqnr, title, path):
 def plot_depth(sqnr, title, path):
     """SQNR over block index, a line per tensor kind (the name after blocks.<i>.), from
     {tensor: dB}; the error's growth through depth. None without matplotlib or blocks."""
-    Figure = _figure_class()
-    if Figure is None:
+    grid = _grid_to_plot(sqnr)
+    if grid is None:
         return None
-    blocks, subs, mat = sqnr_grid(sqnr)
-    if not blocks:
-        return None
+    Figure, blocks, subs, shown = grid
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
     for j, sub in enumerate(subs):
-        shown = np.where(np.isfinite(mat[:, j]), mat[:, j], np.nan)
-        ax.plot(blocks, shown, marker="o", markersize=3, label=sub,
+        ax.plot(blocks, shown[:, j], marker="o", markersize=3, label=sub,
                 linestyle=("-", "--", ":")[j // 10 % 3])        # 10 colours, then another dash
     ax.set_xticks(blocks)
     ax.set_xlabel("block")
