@@ -24,7 +24,9 @@ from .graph import fold_input_normalisation
 from .images import check_batch, model_input
 from .model_files import input_normalisation, resolve_model
 from .onnx_import import load_onnx
+from .kernels import hadamard
 from .ops import SEMANTIC
+from .ops.hadamard import rotated_name
 from .progress import bar
 from .quantize import Observer, QuantConfig
 
@@ -53,23 +55,33 @@ def check_images_fit(graph, images):
     check_batch(images, graph.input_shape)
 
 
-def calibrate(graph, images_u8, batch=64, seed=0, gram=False):
+def calibrate(graph, images_u8, batch=64, seed=0, gram=False, rotate=None):
     """Stream the calibration images through the float graph; per-tensor observers. gram: also
-    X^T X of every Linear input (what QuantConfig(weight_round="gptq") rounds with)."""
+    X^T X of every Linear input (what QuantConfig(weight_round="gptq") rounds with). rotate: also
+    the statistics of every Linear input rotated by Hadamard blocks of at most that size (what
+    QuantConfig(rotate=...) chooses and scales with, docs/quantization.md Q8); None: the default
+    configuration's."""
     if len(images_u8) == 0:
         raise DataError("the calibration set is empty")
     check_images_fit(graph, images_u8)
     observers = {}
+    rotate = QuantConfig().rotate if rotate is None else rotate
     linear_inputs = {n.inputs[0] for n in graph.nodes
-                     if n.op in SEMANTIC and SEMANTIC[n.op].gram_input} if gram else set()
+                     if n.op in SEMANTIC and SEMANTIC[n.op].gram_input} if gram or rotate else set()
+
+    def observer(name):
+        if name not in observers:
+            observers[name] = Observer(name, seed)
+        return observers[name]
 
     def update(name, arr):
-        obs = observers.get(name)
-        if obs is None:
-            obs = observers[name] = Observer(name, seed)
-        obs.update(arr)
+        observer(name).update(arr)
         if name in linear_inputs:
-            obs.update_gram(arr)
+            if gram:
+                observers[name].update_gram(arr)
+            block = hadamard.block_for(np.shape(arr)[-1], rotate)
+            if block:
+                observer(rotated_name(name)).update(hadamard.rotate_float(np.asarray(arr, np.float32), block))
 
     # Each tensor's statistics are taken on a second thread while the float graph computes the
     # next one (both release the GIL): one update in flight at a time, in graph order, so the

@@ -17,6 +17,7 @@ import numpy as np
 
 from .arith import IntFormat, ArithSpecError, check_bits
 from .errors import IntsimWarning
+from .kernels.hadamard import MAX_BLOCK, is_block
 from .parallel import map_rows
 
 
@@ -45,6 +46,7 @@ class QuantConfig:
     sigmoid: str = "bitshift-sigmoid"
     quickgelu: str = "bitshift-quickgelu"
     overrides: dict = field(default_factory=dict)   # layer name -> candidate name
+    rotate: int = 0                  # largest Hadamard block for Linear inputs (Q8; 0 = off)
 
     def __post_init__(self):
         for name, lo, hi in (("wbits", 2, 8), ("abits", 2, 8), ("residual_bits", 8, 24),
@@ -66,6 +68,8 @@ class QuantConfig:
             except re.error as e:
                 raise ArithSpecError(f"wide operand pattern {pattern!r}: {e}") from None
             check_bits(f"wide operand {pattern!r}", bits, 2, 16)
+        if self.rotate != 0 and not is_block(self.rotate):
+            raise ArithSpecError(f"rotate must be 0 (off) or a power of two in [2, {MAX_BLOCK}], got {self.rotate!r}")
         if not 50.0 < float(self.percentile) <= 100.0:
             raise ArithSpecError(f"percentile must be in (50, 100], got {self.percentile}")
 
@@ -161,15 +165,18 @@ class Observer:
             vals, chans = vals[keep], chans[keep]
         self.top, self.top_chan = vals, chans
 
-    def split_sample(self):
+    def split_sample(self, channels=False):
         """(top, rest, weight): the exactly kept largest values (each standing for itself) and the
         reservoir values below the smallest of them, each standing for `weight` of the other
-        count - len(top) values: sum(top) + weight * sum(rest) estimates a sum over every value."""
+        count - len(top) values: sum(top) + weight * sum(rest) estimates a sum over every value.
+        channels: also the channel index of each (top_chan, rest_chan) at the end."""
         if self.count <= self.top.size:        # everything seen is kept exactly
-            return self.top, np.empty(0, np.float32), 0.0
+            out = self.top, np.empty(0, np.float32), 0.0
+            return out + (self.top_chan, np.empty(0, np.int32)) if channels else out
         edge = np.abs(self.top).min()
-        rest = self.sample[np.abs(self.sample) < edge]
-        return self.top, rest, (self.count - self.top.size) / max(rest.size, 1)
+        below = np.abs(self.sample) < edge
+        out = self.top, self.sample[below], (self.count - self.top.size) / max(int(below.sum()), 1)
+        return out + (self.top_chan, self.sample_chan[below]) if channels else out
 
     def divided(self, factors):
         """The statistics of x / factors[channel] (channel equalization), as a new observer."""
@@ -233,6 +240,21 @@ def _stable_hash(s):
     for ch in s.encode():
         h = (h * 131 + ch) % (1 << 31)
     return h
+
+
+def quantization_error(obs, fmt, scale, factors=None):
+    """The squared error of quantizing every calibration value (Observer.split_sample's estimate:
+    the exact top values plus weight x the reservoir values below them) in format fmt at scale.
+    factors: the observer holds x / f[channel] and the error is counted in x's own units (times
+    f), so operands prepared in different ways are compared on the same real tensor."""
+    top, rest, weight, top_chan, rest_chan = obs.split_sample(channels=True)
+    f = np.ones(1) if factors is None else np.asarray(factors, dtype=np.float64)
+
+    def err(v, chan):
+        v = np.asarray(v, dtype=np.float64)
+        e = fake_quant(v, scale, fmt) - v
+        return float(np.sum((e * (f[chan] if factors is not None else 1.0)) ** 2))
+    return err(top, top_chan) + weight * err(rest, rest_chan)
 
 
 def fake_quant(x, scale, fmt):

@@ -83,6 +83,9 @@ def add_quant_args(p):
                    help="migration strength for requantized Linear inputs, 0..1 (default 0 = off)")
     p.add_argument("--weight-round", default="nearest", choices=["nearest", "gptq"],
                    help="Linear weight rounding: nearest (default) or gptq (with calibration data)")
+    p.add_argument("--rotate", type=int, default=QuantConfig().rotate, metavar="B",
+                   help="rotate Linear inputs by Hadamard blocks of at most B channels where that "
+                        f"lowers their quantization error (power of two; 0 = off; default {QuantConfig().rotate})")
     p.add_argument("--wide", action="append", default=[], metavar="REGEX=BITS",
                    help=r"operands whose label matches REGEX at BITS (2..16), e.g. 'mlp\.fc2\.in$=12' "
                         "(repeatable)")
@@ -113,7 +116,7 @@ def config_from_args(a):
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
                        smooth=getattr(a, "smooth", 0.0), wide=wide,
                        weight_round=getattr(a, "weight_round", "nearest"),
-                       overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
+                       rotate=getattr(a, "rotate", QuantConfig().rotate), overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
 def build_program(a, config, graph=None, data=None):
@@ -126,5 +129,5 @@ def build_program(a, config, graph=None, data=None):
     if len(calib) < a.calib:
         print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "
               f"calibrating on all of them", file=sys.stderr)
-    observers = ip.calibrate(graph, calib, gram=config.weight_round == "gptq")
+    observers = ip.calibrate(graph, calib, gram=config.weight_round == "gptq", rotate=config.rotate)
     return graph, data, ip.compile(graph, observers, config), len(calib)

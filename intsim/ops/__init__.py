@@ -22,6 +22,7 @@ from .conv_transpose import ConvTranspose
 from .gather import Gather
 from .gelu import Gelu
 from .global_avg_pool import GlobalAveragePool
+from .hadamard import Hadamard
 from .layernorm import LayerNorm
 from .linear import Linear
 from .matmul import MatMul
@@ -48,7 +49,9 @@ OPS = (PatchEmbed(), ClsPos(), LayerNorm(), Linear(), QKVSplit(), AttnScores(), 
        Reshape(), Transpose(), Slice(), Gather(), Pad(), Concat(), MatMul(), Mul(), Scale(),
        ChannelMul(), ConstAdd(), ReduceMean(),
        # the ops around backbones: decoders and heads
-       Sigmoid(), QuickGelu(), Conv(), ConvTranspose(), Resize(), GlobalAveragePool())
+       Sigmoid(), QuickGelu(), Conv(), ConvTranspose(), Resize(), GlobalAveragePool(),
+       # the compiler's operand rotation (docs/quantization.md Q8)
+       Hadamard())
 SEMANTIC = {op.semantic: op for op in OPS if op.semantic}
 KINDS = {op.kind: op for op in OPS}
 

@@ -1,33 +1,16 @@
-"""LayerNorm over the last axis (spec K4), and the optional LayerNorm -> Linear channel
+"""LayerNorm over the last axis (spec K4), with the optional LayerNorm -> Linear channel
 equalization (docs/quantization.md Q5).
 
 Lowering: a LayerNorm reads the residual stream (re-requantized to residual_bits if its input is
 wider than 24 bits or per channel); the candidate is planned with gamma and beta (divided by the
 equalization factors when they apply: the integer output then holds y / f, and the consuming
-Linear layers take f into their weight columns)."""
+Linear layers take f into their weight columns; input_transforms.equalization_factors)."""
 import numpy as np
 
 from ..arith import IntFormat
 from ..floatfn import layer_norm
 from .base import KernelOp
-
-
-def equalization_factors(b, node):
-    """SmoothQuant-style factors f (per channel) for a LayerNorm whose output feeds only Linear
-    layers: f_c = a_c^alpha / w_c^(1 - alpha), a_c the calibrated max |y_c|, w_c the largest
-    |weight| of input channel c over the consumers; normalised to geometric mean 1. The float
-    function is unchanged (gamma/f, beta/f, W*f); the 8-bit activation no longer has to cover
-    outlier channels. None when disabled or not applicable."""
-    alpha = float(b.cfg.equalize)
-    consumers = b.graph.consumers(node.outputs[0])
-    if alpha <= 0 or not consumers or any(c.op != "Linear" for c in consumers):
-        return None
-    a = np.asarray(b.observer(node.outputs[0]).chan_absmax, dtype=np.float64)
-    w = np.max([np.abs(c.params["weight"]).max(axis=0) for c in consumers], axis=0)
-    if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
-        return None
-    f = a ** alpha / w ** (1 - alpha)
-    return np.clip(f / np.exp(np.mean(np.log(f))), 1e-4, 1e4)
+from .input_transforms import equalization_factors
 
 
 class LayerNorm(KernelOp):

@@ -2,16 +2,19 @@
 
 Lowering: the input is requantized to `abits` at its calibrated scale (or, after an equalized
 LayerNorm, at a per-channel scale whose factors the weight columns absorb, docs/quantization.md
-Q5); the weight is quantized per output channel, the bias at the accumulator scale."""
+Q5; or rotated first, Q8: input_transforms); the weight is quantized per output channel, the bias
+at the accumulator scale."""
 from dataclasses import replace
 
 import numpy as np
 
 from ..arith import ConstFormat, IntFormat
 from ..errors import CompileError
-from ..kernels import MATMUL, check_registers
+from ..kernels import MATMUL, check_registers, hadamard
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
+from .hadamard import lower_rotation
+from .input_transforms import rotation_block, smoothing_factors
 
 ACC = IntFormat(32)
 
@@ -36,35 +39,19 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
     return consts, attrs, acc_scale
 
 
-def smoothing_factors(b, node):
-    """SmoothQuant-style per-channel factors for a Linear input that is requantized anyway (a
-    per-tensor integer tensor wider than its operand, e.g. a GELU output before fc2), or None:
-    f_c = a_c^alpha / w_c^(1-alpha) with alpha = QuantConfig.smooth, a_c the calibrated max |x_c|,
-    w_c the largest |weight| of input channel c, normalised to a geometric mean of 1
-    (docs/quantization.md Q5b). The requantization then divides channel c by f_c (one per-channel
-    multiplier) and the weight column takes f_c: the float function is unchanged."""
-    src = node.inputs[0]
-    info = b.tensors[b.realised[src]]
-    if (b.cfg.smooth <= 0 or isinstance(info.scale, list) or info.axis != -1
-            or info.fmt.bits <= b.operand_bits(f"{node.name}.in")):
-        return None
-    a = np.asarray(b.observer(src).chan_absmax, dtype=np.float64)
-    w = np.abs(np.asarray(node.params["weight"], dtype=np.float64)).max(axis=0)
-    if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
-        return None
-    f = a ** b.cfg.smooth / w ** (1.0 - b.cfg.smooth)
-    return f / np.exp(np.mean(np.log(f)))
-
-
-def gptq_hessian(b, node, f):
+def gptq_hessian(b, node, f, block=0):
     """X^T X of the integer input as the weight sees it (the float input divided by the channel
-    factors f, if any), when QuantConfig.weight_round is gptq; None for nearest rounding."""
+    factors f, if any, or rotated by the Hadamard blocks of size `block`), when
+    QuantConfig.weight_round is gptq; None for nearest rounding."""
     if b.cfg.weight_round != "gptq":
         return None
     obs = b.obs.get(node.inputs[0])         # the Linear's own input, not a moved-from tensor
     if obs is None or obs.gram is None:
         raise CompileError(f"Linear {node.name!r}: weight_round gptq needs the input's X^T X: "
                            f"calibrate with gram=True")
+    if block:               # (X H)^T (X H) = H^T (X^T X) H, H block diagonal and symmetric
+        g = hadamard.rotate_float(obs.gram, block)
+        return hadamard.rotate_float(np.ascontiguousarray(g.T), block)
     return obs.gram if f is None else obs.gram / np.outer(f, f)
 
 
@@ -97,8 +84,17 @@ class Linear(OpDef):
         src = node.inputs[0]
         w = node.params["weight"]
         cfg = b.cfg
-        f = None
-        if src in b.equalized:
+        f, block = None, rotation_block(b, node)
+        if block:
+            # rotated (docs/quantization.md Q8): the integer operand holds x H / sqrt(B) requantized,
+            # so the weight columns take the same rotation (W H / sqrt(B): y = (x H)(W H)^T)
+            rotated = lower_rotation(b, src, block, f"{src}.hadamard")
+            obs = b.observer(rotated)
+            fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
+            s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
+            x = b.realise(rotated, fmt, s_eq, f"{node.name}.in")
+            w = hadamard.rotate_float(np.asarray(w, dtype=np.float64), block)
+        elif src in b.equalized:
             # LayerNorm output equalized (docs/quantization.md Q5): the integer tensor holds y / f,
             # so the weight columns take the factor f
             f, obs, ln_scale = b.equalized[src]
@@ -119,7 +115,7 @@ class Linear(OpDef):
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
                                                    input_is_zero=b.observer(src).is_zero,
-                                                   hessian=gptq_hessian(b, node, f))
+                                                   hessian=gptq_hessian(b, node, f, block))
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):

@@ -1,0 +1,95 @@
+"""Block Hadamard rotation along the last axis (spec K10): exact integer sums, no rounding.
+
+    z[jB + i] = sum_l H_B[i, l] x[jB + l],  H_B[i, l] = (-1)^popcount(i & l)   (Sylvester order)
+
+over each block j of B = 2^n consecutive channels. H_B / sqrt(B) is orthonormal, so the real
+value of z is that of x rotated, at scale S_x / sqrt(B) (the factor lives in the scale, not in the
+integers). The compiler uses it where a Linear input is requantized anyway (docs/quantization.md
+Q8): the rotated operand has no outlier channels, and the weight columns take the rotation.
+
+Two paths, equal integers: `reference` is the matrix product of the definition (int64);
+`fast` is the butterfly (n stages of a + b, a - b), the form an RTL unit takes.
+"""
+import numpy as np
+
+from ..arith import ArithSpecError, IntFormat
+
+MAX_BLOCK = 1024
+
+
+def is_block(block):
+    return isinstance(block, (int, np.integer)) and 2 <= block <= MAX_BLOCK and block & (block - 1) == 0
+
+
+def block_for(channels, max_block):
+    """The rotation block of a tensor with `channels` channels under QuantConfig.rotate =
+    max_block: the largest power of two dividing channels, at most max_block; 0 when below 2."""
+    if max_block < 2 or channels < 2:
+        return 0
+    block = min(channels & -channels, 1 << (int(max_block).bit_length() - 1))
+    return block if block >= 2 else 0
+
+
+def sylvester(block):
+    """H_B as int64: H_B[i, l] = (-1)^popcount(i & l)."""
+    h = np.ones((1, 1), dtype=np.int64)
+    while h.shape[0] < block:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def orthonormal(block):
+    """H_B / sqrt(B) in float64: the real rotation the integers realise."""
+    return sylvester(block).astype(np.float64) / np.sqrt(block)
+
+
+def out_bits(in_fmt, block):
+    """K10.2: the output width. A signed b-bit input gives b + n bits (the extreme sums,
+    +-B 2^(b-1), fit exactly); an unsigned b-bit input gives b + n + 1 bits."""
+    return in_fmt.bits + int(block).bit_length() - 1 + (0 if in_fmt.signed else 1)
+
+
+def out_format(in_fmt, block):
+    """K10.2: the output format, signed, out_bits wide."""
+    return IntFormat(out_bits(in_fmt, block), signed=True)
+
+
+def check(in_fmt, block, channels):
+    """K10.1 preconditions: B a power of two in [2, MAX_BLOCK] dividing the channel count, and
+    the output at most 32 bits."""
+    if not is_block(block):
+        raise ArithSpecError(f"Hadamard block {block!r}: a power of two in [2, {MAX_BLOCK}]")
+    if channels % block:
+        raise ArithSpecError(f"Hadamard block {block} does not divide the {channels} channels")
+    if out_bits(in_fmt, block) > 32:
+        raise ArithSpecError(f"Hadamard block {block} on a {in_fmt.bits}-bit input needs "
+                             f"{out_bits(in_fmt, block)} bits (at most 32)")
+
+
+def reference(x, block):
+    """K10.3 as written: each block of B channels times H_B, in int64."""
+    x = np.asarray(x, dtype=np.int64)
+    c = x.shape[-1]
+    z = x.reshape(-1, c // block, block) @ sylvester(block)
+    return z.reshape(x.shape)
+
+
+def fast(x, block):
+    """K10.3 as a butterfly: stage h (h = 1, 2, ..., B/2) maps each pair (a, b) at distance h
+    within a block to (a + b, a - b). int64 throughout; the same integers as `reference`."""
+    z = np.asarray(x, dtype=np.int64)
+    shape, c = z.shape, z.shape[-1]
+    h = 1
+    while h < block:
+        z = z.reshape(-1, c // (2 * h), 2, h)
+        a, b = z[:, :, 0, :], z[:, :, 1, :]
+        z = np.stack([a + b, a - b], axis=2)
+        h *= 2
+    return z.reshape(shape)
+
+
+def rotate_float(x, block):
+    """The real rotation of a float array along its last axis: blocks of B times H_B / sqrt(B)."""
+    c = x.shape[-1]
+    h = orthonormal(block).astype(x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
+    return (x.reshape(-1, c // block, block) @ h).reshape(x.shape)

@@ -1,0 +1,100 @@
+"""How a Linear's activation operand is prepared before its requantization to `abits`, the float
+function unchanged each time (docs/quantization.md):
+
+    equalization_factors  Q5: per-channel factors folded into a LayerNorm's gamma / beta
+    smoothing_factors     Q7 (`smooth`): a per-channel requantization of another wide input
+    rotation_block        Q8 (`rotate`): a block Hadamard rotation (spec K10), chosen per tensor
+                          when it lowers the operand's calibrated quantization error
+
+The weight columns take the inverse of each (W x f, or W H)."""
+import numpy as np
+
+from ..arith import IntFormat
+from ..errors import CompileError
+from ..kernels import hadamard
+from ..quantize import quantization_error
+from .hadamard import rotated_name
+
+
+def equalization_factors(b, node, rotation_aware=True):
+    """SmoothQuant-style factors f (per channel) for a LayerNorm whose output feeds only Linear
+    layers: f_c = a_c^alpha / w_c^(1 - alpha), a_c the calibrated max |y_c|, w_c the largest
+    |weight| of input channel c over the consumers; normalised to geometric mean 1. The float
+    function is unchanged (gamma/f, beta/f, W*f); the 8-bit activation no longer has to cover
+    outlier channels. None when disabled or not applicable, or (rotation_aware) when every
+    consumer rotates the output instead (Q8)."""
+    alpha = float(b.cfg.equalize)
+    consumers = b.graph.consumers(node.outputs[0])
+    if alpha <= 0 or not consumers or any(c.op != "Linear" for c in consumers):
+        return None
+    if rotation_aware and all(rotation_wanted(b, c) for c in consumers):
+        return None
+    a = np.asarray(b.observer(node.outputs[0]).chan_absmax, dtype=np.float64)
+    w = np.max([np.abs(c.params["weight"]).max(axis=0) for c in consumers], axis=0)
+    if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
+        return None
+    f = a ** alpha / w ** (1 - alpha)
+    return np.clip(f / np.exp(np.mean(np.log(f))), 1e-4, 1e4)
+
+
+def smoothing_factors(b, node):
+    """SmoothQuant-style per-channel factors for a Linear input that is requantized anyway (a
+    per-tensor integer tensor wider than its operand, e.g. a GELU output before fc2), or None:
+    f_c = a_c^alpha / w_c^(1-alpha) with alpha = QuantConfig.smooth, a_c the calibrated max |x_c|,
+    w_c the largest |weight| of input channel c, normalised to a geometric mean of 1
+    (docs/quantization.md Q7). The requantization then divides channel c by f_c (one per-channel
+    multiplier) and the weight column takes f_c: the float function is unchanged."""
+    src = node.inputs[0]
+    info = b.tensors[b.realised[src]]
+    if (b.cfg.smooth <= 0 or isinstance(info.scale, list) or info.axis != -1
+            or info.fmt.bits <= b.operand_bits(f"{node.name}.in")):
+        return None
+    a = np.asarray(b.observer(src).chan_absmax, dtype=np.float64)
+    w = np.abs(np.asarray(node.params["weight"], dtype=np.float64)).max(axis=0)
+    if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
+        return None
+    f = a ** b.cfg.smooth / w ** (1.0 - b.cfg.smooth)
+    return f / np.exp(np.mean(np.log(f)))
+
+
+def rotation_wanted(b, node):
+    """Q8's choice for a Linear: the Hadamard block B (0: no rotation). B is the largest power of
+    two dividing the input's channels, at most QuantConfig.rotate; the input is rotated when its
+    rotated twin's calibrated quantization error (at the operand's width, by the configured
+    observer method, over every calibration value as the observer knows them) is below the error
+    of the operand the compiler makes otherwise (equalized, smoothed or plain)."""
+    src = node.inputs[0]
+    obs = b.observer(src)
+    block = hadamard.block_for(len(obs.chan_absmax), b.cfg.rotate) if obs.chan_absmax is not None else 0
+    if not block:
+        return 0
+    twin = b.obs.get(rotated_name(src))
+    if twin is None:
+        raise CompileError(f"Linear {node.name!r}: rotate={b.cfg.rotate} needs the rotated input's "
+                           f"statistics: calibrate with rotate={b.cfg.rotate}")
+    bits = b.operand_bits(f"{node.name}.in")
+    rotated = _error(b, twin, bits)
+    producer = b.graph.producer(src)
+    f = equalization_factors(b, producer, rotation_aware=False) if producer is not None and \
+        producer.op == "LayerNorm" else None
+    if f is None and src in b.realised:
+        f = smoothing_factors(b, node)
+    plain = _error(b, obs.divided(f), bits, f) if f is not None else _error(b, obs, bits)
+    return block if rotated < plain else 0
+
+
+def rotation_block(b, node):
+    """The Hadamard block a Linear's input is rotated with when lowered (0: none): Q8's choice,
+    where the input's integer tensor is at one real scale and wider than the operand (it is
+    requantized anyway, so the rotation adds no rounding of its own at abits)."""
+    src = node.inputs[0]
+    info = b.tensors[b.realised[src]]
+    bits = b.operand_bits(f"{node.name}.in")
+    if isinstance(info.scale, list) or info.axis != -1 or info.fmt.bits <= bits:
+        return 0
+    return rotation_wanted(b, node)
+
+
+def _error(b, obs, bits, factors=None):
+    fmt = IntFormat(bits, signed=not obs.nonnegative)
+    return quantization_error(obs, fmt, obs.scale(fmt, b.cfg.act_calib, b.cfg.percentile), factors)
