@@ -81,7 +81,7 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=False, rotate=None):
                 observers[name].update_gram(arr)
             block = hadamard.block_for(np.shape(arr)[-1], rotate)
             if block:
-                observer(rotated_name(name)).update(hadamard.rotate_float(np.asarray(arr, np.float32), block))
+                observer(rotated_name(name, block)).update(hadamard.rotate_float(np.asarray(arr, np.float32), block))
 
     # Each tensor's statistics are taken on a second thread while the float graph computes the
     # next one (both release the GIL): one update in flight at a time, in graph order, so the

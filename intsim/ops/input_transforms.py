@@ -68,10 +68,10 @@ def rotation_wanted(b, node):
     block = hadamard.block_for(len(obs.chan_absmax), b.cfg.rotate) if obs.chan_absmax is not None else 0
     if not block:
         return 0
-    twin = b.obs.get(rotated_name(src))
+    twin = b.obs.get(rotated_name(src, block))
     if twin is None:
-        raise CompileError(f"Linear {node.name!r}: rotate={b.cfg.rotate} needs the rotated input's "
-                           f"statistics: calibrate with rotate={b.cfg.rotate}")
+        raise CompileError(f"Linear {node.name!r}: rotate={b.cfg.rotate} needs the statistics of its "
+                           f"input rotated by blocks of {block}: calibrate with rotate={b.cfg.rotate}")
     bits = b.operand_bits(f"{node.name}.in")
     rotated = _error(b, twin, bits)
     producer = b.graph.producer(src)

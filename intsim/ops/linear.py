@@ -88,7 +88,7 @@ class Linear(OpDef):
         if block:
             # rotated (docs/quantization.md Q8): the integer operand holds x H / sqrt(B) requantized,
             # so the weight columns take the same rotation (W H / sqrt(B): y = (x H)(W H)^T)
-            rotated = lower_rotation(b, src, block, f"{src}.hadamard")
+            rotated = lower_rotation(b, src, block, f"{src}.hadamard{block}")
             obs = b.observer(rotated)
             fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
             s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
