@@ -16,6 +16,7 @@ import numpy as np
 from . import arith
 from .golden import load
 from .kernels import candidates
+from .kernels import hadamard
 from .kernels.gelu import SAT, _exp_shift_ref
 from .kernels.layernorm import _ivit_y_V, isqrt_ref, ivit_std
 from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, magnitude
@@ -53,13 +54,16 @@ BINS = {
     "K7.1": ["K7.1.neg", "K7.1.zero", "K7.1.pos"],
     "K8.1": ["K8.1.neg", "K8.1.zero", "K8.1.pos", "K8.1.sat", "K8.1.e_zero", "K8.1.unsigned_in"],
     "K8.2": ["K8.2.neg", "K8.2.zero", "K8.2.pos", "K8.2.unsigned_in"],
+    "K10": ["K10.log2_block[1..10]", "K10.in_bits[2..16]", "K10.in_wide", "K10.in_signed", "K10.in_unsigned",
+            "K10.one_block", "K10.multi_block", "K10.out_min", "K10.out_max", "K10.out_32", "K10.neg",
+            "K10.zero", "K10.pos"],
 }
 
 SECTION_KERNEL = {"A6": "requantize", "K5": "residual add", "K1": "matrix products", "K2.1": "bitshift-softmax",
                   "K2.2": "ivit-shiftmax", "K2.3": "ibert-softmax", "K3.1": "poly-gelu", "K3.2": "ibert-gelu",
                   "K3.3": "ivit-shiftgelu", "K4.2": "isqrt-layernorm", "K4.3": "ivit-layernorm",
                   "K6": "data movement", "K7.1": "relu", "K8.1": "bitshift-sigmoid",
-                  "K8.2": "bitshift-quickgelu"}
+                  "K8.2": "bitshift-quickgelu", "K10": "hadamard"}
 
 _ARRAY = re.compile(r"^(.*)\[(\d+)\.\.(\d+)\]$")
 
@@ -387,13 +391,33 @@ def _sigmoid_family_bins(op, section):
     return hit | ({f"{section}.unsigned_in"} if c["in_lo"] == 0 else set())
 
 
+def hadamard_range(in_fmt, block):
+    """K10.2: the smallest and largest sums z any input of in_fmt gives, B = block. Row 0 of H_B
+    adds all B inputs; every other row adds B/2 and subtracts B/2."""
+    lo, hi, half = in_fmt.lo, in_fmt.hi, block // 2
+    return min(block * lo, half * (lo - hi)), max(block * hi, half * (hi - lo))
+
+
+def _hadamard_bins(op):
+    x, block, fmt = op.inputs[0].astype(np.int64), int(op.attrs["block"]), _in_fmt(op)
+    z = hadamard.reference(x, block)
+    _check(op, z, "K10")
+    z_min, z_max = hadamard_range(fmt, block)
+    hit = {f"K10.log2_block{block.bit_length() - 1}", f"K10.in_{'signed' if fmt.signed else 'unsigned'}",
+           "K10.one_block" if x.shape[-1] == block else "K10.multi_block"}
+    hit |= {f"K10.in_bits{fmt.bits}" if fmt.bits <= 16 else "K10.in_wide"} if fmt.bits >= 2 else set()
+    hit |= {"K10.out_32"} if _out_fmt(op).bits == 32 else set()
+    sel = [("out_min", z == z_min), ("out_max", z == z_max), ("neg", z < 0), ("zero", z == 0), ("pos", z > 0)]
+    return hit | {f"K10.{name}" for name, s in sel if s.any()}
+
+
 # spec section of an op (its manifest `spec`) -> the function computing its bins
 SECTION_BINS = {"A6": _requant_bins, "K5": _add_bins, "K1": _matmul_bins, "K2.1": _bitshift_bins,
                 "K2.2": _ivit_softmax_bins, "K2.3": _ibert_softmax_bins, "K3.1": _poly_gelu_bins,
                 "K3.2": _ibert_gelu_bins, "K3.3": _ivit_gelu_bins, "K4.2": _isqrt_ln_bins,
                 "K4.3": _ivit_ln_bins, "K6": _data_bins, "K7.1": _relu_bins,
                 "K8.1": lambda op: _sigmoid_family_bins(op, "K8.1"),
-                "K8.2": lambda op: _sigmoid_family_bins(op, "K8.2")}
+                "K8.2": lambda op: _sigmoid_family_bins(op, "K8.2"), "K10": _hadamard_bins}
 assert set(SECTION_BINS) == set(BINS)
 
 

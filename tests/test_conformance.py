@@ -199,7 +199,7 @@ def test_spec_states_every_declared_register(conf):
 def test_bins_listed_in_the_spec():
     """Every kernel section of docs/arithmetic.md lists exactly the bins intsim.coverage computes."""
     text = (ROOT / "docs" / "arithmetic.md").read_text()
-    listed = set(re.findall(r"`((?:A6|K\d(?:\.\d)?)\.[A-Za-z_][A-Za-z_0-9]*(?:\[\d+\.\.\d+\])?)`",
+    listed = set(re.findall(r"`((?:A6|K\d+(?:\.\d)?)\.[A-Za-z_][A-Za-z_0-9]*(?:\[\d+\.\.\d+\])?)`",
                             text.split("Coverage bins", 1)[1] if "Coverage bins" in text else ""))
     listed = {b for b in listed if not re.match(r"^K\d\.\d\.\d", b)}
     wanted = {b for names in coverage.BINS.values() for b in names}

@@ -1,6 +1,6 @@
 """The conformance kernels: the names a testbench selects by, their op kind and spec section,
 and the generator of each one's cases."""
-from . import arithmetic, elementwise, gelu, layernorm, softmax
+from . import arithmetic, elementwise, gelu, hadamard, layernorm, softmax
 
 CONFORMANCE_SCHEMA = "intsim-conformance"
 
@@ -21,6 +21,7 @@ KERNELS = {
     "relu": ("relu", "K7.1", None),
     "bitshift-sigmoid": ("sigmoid", "K8.1", "sigmoid"),
     "bitshift-quickgelu": ("quickgelu", "K8.2", "quickgelu"),
+    "hadamard": ("hadamard", "K10", None),
 }
 
 
@@ -40,6 +41,7 @@ GENERATORS = {
     "relu": elementwise.relu_cases,
     "bitshift-sigmoid": elementwise.sigmoid_family_cases("bitshift-sigmoid", "sigmoid", 1.0),
     "bitshift-quickgelu": elementwise.sigmoid_family_cases("bitshift-quickgelu", "quickgelu", 1.702),
+    "hadamard": hadamard.hadamard_cases,
 }
 assert set(GENERATORS) == set(KERNELS)
 
