@@ -10,9 +10,11 @@ Q8): the rotated operand has no outlier channels, and the weight columns take th
 Two paths, equal integers: `reference` is the matrix product of the definition (int64);
 `fast` is the butterfly (n stages of a + b, a - b), the form an RTL unit takes.
 """
+import numba
 import numpy as np
 
 from ..arith import ArithSpecError, IntFormat
+from ..parallel import map_rows
 
 MAX_BLOCK = 1024
 
@@ -76,16 +78,41 @@ def reference(x, block):
 
 def fast(x, block):
     """K10.3 as a butterfly: stage h (h = 1, 2, ..., B/2) maps each pair (a, b) at distance h
-    within a block to (a + b, a - b). int64 throughout; the same integers as `reference`."""
-    z = np.asarray(x, dtype=np.int64)
-    shape, c = z.shape, z.shape[-1]
+    within a block to (a + b, a - b); the same integers as `reference`. In int32 when no sum can
+    leave it (max |x| B < 2^31: every partial sum of a stage is a sum of at most B inputs), as a
+    numba loop over rows (split over numba's threads: intsim.parallel); else in int64 with NumPy."""
+    x = np.asarray(x)
+    if x.size == 0:
+        return x.astype(np.int64)
+    c = x.shape[-1]
+    if int(np.abs(x.astype(np.int64)).max()) * block < (1 << 31):
+        z = np.ascontiguousarray(x, dtype=np.int32).reshape(-1, c).copy()
+        map_rows(lambda a, b: _butterfly_rows(z[a:b], block), z.shape[0], z.size * block.bit_length())
+        return z.reshape(x.shape)
+    z = x.astype(np.int64)
     h = 1
     while h < block:
         z = z.reshape(-1, c // (2 * h), 2, h)
         a, b = z[:, :, 0, :], z[:, :, 1, :]
         z = np.stack([a + b, a - b], axis=2)
         h *= 2
-    return z.reshape(shape)
+    return z.reshape(x.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _butterfly_rows(z, block):
+    """In place, each row's blocks: the butterfly stages of `fast`."""
+    rows, c = z.shape
+    for r in range(rows):
+        h = 1
+        while h < block:
+            for start in range(0, c, 2 * h):
+                for i in range(start, start + h):
+                    a = z[r, i]
+                    b = z[r, i + h]
+                    z[r, i] = a + b
+                    z[r, i + h] = a - b
+            h *= 2
 
 
 def rotate_float(x, block):

@@ -3,8 +3,8 @@ function unchanged each time (docs/quantization.md):
 
     equalization_factors  Q5: per-channel factors folded into a LayerNorm's gamma / beta
     smoothing_factors     Q7 (`smooth`): a per-channel requantization of another wide input
-    rotation_block        Q8 (`rotate`): a block Hadamard rotation (spec K10), chosen per tensor
-                          when it lowers the operand's calibrated quantization error
+    rotation_block        Q8 (`rotate`): a block Hadamard rotation (spec K10), chosen per Linear
+                          when it lowers the estimated error of the Linear's output
 
 The weight columns take the inverse of each (W x f, or W H)."""
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 from ..arith import IntFormat
 from ..errors import CompileError
 from ..kernels import hadamard
-from ..quantize import quantization_error
+from ..quantize import quantization_error, quantize_weight
 from .hadamard import rotated_name
 
 
@@ -59,10 +59,9 @@ def smoothing_factors(b, node):
 
 def rotation_wanted(b, node):
     """Q8's choice for a Linear: the Hadamard block B (0: no rotation). B is the largest power of
-    two dividing the input's channels, at most QuantConfig.rotate; the input is rotated when its
-    rotated twin's calibrated quantization error (at the operand's width, by the configured
-    observer method, over every calibration value as the observer knows them) is below the error
-    of the operand the compiler makes otherwise (equalized, smoothed or plain)."""
+    two dividing the input's channels, at most QuantConfig.rotate; the input is rotated when the
+    Linear's output error estimated for the rotated operand and weight is below the estimate for
+    the operand the compiler makes otherwise (equalized, smoothed or plain): `output_error`."""
     src = node.inputs[0]
     obs = b.observer(src)
     block = hadamard.block_for(len(obs.chan_absmax), b.cfg.rotate) if obs.chan_absmax is not None else 0
@@ -72,15 +71,39 @@ def rotation_wanted(b, node):
     if twin is None:
         raise CompileError(f"Linear {node.name!r}: rotate={b.cfg.rotate} needs the statistics of its "
                            f"input rotated by blocks of {block}: calibrate with rotate={b.cfg.rotate}")
+    w = np.asarray(node.params["weight"], dtype=np.float64)
     bits = b.operand_bits(f"{node.name}.in")
-    rotated = _error(b, twin, bits)
     producer = b.graph.producer(src)
     f = equalization_factors(b, producer, rotation_aware=False) if producer is not None and \
         producer.op == "LayerNorm" else None
     if f is None and src in b.realised:
         f = smoothing_factors(b, node)
-    plain = _error(b, obs.divided(f), bits, f) if f is not None else _error(b, obs, bits)
+    rotated = output_error(b, twin, hadamard.rotate_float(w, block), bits)
+    plain = output_error(b, obs.divided(f), w * f[None, :], bits, f) if f is not None else \
+        output_error(b, obs, w, bits)
     return block if rotated < plain else 0
+
+
+def output_error(b, obs, w, bits, factors=None):
+    """The squared error per token of y = z W^T when the operand z (the observer's tensor: x, x / f
+    or x H) is quantized to `bits` at its calibrated scale and W at the weight format: the operand's
+    mean squared error (in x's units: factors) times ||W||_F^2, plus sum_c E[z_c^2] ||dW_c||^2 (the
+    weight's rounding error per input channel, weighted by that channel's energy). Both terms treat
+    the errors as uncorrelated: an estimate to compare two preparations of one Linear, no more."""
+    fmt = IntFormat(bits, signed=not obs.nonnegative)
+    act = quantization_error(obs, fmt, obs.scale(fmt, b.cfg.act_calib, b.cfg.percentile), factors)
+    w_q, w_s = quantize_weight(w, b.cfg.wbits, b.cfg.weight_calib)
+    dw = w_q * w_s[:, None] - w
+    return act / max(obs.count, 1) * float(np.sum(w ** 2)) + float(channel_energy(obs, w.shape[1]) @ np.sum(dw ** 2, axis=0))
+
+
+def channel_energy(obs, channels):
+    """E[z_c^2] per channel from the observer's reservoir sample (its channel indices); channels the
+    sample missed get the mean."""
+    sq = np.bincount(obs.sample_chan, weights=np.asarray(obs.sample, np.float64) ** 2, minlength=channels)
+    n = np.bincount(obs.sample_chan, minlength=channels)
+    mean = float(sq.sum() / max(n.sum(), 1))
+    return np.where(n > 0, sq / np.maximum(n, 1), mean)[:channels]
 
 
 def rotation_block(b, node):
@@ -93,8 +116,3 @@ def rotation_block(b, node):
     if isinstance(info.scale, list) or info.axis != -1 or info.fmt.bits <= bits:
         return 0
     return rotation_wanted(b, node)
-
-
-def _error(b, obs, bits, factors=None):
-    fmt = IntFormat(bits, signed=not obs.nonnegative)
-    return quantization_error(obs, fmt, obs.scale(fmt, b.cfg.act_calib, b.cfg.percentile), factors)
