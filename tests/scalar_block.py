@@ -1,6 +1,6 @@
 """A deliberately plain, independent implementation of one transformer block's integer ops.
 
-Written from the specification text (docs/arithmetic.md: A2-A6, K1, K5, K6,
+Written from the specification text (docs/arithmetic.md: A2-A6, K1, K5, K6, K10,
 softmax.md K2.1, gelu.md K3.1, layernorm.md K4.0.3/K4.2), *not* from intsim's code: Python ints,
 lists and loops only -
 no NumPy, no numba, no intsim import. Python's `>>` on ints is the floor shift of A5 and its ints
@@ -266,6 +266,18 @@ def layernorm_isqrt(x, shape, c):
     return out
 
 
+def hadamard(x, shape, block):
+    """K10.3 step 1: each block of B channels times H_B, H_B[i][l] = (-1)^popcount(i & l)."""
+    c = shape[-1]
+    out = []
+    for row in range(len(x) // c):
+        v = x[row * c:(row + 1) * c]
+        for j in range(0, c, block):
+            out.extend(sum(v[j + l] * (-1 if bin(i & l).count("1") % 2 else 1) for l in range(block))
+                       for i in range(block))
+    return out
+
+
 # --- the block runner --------------------------------------------------------------------------------
 
 def run_op(op, ins, in_shapes, out_fmts):
@@ -293,6 +305,8 @@ def run_op(op, ins, in_shapes, out_fmts):
         return [softmax_bitshift(x, shape, c)], [shape]
     if kind == "gelu" and a["kernel"] == "poly-gelu":
         return [gelu_poly(x, c)], [shape]
+    if kind == "hadamard":
+        return [hadamard(x, shape, a["block"])], [shape]
     if kind == "layernorm" and a["kernel"] == "isqrt-layernorm":
         return [layernorm_isqrt(x, shape, c)], [shape]
     raise NotImplementedError(f"{kind} {a.get('kernel', '')}: not part of the scalar block")
