@@ -32,6 +32,7 @@ class Builder:
         self.equalized = {}     # LayerNorm output -> (channel factors f, observer of y / f, scale)
         self.readers = {}       # float tensor -> the nodes reading it
         self.moved_from = {}    # output of data movement -> the tensor whose values it moves
+        self.choices = {}       # (what, node name) -> a lowering decision asked for more than once
         for n in graph.nodes:
             for t in n.inputs:
                 self.readers.setdefault(t, []).append(n)
@@ -94,7 +95,8 @@ class Builder:
     def carry_bits(self, float_name):
         """The width at which data movement carries float_name when it must be requantized first:
         `abits` when every reader, through further data movement, realises it at abits anyway (a
-        product or GELU), else residual_bits (residual adds, LayerNorm, constant adds, outputs)."""
+        product or GELU), else residual_bits (residual adds, LayerNorm, constant adds, outputs, a
+        Linear that rotates its input: OpDef.reads_wide)."""
         seen, todo = set(), [float_name]
         while todo:
             t = todo.pop()
@@ -105,7 +107,7 @@ class Builder:
                 if d.movement:
                     todo.extend(o for o in n.outputs if o not in seen)
                     seen.update(n.outputs)
-                elif not d.reads_narrow:
+                elif not d.reads_narrow or d.reads_wide(self, n):
                     return self.cfg.residual_bits
         return self.cfg.abits
 

@@ -101,7 +101,8 @@ def fast(x, block):
 
 @numba.njit(cache=True, nogil=True)
 def _butterfly_rows(z, block):
-    """In place, each row's blocks: the butterfly stages of `fast`."""
+    """In place, each row's blocks: the butterfly stages of `fast` (int32 for the integers, float
+    for rotate_float)."""
     rows, c = z.shape
     for r in range(rows):
         h = 1
@@ -116,7 +117,12 @@ def _butterfly_rows(z, block):
 
 
 def rotate_float(x, block):
-    """The real rotation of a float array along its last axis: blocks of B times H_B / sqrt(B)."""
-    c = x.shape[-1]
-    h = orthonormal(block).astype(x.dtype if x.dtype in (np.float32, np.float64) else np.float64)
-    return (x.reshape(-1, c // block, block) @ h).reshape(x.shape)
+    """The real rotation of a float array along its last axis: blocks of B times H_B / sqrt(B), by
+    the same butterfly (float32 stays float32; anything else is float64)."""
+    x = np.asarray(x)
+    dtype = np.float32 if x.dtype == np.float32 else np.float64
+    z = np.array(x, dtype=dtype, order="C").reshape(-1, x.shape[-1]) if x.size else np.zeros(x.shape, dtype)
+    if z.size:
+        map_rows(lambda a, b: _butterfly_rows(z[a:b], block), z.shape[0], z.size * block.bit_length())
+        z *= dtype(1.0 / np.sqrt(block))
+    return z.reshape(x.shape)

@@ -54,7 +54,14 @@ class OpDef:
     movement = False        # data movement: integers move, nothing is computed (spec K6)
     reads_narrow = False    # realises its inputs at `abits` (a product or GELU reads them): what a
                             # data-movement op carrying an accumulator into it requantizes to
-    gram_input = False      # its first input's X^T X is calibrated for GPTQ (QuantConfig.weight_round)
+    gram_input = False      # a Linear layer: its first input's X^T X (GPTQ, QuantConfig.weight_round)
+                            # and rotated twin (Q8, QuantConfig.rotate) are calibrated
+
+    def reads_wide(self, b, node):
+        """Whether this reader wants a tensor that data movement carries to it at residual_bits
+        rather than abits (Builder.carry_bits): a Linear that rotates its input (Q8) requantizes it
+        after the rotation itself."""
+        return False
 
     def allowed_params(self, node):
         """Parameter names a node of this op may carry besides the required ones."""

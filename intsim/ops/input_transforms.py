@@ -12,7 +12,7 @@ import numpy as np
 from ..arith import IntFormat
 from ..errors import CompileError
 from ..kernels import hadamard
-from ..quantize import quantization_error, quantize_weight
+from ..quantize import quantization_error, weight_format
 from .hadamard import rotated_name
 
 
@@ -61,9 +61,19 @@ def rotation_wanted(b, node):
     """Q8's choice for a Linear: the Hadamard block B (0: no rotation). B is the largest power of
     two dividing the input's channels, at most QuantConfig.rotate; the input is rotated when the
     Linear's output error estimated for the rotated operand and weight is below the estimate for
-    the operand the compiler makes otherwise (equalized, smoothed or plain): `output_error`."""
+    the operand the compiler makes otherwise (equalized, smoothed or plain): `output_error`.
+    Decided once per Linear (the LayerNorm, data movement and the Linear itself ask)."""
+    key = ("rotation", node.name)
+    if key not in b.choices:
+        b.choices[key] = _rotation_choice(b, node)
+    return b.choices[key]
+
+
+def _rotation_choice(b, node):
     src = node.inputs[0]
-    obs = b.observer(src)
+    obs = b.obs.get(src)        # the Linear's own input (its twin's channels), not a moved-from tensor
+    if obs is None:
+        raise CompileError(f"no calibration statistics for tensor {src!r}")
     block = hadamard.block_for(len(obs.chan_absmax), b.cfg.rotate) if obs.chan_absmax is not None else 0
     if not block:
         return 0
@@ -86,15 +96,16 @@ def rotation_wanted(b, node):
 
 def output_error(b, obs, w, bits, factors=None):
     """The squared error per token of y = z W^T when the operand z (the observer's tensor: x, x / f
-    or x H) is quantized to `bits` at its calibrated scale and W at the weight format: the operand's
-    mean squared error (in x's units: factors) times ||W||_F^2, plus sum_c E[z_c^2] ||dW_c||^2 (the
-    weight's rounding error per input channel, weighted by that channel's energy). Both terms treat
-    the errors as uncorrelated: an estimate to compare two preparations of one Linear, no more."""
+    or x H) is quantized to `bits` at its calibrated scale and W to the weight format: the operand's
+    mean squared error (in x's units: factors) times ||W||_F^2, plus the weight's rounding error,
+    uniform over a step of max|W_o| / qmax per output row (variance step^2 / 12), times the
+    operand's energy E||z||^2 (from the reservoir). Both terms treat the errors as uncorrelated:
+    an estimate to compare two preparations of one Linear, no more."""
     fmt = IntFormat(bits, signed=not obs.nonnegative)
     act = quantization_error(obs, fmt, obs.scale(fmt, b.cfg.act_calib, b.cfg.percentile), factors)
-    w_q, w_s = quantize_weight(w, b.cfg.wbits, b.cfg.weight_calib)
-    dw = w_q * w_s[:, None] - w
-    return act / max(obs.count, 1) * float(np.sum(w ** 2)) + float(channel_energy(obs, w.shape[1]) @ np.sum(dw ** 2, axis=0))
+    step = np.abs(w).max(axis=1) / weight_format(b.cfg.wbits).hi
+    energy = float(np.sum(channel_energy(obs, w.shape[1])))
+    return act / max(obs.count, 1) * float(np.sum(w ** 2)) + energy * float(np.sum(step ** 2)) / 12
 
 
 def channel_energy(obs, channels):

@@ -14,7 +14,7 @@ from ..kernels import MATMUL, check_registers, hadamard
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 from .hadamard import lower_rotation
-from .input_transforms import rotation_block, smoothing_factors
+from .input_transforms import rotation_block, rotation_wanted, smoothing_factors
 
 ACC = IntFormat(32)
 
@@ -63,6 +63,9 @@ class Linear(OpDef):
     optional_params = ("bias",)
     reads_narrow = True
     gram_input = True       # GPTQ rounds the weight with the input's X^T X (gptq_hessian)
+
+    def reads_wide(self, b, node):
+        return self.gram_input and rotation_wanted(b, node) > 0
 
     def infer(self, node, in_shapes):
         x, w = in_shapes[0], node.params["weight"].shape
