@@ -136,14 +136,14 @@ class Builder:
             raise CompileError(f"no calibration statistics for tensor {float_name!r}")
         return self.obs[float_name]
 
-    def operand_bits(self, label):
+    def operand_bits(self, label, default=None):
         """The width of an activation operand of a product (a Linear input, a matmul operand, or
-        data movement carrying one): `abits`, or the bits of the first `QuantConfig.wide` pattern
-        that the operand's label (e.g. blocks.3.mlp.fc2.in) matches."""
+        data movement carrying one) or of GELU: `abits` (or `default`), or the bits of the first
+        `QuantConfig.wide` pattern that the operand's label (e.g. blocks.3.mlp.fc2.in) matches."""
         for pattern, bits in self.cfg.wide.items():
             if re.search(pattern, label):
                 return int(bits)
-        return self.cfg.abits
+        return self.cfg.abits if default is None else default
 
     def act_format(self, float_name, bits):
         return IntFormat(bits, signed=not self.observer(float_name).nonnegative)

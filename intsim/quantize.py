@@ -27,9 +27,10 @@ ACT_CALIB = ("minmax", "percentile", "mse", "mse-top")
 @dataclass
 class QuantConfig:
     wbits: int = 8                   # weights, per output channel
-    abits: int = 8                   # activations feeding matmuls and non-linear kernels
+    abits: int = 8                   # activations feeding products (matmuls, convolutions)
     residual_bits: int = 16          # the residual stream (LayerNorm inputs, residual adds)
     logit_bits: int = 16             # attention logits (softmax input)
+    gelu_bits: int = 16              # GELU input (no product reads it; docs/quantization.md Q9)
     softmax_bits: int = 16           # softmax output (probabilities, unsigned, scale 2^-bits)
     head_bits: int = 16              # integer model output (classifier logits)
     multiplier_bits: int = 31        # width of the requantization multiplier m
@@ -50,7 +51,7 @@ class QuantConfig:
 
     def __post_init__(self):
         for name, lo, hi in (("wbits", 2, 8), ("abits", 2, 8), ("residual_bits", 8, 24),
-                             ("logit_bits", 2, 16), ("softmax_bits", 2, 16), ("head_bits", 8, 32),
+                             ("logit_bits", 2, 16), ("gelu_bits", 2, 16), ("softmax_bits", 2, 16), ("head_bits", 8, 32),
                              ("multiplier_bits", 2, 31)):
             check_bits(name, getattr(self, name), lo, hi)
         if self.act_calib not in ACT_CALIB:

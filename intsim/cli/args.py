@@ -75,6 +75,8 @@ def add_quant_args(p):
     p.add_argument("--abits", type=int, default=8, help="activation bits, 2..8 (default 8)")
     p.add_argument("--residual-bits", type=int, default=16, help="residual stream bits (default 16)")
     p.add_argument("--logit-bits", type=int, default=16, help="softmax input bits (default 16)")
+    p.add_argument("--gelu-bits", type=int, default=QuantConfig().gelu_bits,
+                   help=f"GELU input bits, 2..16 (default {QuantConfig().gelu_bits})")
     p.add_argument("--softmax-bits", type=int, default=16, help="softmax output bits (default 16)")
     p.add_argument("--multiplier-bits", type=int, default=31, help="requant multiplier bits (default 31)")
     p.add_argument("--act-calib", default=QuantConfig().act_calib, choices=list(ACT_CALIB),
@@ -112,7 +114,8 @@ def config_from_args(a):
             raise IntsimError(f"--wide {item!r}: use REGEX=BITS")
         wide[pattern] = int(bits)
     return QuantConfig(wbits=a.wbits, abits=a.abits, residual_bits=a.residual_bits,
-                       logit_bits=a.logit_bits, softmax_bits=a.softmax_bits,
+                       logit_bits=a.logit_bits, gelu_bits=getattr(a, "gelu_bits", QuantConfig().gelu_bits),
+                       softmax_bits=a.softmax_bits,
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
                        smooth=getattr(a, "smooth", 0.0), wide=wide,
                        weight_round=getattr(a, "weight_round", "nearest"),

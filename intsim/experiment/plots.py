@@ -6,7 +6,7 @@ import numpy as np
 import functools
 
 # grid dimensions: QuantConfig field -> option (ints are bit widths, strs are kernel candidates)
-INT_DIMS = ("wbits", "abits", "residual_bits", "logit_bits", "softmax_bits", "multiplier_bits")
+INT_DIMS = ("wbits", "abits", "residual_bits", "logit_bits", "gelu_bits", "softmax_bits", "multiplier_bits")
 KERNEL_DIMS = ("gelu", "softmax", "layernorm")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..arith import IntFormat
 from ..errors import CompileError
 from ..kernels import hadamard
-from ..quantize import quantization_error, weight_format
+from ..quantize import quantization_error, quantize_weight
 from .hadamard import rotated_name
 
 
@@ -61,7 +61,8 @@ def rotation_wanted(b, node):
     """Q8's choice for a Linear: the Hadamard block B (0: no rotation). B is the largest power of
     two dividing the input's channels, at most QuantConfig.rotate; the input is rotated when the
     Linear's output error estimated for the rotated operand and weight is below the estimate for
-    the operand the compiler makes otherwise (equalized, smoothed or plain): `output_error`.
+    the operand the compiler makes otherwise (equalized, smoothed or plain): `activation_error` +
+    `weight_error`.
     Decided once per Linear (the LayerNorm, data movement and the Linear itself ask)."""
     key = ("rotation", node.name)
     if key not in b.choices:
@@ -88,24 +89,50 @@ def _rotation_choice(b, node):
         producer.op == "LayerNorm" else None
     if f is None and src in b.realised:
         f = smoothing_factors(b, node)
-    rotated = output_error(b, twin, hadamard.rotate_float(w, block), bits)
-    plain = output_error(b, obs.divided(f), w * f[None, :], bits, f) if f is not None else \
-        output_error(b, obs, w, bits)
-    return block if rotated < plain else 0
+    rotated = (twin, hadamard.rotate_float(w, block), None)
+    plain = (obs.divided(f), w * f[None, :], f) if f is not None else (obs, w, None)
+    act_rot, act_plain = (activation_error(b, o, w_, bits, f_) for o, w_, f_ in (rotated, plain))
+    # rotate iff act_rot + weight_rot < act_plain + weight_plain; both weight terms are >= 0, so the
+    # candidate with the smaller activation term may settle it alone (at W8 it nearly always does):
+    # each weight quantized here is the one the lowering reuses, and few are quantized twice
+    if act_rot < act_plain:
+        total_rot = act_rot + weight_error(b, *rotated[:2])
+        if total_rot < act_plain:
+            return block
+        return block if total_rot < act_plain + weight_error(b, *plain[:2]) else 0
+    total_plain = act_plain + weight_error(b, *plain[:2])
+    if total_plain <= act_rot:
+        return 0
+    return block if act_rot + weight_error(b, *rotated[:2]) < total_plain else 0
 
 
-def output_error(b, obs, w, bits, factors=None):
-    """The squared error per token of y = z W^T when the operand z (the observer's tensor: x, x / f
-    or x H) is quantized to `bits` at its calibrated scale and W to the weight format: the operand's
-    mean squared error (in x's units: factors) times ||W||_F^2, plus the weight's rounding error,
-    uniform over a step of max|W_o| / qmax per output row (variance step^2 / 12), times the
-    operand's energy E||z||^2 (from the reservoir). Both terms treat the errors as uncorrelated:
-    an estimate to compare two preparations of one Linear, no more."""
+def activation_error(b, obs, w, bits, factors=None):
+    """The first term of the estimate of a Linear's output error (squared, per token) for an operand
+    z (the observer's tensor: x, x / f or x H) quantized to `bits` at its calibrated scale: z's mean
+    squared quantization error (in x's units: factors) times ||W||_F^2."""
     fmt = IntFormat(bits, signed=not obs.nonnegative)
     act = quantization_error(obs, fmt, obs.scale(fmt, b.cfg.act_calib, b.cfg.percentile), factors)
-    step = np.abs(w).max(axis=1) / weight_format(b.cfg.wbits).hi
-    energy = float(np.sum(channel_energy(obs, w.shape[1])))
-    return act / max(obs.count, 1) * float(np.sum(w ** 2)) + energy * float(np.sum(step ** 2)) / 12
+    return act / max(obs.count, 1) * float(np.sum(w ** 2))
+
+
+def weight_error(b, obs, w):
+    """The second term: sum_c E[z_c^2] ||dW_c||^2, the rounding error of W as the compiler quantizes
+    it, per input channel, weighted by that channel's energy (from the reservoir). Both terms treat
+    the errors as uncorrelated: an estimate to compare two preparations of one Linear, no more."""
+    w_q, w_s = quantized_weight(b, w)
+    dw = w_q * w_s[:, None] - w
+    return float(channel_energy(obs, w.shape[1]) @ np.sum(dw ** 2, axis=0))
+
+
+def quantized_weight(b, w):
+    """quantize_weight(w) at the configured width and method (nearest rounding), memoised on the
+    builder: the choice quantizes both candidates' weights, the lowering reuses the one it takes."""
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    key = ("weight", w.shape, hash(w.tobytes()))
+    hit = b.choices.get(key)
+    if hit is None or not np.array_equal(hit[0], w):
+        hit = b.choices[key] = (w, *quantize_weight(w, b.cfg.wbits, b.cfg.weight_calib))
+    return hit[1], hit[2]
 
 
 def channel_energy(obs, channels):

@@ -14,16 +14,19 @@ from ..kernels import MATMUL, check_registers, hadamard
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 from .hadamard import lower_rotation
-from .input_transforms import rotation_block, rotation_wanted, smoothing_factors
+from .input_transforms import quantized_weight, rotation_block, rotation_wanted, smoothing_factors
 
 ACC = IntFormat(32)
 
 
-def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False, hessian=None):
+def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False, hessian=None,
+                    quantized=None):
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
     whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
-    hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round)."""
-    w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian)
+    hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round); quantized: the
+    nearest-rounded (weights, scales) if already made (without a hessian)."""
+    w_q, w_s = quantized if quantized is not None and hessian is None else \
+        quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian)
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if bias is not None:
@@ -118,7 +121,8 @@ class Linear(OpDef):
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
                                                    input_is_zero=b.observer(src).is_zero,
-                                                   hessian=gptq_hessian(b, node, f, block))
+                                                   hessian=gptq_hessian(b, node, f, block),
+                                                   quantized=quantized_weight(b, w))
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):
