@@ -85,7 +85,7 @@ def fast(x, block):
     if x.size == 0:
         return x.astype(np.int64)
     c = x.shape[-1]
-    if int(np.abs(x.astype(np.int64)).max()) * block < (1 << 31):
+    if max(-int(x.min()), int(x.max())) * block < (1 << 31):
         z = np.ascontiguousarray(x, dtype=np.int32).reshape(-1, c).copy()
         map_rows(lambda a, b: _butterfly_rows(z[a:b], block), z.shape[0], z.size * block.bit_length())
         return z.reshape(x.shape)

@@ -14,7 +14,13 @@ from ..kernels import MATMUL, check_registers, hadamard
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 from .hadamard import lower_rotation
-from .input_transforms import quantized_weight, rotation_block, rotation_wanted, smoothing_factors
+from .input_transforms import (
+    quantized_weight,
+    rotated_operand,
+    rotation_block,
+    rotation_wanted,
+    smoothing_factors,
+)
 
 ACC = IntFormat(32)
 
@@ -43,8 +49,8 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
 
 
 def gptq_hessian(b, node, f, block=0):
-    """X^T X of the integer input as the weight sees it (the float input divided by the channel
-    factors f, if any, or rotated by the Hadamard blocks of size `block`), when
+    """X^T X of the integer input as the weight sees it (the float input rotated by the Hadamard
+    blocks of size `block`, if any, then divided by the channel factors f, if any), when
     QuantConfig.weight_round is gptq; None for nearest rounding."""
     if b.cfg.weight_round != "gptq":
         return None
@@ -52,10 +58,10 @@ def gptq_hessian(b, node, f, block=0):
     if obs is None or obs.gram is None:
         raise CompileError(f"Linear {node.name!r}: weight_round gptq needs the input's X^T X: "
                            f"calibrate with gram=True")
+    gram = obs.gram
     if block:               # (X H)^T (X H) = H^T (X^T X) H, H block diagonal and symmetric
-        g = hadamard.rotate_float(obs.gram, block)
-        return hadamard.rotate_float(np.ascontiguousarray(g.T), block)
-    return obs.gram if f is None else obs.gram / np.outer(f, f)
+        gram = hadamard.rotate_float(np.ascontiguousarray(hadamard.rotate_float(gram, block).T), block)
+    return gram if f is None else gram / np.outer(f, f)
 
 
 class Linear(OpDef):
@@ -95,11 +101,10 @@ class Linear(OpDef):
             # rotated (docs/quantization.md Q8): the integer operand holds x H / sqrt(B) requantized,
             # so the weight columns take the same rotation (W H / sqrt(B): y = (x H)(W H)^T)
             rotated = lower_rotation(b, src, block, f"{src}.hadamard{block}")
-            obs = b.observer(rotated)
+            obs, w, f = rotated_operand(b, node, block)
             fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
             s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
-            x = b.realise(rotated, fmt, s_eq, f"{node.name}.in")
-            w = hadamard.rotate_float(np.asarray(w, dtype=np.float64), block)
+            x = b.realise(rotated, fmt, s_eq if f is None else s_eq * f, f"{node.name}.in")
         elif src in b.equalized:
             # LayerNorm output equalized (docs/quantization.md Q5): the integer tensor holds y / f,
             # so the weight columns take the factor f
