@@ -4,6 +4,7 @@ import pytest
 
 from intsim import metrics
 from intsim import pipeline as ip
+from intsim.arith import ArithSpecError
 from intsim.errors import CompileError
 from intsim.execute import Executable
 from intsim.float_ref import run_float
@@ -166,3 +167,21 @@ def test_local_sqnr_isolates_each_ops_own_error(calibrated):
     # the first op reads the exact input either way: nothing inherited to remove
     first = p.ops[0].outputs[0]
     assert loc[first] == pytest.approx(acc[first])
+
+
+def test_gelu_reads_gelu_bits_unless_a_wide_pattern_says_otherwise(calibrated):
+    """Q9: GELU's input is requantized to gelu_bits (default 16: no product reads it); abits stays
+    the width of the product operands; a --wide pattern on the GELU's input label decides first."""
+    graph, obs, test = calibrated
+
+    def gelu_input_bits(**cfg):
+        p = ip.compile(graph, obs, QuantConfig(**cfg))
+        gelu = next(op for op in p.ops if op.kind == "gelu")
+        return p.tensors[gelu.inputs[0]].fmt.bits, p.tensors[p.op("mlp.fc1").inputs[0]].fmt.bits
+    assert QuantConfig().gelu_bits == 16
+    assert gelu_input_bits() == (16, 8)
+    assert gelu_input_bits(gelu_bits=8) == (8, 8)
+    assert gelu_input_bits(gelu_bits=12, abits=6) == (12, 6)
+    assert gelu_input_bits(wide={r"mlp\.act\.in$": 10}) == (10, 8)
+    with pytest.raises(ArithSpecError, match="gelu_bits"):
+        QuantConfig(gelu_bits=17)

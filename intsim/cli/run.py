@@ -40,8 +40,10 @@ def print_report(report, data_name, calib):
     cfg = report["config"]
     print(f"model     {report['model']}")
     print(f"data      {data_name}: {report['images']} images, calibrated on {calib}")
+    rotate = cfg.get("rotate", 0)
     print(f"config    W{cfg['wbits']}A{cfg['abits']} residual {cfg['residual_bits']}b, gelu "
-          f"{cfg['gelu']}, softmax {cfg['softmax']}, layernorm {cfg['layernorm']}")
+          f"{cfg['gelu']} (input {cfg.get('gelu_bits', cfg['abits'])}b), softmax {cfg['softmax']}, "
+          f"layernorm {cfg['layernorm']}, rotation {f'blocks <= {rotate}' if rotate else 'off'}")
     several = len(report["outputs"]) > 1
     for out in report["outputs"]:
         if several:

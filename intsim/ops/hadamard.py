@@ -36,6 +36,12 @@ class Hadamard(OpDef):
         block, storage = bound
         return [getattr(hadamard, path)(inputs[0], block).astype(storage)]
 
+    def fuse_requant(self, op, bound, requantizer):
+        """The rotated sums requantized in the same executor step (no check pass over the
+        intermediate: K10.2 proves its range)."""
+        block, _ = bound
+        return lambda inputs: requantizer(hadamard.fast(inputs[0], block))
+
     def cost(self, op, program):
         n = int(op.attrs["block"]).bit_length() - 1          # n butterfly stages, one add each
         return OpCost({"add": tensor_elements(program, op.outputs[0]) * n})
