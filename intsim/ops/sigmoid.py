@@ -8,10 +8,11 @@ from .base import KernelOp
 SIGMOID_BITS = 16       # sigmoid outputs (K8.1), also inside QuickGELU (K8.2)
 
 
-def activation_input(b, node):
-    """The node's input realised at `abits` (unsigned when never negative) at its calibrated scale."""
+def activation_input(b, node, bits=None):
+    """The node's input realised at `bits` (default `abits`; unsigned when never negative) at its
+    calibrated scale."""
     src = node.inputs[0]
-    fmt = b.act_format(src, b.cfg.abits)
+    fmt = b.act_format(src, b.cfg.abits if bits is None else bits)
     return b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in"), fmt
 
 
