@@ -47,7 +47,7 @@ class QuantConfig:
     sigmoid: str = "bitshift-sigmoid"
     quickgelu: str = "bitshift-quickgelu"
     overrides: dict = field(default_factory=dict)   # layer name -> candidate name
-    rotate: int = 1024               # largest Hadamard block for Linear inputs (Q8; 0 = off)
+    rotate: int = 128                # largest Hadamard block for Linear inputs (Q8; 0 = off)
 
     def __post_init__(self):
         for name, lo, hi in (("wbits", 2, 8), ("abits", 2, 8), ("residual_bits", 8, 24),

@@ -102,17 +102,30 @@ def fast(x, block):
 @numba.njit(cache=True, nogil=True)
 def _butterfly_rows(z, block):
     """In place, each row's blocks: the butterfly stages of `fast` (int32 for the integers, float
-    for rotate_float)."""
+    for rotate_float). Stages h = 1, 2, 4 run in registers on 8 values at a time (block >= 8),
+    the same sums in the same order; then the remaining stages over the row."""
     rows, c = z.shape
     for r in range(rows):
+        row = z[r]
         h = 1
+        if block >= 8:
+            for s in range(0, c, 8):
+                a0, a1, a2, a3 = row[s], row[s + 1], row[s + 2], row[s + 3]
+                a4, a5, a6, a7 = row[s + 4], row[s + 5], row[s + 6], row[s + 7]
+                b0, b1, b2, b3 = a0 + a1, a0 - a1, a2 + a3, a2 - a3            # h = 1
+                b4, b5, b6, b7 = a4 + a5, a4 - a5, a6 + a7, a6 - a7
+                c0, c1, c2, c3 = b0 + b2, b1 + b3, b0 - b2, b1 - b3            # h = 2
+                c4, c5, c6, c7 = b4 + b6, b5 + b7, b4 - b6, b5 - b7
+                row[s], row[s + 1], row[s + 2], row[s + 3] = c0 + c4, c1 + c5, c2 + c6, c3 + c7   # h = 4
+                row[s + 4], row[s + 5], row[s + 6], row[s + 7] = c0 - c4, c1 - c5, c2 - c6, c3 - c7
+            h = 8
         while h < block:
             for start in range(0, c, 2 * h):
                 for i in range(start, start + h):
-                    a = z[r, i]
-                    b = z[r, i + h]
-                    z[r, i] = a + b
-                    z[r, i + h] = a - b
+                    a = row[i]
+                    b = row[i + h]
+                    row[i] = a + b
+                    row[i + h] = a - b
             h *= 2
 
 
