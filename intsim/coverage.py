@@ -392,10 +392,8 @@ def _sigmoid_family_bins(op, section):
 
 
 def hadamard_range(in_fmt, block):
-    """K10.2: the smallest and largest sums z any input of in_fmt gives, B = block. Row 0 of H_B
-    adds all B inputs; every other row adds B/2 and subtracts B/2."""
-    lo, hi, half = in_fmt.lo, in_fmt.hi, block // 2
-    return min(block * lo, half * (lo - hi)), max(block * hi, half * (hi - lo))
+    """K10.2: the smallest and largest sums z any input of in_fmt gives, B = block."""
+    return hadamard.sum_range(in_fmt.lo, in_fmt.hi, block)
 
 
 def _hadamard_bins(op):

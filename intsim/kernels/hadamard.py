@@ -56,6 +56,12 @@ def out_format(in_fmt, block):
     return IntFormat(out_bits(in_fmt, block), signed=True)
 
 
+def sum_range(lo, hi, block):
+    """K10.2: the range of the sums of one block for inputs in [lo, hi] (row 0 of H_B is all +1,
+    every other row half +1, half -1)."""
+    return min(block * lo, (block // 2) * (lo - hi)), max(block * hi, (block // 2) * (hi - lo))
+
+
 def check(in_fmt, block, channels):
     """K10.1 preconditions: B a power of two in [2, MAX_BLOCK] dividing the channel count, and
     the output at most 32 bits."""
@@ -79,13 +85,15 @@ def reference(x, block):
 def fast(x, block):
     """K10.3 as a butterfly: stage h (h = 1, 2, ..., B/2) maps each pair (a, b) at distance h
     within a block to (a + b, a - b); the same integers as `reference`. In int32 when no sum can
-    leave it (max |x| B < 2^31: every partial sum of a stage is a sum of at most B inputs), as a
+    leave it (K10.2's range of the input's actual min and max fits int32; every stage's partial
+    sums lie inside it too), as a
     numba loop over rows (split over numba's threads: intsim.parallel); else in int64 with NumPy."""
     x = np.asarray(x)
     if x.size == 0:
         return x.astype(np.int64)
     c = x.shape[-1]
-    if max(-int(x.min()), int(x.max())) * block < (1 << 31):
+    lo, hi = sum_range(int(x.min()), int(x.max()), block)
+    if -(1 << 31) <= lo and hi < (1 << 31):
         z = np.ascontiguousarray(x, dtype=np.int32).reshape(-1, c).copy()
         map_rows(lambda a, b: _butterfly_rows(z[a:b], block), z.shape[0], z.size * block.bit_length())
         return z.reshape(x.shape)
