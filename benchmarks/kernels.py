@@ -22,7 +22,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import numpy as np
 
 from intsim.arith import IntFormat, dyadic, dyadic_array
-from intsim.kernels import candidates
+from intsim.kernels import candidates, hadamard
 from intsim.kernels.add import residual_add, residual_add_ref
 from intsim.kernels.matmul import matmul, matmul_ref, prepare_weight
 from intsim.kernels.requantize import requantize, requantize_ref
@@ -107,6 +107,16 @@ def cases(rng):
         plan = kern.plan(s, I16, gamma=g, beta=b, eps=1e-6)
         out.append(("layernorm", f"{kern.name} (197,384)", lambda k=kern, p=plan, q=q: k.fast([q], p),
                     lambda k=kern, p=plan, q=q: k.reference([q], p), lambda: layernorm_f32(r, g, b), 3.0))
+    # K10: the rotation of a Linear input (a GELU output before fc2, a LayerNorm output before qkv),
+    # blocks of 128, inputs at the widest format the sums allow; float peer: the same rotation as
+    # a float32 product with H_128 / sqrt(128)
+    for c in (D, MLP):
+        xi = rng.integers(-(1 << 24), 1 << 24, (T, c)).astype(np.int32)
+        xf = xi.astype(np.float32)
+        h = hadamard.orthonormal(128).astype(np.float32)
+        out.append(("hadamard", f"hadamard B=128 (197,{c})", lambda xi=xi: hadamard.fast(xi, 128),
+                    lambda xi=xi: hadamard.reference(xi, 128),
+                    lambda xf=xf, h=h, c=c: (xf.reshape(-1, c // 128, 128) @ h).reshape(T, c), None))
     return out
 
 
