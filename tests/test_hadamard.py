@@ -167,9 +167,10 @@ def test_check_accepts_the_widest_output():
 
 # --- the op: a one-op program (as a conformance case builds it) -----------------------------------
 
-def _program(fmt=IntFormat(8), block=4, channels=8, out_fmt=None):
+def _program(fmt=None, block=4, channels=8, out_fmt=None):
     """The one-op program of a hadamard op on (2, channels) samples, as a conformance case makes it;
-    out_fmt defaults to K10.2's."""
+    fmt defaults to s8, out_fmt to K10.2's."""
+    fmt = fmt or IntFormat(8)
     out_fmt = out_fmt or hadamard.out_format(fmt, block if hadamard.is_block(block) else 4)
     x = np.zeros((1, 2, channels), dtype=np.int64)
     return case_program(Case("hadamard", "t", "hadamard", [("in", x, fmt)], [out_fmt], attrs={"block": block},

@@ -124,10 +124,10 @@ class Linear(OpDef):
             fmt = b.act_format(src, b.operand_bits(f"{node.name}.in"))
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
+        hessian = gptq_hessian(b, node, f, block)
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
-                                                   input_is_zero=b.observer(src).is_zero,
-                                                   hessian=gptq_hessian(b, node, f, block),
-                                                   quantized=quantized_weight(b, w))
+                                                   input_is_zero=b.observer(src).is_zero, hessian=hessian,
+                                                   quantized=None if hessian is not None else quantized_weight(b, w))
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):
