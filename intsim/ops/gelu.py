@@ -8,20 +8,25 @@ from ..floatfn import gelu
 from .base import KernelOp
 
 
-class Gelu(KernelOp):
-    semantic = "GELU"
-    kind = family = "gelu"
-    spec = "K3"
+class GeluInput:
+    """A GELU's input width (GELU, QuickGELU): `gelu_bits`, or a `wide` pattern's (Q9); data
+    movement carries a tensor to it at residual_bits when that is wider than abits."""
     reads_narrow = True
-
-    def evaluate(self, node, inputs, dtype):
-        return [gelu(inputs[0])]
 
     def input_bits(self, b, node):
         return b.operand_bits(f"{node.name}.in", b.cfg.gelu_bits)
 
     def reads_wide(self, b, node):
         return self.input_bits(b, node) > b.cfg.abits
+
+
+class Gelu(GeluInput, KernelOp):
+    semantic = "GELU"
+    kind = family = "gelu"
+    spec = "K3"
+
+    def evaluate(self, node, inputs, dtype):
+        return [gelu(inputs[0])]
 
     def lower(self, node, b):
         self.lower_at(b, node, IntFormat(self.input_bits(b, node)), sample=b.observer(node.inputs[0]).sample)

@@ -8,14 +8,14 @@ import numpy as np
 
 from ..floatfn import quick_gelu
 from .base import KernelOp
+from .gelu import GeluInput
 from .sigmoid import SIGMOID_BITS, activation_input
 
 
-class QuickGelu(KernelOp):
+class QuickGelu(GeluInput, KernelOp):
     semantic = "QuickGELU"
     kind = family = "quickgelu"
     spec = "K8.2"
-    reads_narrow = True
     attrs = ("alpha",)
 
     def infer(self, node, in_shapes):
@@ -26,12 +26,6 @@ class QuickGelu(KernelOp):
 
     def evaluate(self, node, inputs, dtype):
         return [quick_gelu(inputs[0], node.attrs["alpha"])]
-
-    def input_bits(self, b, node):
-        return b.operand_bits(f"{node.name}.in", b.cfg.gelu_bits)
-
-    def reads_wide(self, b, node):
-        return self.input_bits(b, node) > b.cfg.abits
 
     def lower(self, node, b):
         kernel = b.kernel_for(node, self.family)
