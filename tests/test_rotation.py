@@ -90,3 +90,30 @@ def test_the_choice_measures_outliers_that_rotation_spreads():
         return quantization_error(o, fmt, o.scale(fmt, "mse-top"))
     assert err(hadamard.rotate_float(spiky, 64)) < 0.5 * err(spiky)
     assert err(hadamard.rotate_float(x, 64)) == pytest.approx(err(x), rel=0.25)
+
+
+def test_the_choice_settled_early_is_the_choice_of_both_totals(fmnist):
+    """rotation_wanted quantizes the second candidate's weight only when the first does not settle
+    the comparison; its answer must be the one computing both totals gives, at W8 and at W4."""
+    from intsim.compile import Builder
+    from intsim.ops import input_transforms as it
+    graph, calib, _ = fmnist
+    obs = ip.calibrate(graph, calib, rotate=64)
+    for wbits in (8, 4):
+        b = Builder(graph, obs, QuantConfig(rotate=64, wbits=wbits))
+        decided = 0
+        for node in graph.nodes:
+            if node.op != "Linear":
+                continue
+            block = hadamard.block_for(len(obs[node.inputs[0]].chan_absmax), 64)
+            producer = graph.producer(node.inputs[0])
+            f = it.equalization_factors(b, producer, rotation_aware=False) \
+                if producer is not None and producer.op == "LayerNorm" else None
+            w = node.params["weight"].astype(np.float64)
+            plain = (obs[node.inputs[0]].divided(f), w * f[None, :], f) if f is not None else \
+                (obs[node.inputs[0]], w, None)
+            totals = [it.activation_error(b, o, w_, 8, f_) + it.weight_error(b, o, w_)
+                      for o, w_, f_ in (it.rotated_operand(b, node, block), plain)]
+            assert it.rotation_wanted(b, node) == (block if totals[0] < totals[1] else 0), (wbits, node.name)
+            decided += 1
+        assert decided == 17
