@@ -249,12 +249,12 @@ def quantization_error(obs, fmt, scale, factors=None):
     factors: the observer holds x / f[channel] and the error is counted in x's own units (times
     f), so operands prepared in different ways are compared on the same real tensor."""
     top, rest, weight, top_chan, rest_chan = obs.split_sample(channels=True)
-    f = np.ones(1) if factors is None else np.asarray(factors, dtype=np.float64)
+    f = None if factors is None else np.asarray(factors, dtype=np.float64)
 
     def err(v, chan):
         v = np.asarray(v, dtype=np.float64)
         e = fake_quant(v, scale, fmt) - v
-        return float(np.sum((e * (f[chan] if factors is not None else 1.0)) ** 2))
+        return float(np.sum((e if f is None else e * f[chan]) ** 2))
     return err(top, top_chan) + weight * err(rest, rest_chan)
 
 

