@@ -21,6 +21,7 @@ from .errors import DataError
 from .execute import Executable, as_outputs
 from .float_ref import run_float
 from .graph import fold_input_normalisation
+from .head_rotation import rotate_heads
 from .images import check_batch, model_input
 from .model_files import input_normalisation, resolve_model
 from .onnx_import import load_onnx
@@ -34,13 +35,18 @@ __all__ = ["QuantConfig", "load", "open_data", "calibrate", "compile", "evaluate
            "float_outputs", "ArithSpecError", "DataError"]
 
 
-def load(model=None):
-    """The semantic graph of an ONNX ViT (default: the shipped Fashion-MNIST model)."""
+def load(model=None, head_rotation=None):
+    """The semantic graph of an ONNX ViT (default: the shipped Fashion-MNIST model), with its
+    input normalisation folded into the first layer and the contracted axis of each attention
+    product rotated into the query / key weights in Hadamard blocks of at most `head_rotation`
+    (docs/quantization.md Q10; None: QuantConfig().rotate; 0: not rotated). Both keep the float
+    function."""
     path = resolve_model(model)
     graph = load_onnx(path)
     norm = input_normalisation(model)
     if norm is not None:
         fold_input_normalisation(graph, *norm)
+    rotate_heads(graph, QuantConfig().rotate if head_rotation is None else head_rotation)
     graph.meta.setdefault("path", str(path))
     if path.exists():
         graph.meta.setdefault("sha256", hashlib.sha256(path.read_bytes()).hexdigest())
@@ -69,6 +75,11 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=False, rotate=None):
     linear_inputs = {n.inputs[0] for n in graph.nodes
                      if n.op in SEMANTIC and SEMANTIC[n.op].gram_input} if gram or rotate else set()
 
+    extra_grams = {}
+    for n in graph.nodes:
+        for tensor, grams in SEMANTIC[n.op].calibration_grams(n).items():
+            extra_grams.setdefault(tensor, []).extend(grams)
+
     def observer(name):
         if name not in observers:
             observers[name] = Observer(name, seed)
@@ -76,6 +87,8 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=False, rotate=None):
 
     def update(name, arr):
         observer(name).update(arr)
+        for key, rows in extra_grams.get(name, ()):
+            observer(key).update_gram(rows(arr))
         if name in linear_inputs:
             if gram:
                 observers[name].update_gram(arr)

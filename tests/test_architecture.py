@@ -18,7 +18,7 @@ LAYERS = [
     ("api", ["intsim.pipeline"]),
     ("import, compile, execute, data", ["intsim.onnx_import", "intsim.compile", "intsim.execute",
                                         "intsim.data", "intsim.model_files"]),
-    ("graph and program", ["intsim.graph", "intsim.float_ref", "intsim.program"]),
+    ("graph and program", ["intsim.graph", "intsim.head_rotation", "intsim.float_ref", "intsim.program"]),
     ("ops", ["intsim.ops"]),
     ("quantizers", ["intsim.quantize"]),
     ("kernels", ["intsim.kernels"]),

@@ -33,6 +33,10 @@ class AttnScores(OpDef):
     n_inputs = 2
     attrs = ("scale",)
 
+    def contracted_axes(self, node, shapes):
+        rank = len(shapes[node.inputs[0]])
+        return rank - 1, rank - 1          # q @ k^T sums over both last axes
+
     def infer(self, node, in_shapes):
         x, k = in_shapes
         scale = node.attrs["scale"]

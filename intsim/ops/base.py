@@ -57,6 +57,12 @@ class OpDef:
     gram_input = False      # a Linear layer: its first input's X^T X (GPTQ, QuantConfig.weight_round)
                             # and rotated twin (Q8, QuantConfig.rotate) are calibrated
 
+    def calibration_grams(self, node):
+        """{input tensor: [(observer name, rows)]}: X^T X that calibration always takes of an
+        input, of the rows `rows(x)` gives (PatchEmbed's GPTQ rounding), besides the Linear
+        inputs' (gram_input)."""
+        return {}
+
     def reads_wide(self, b, node):
         """Whether this reader wants a tensor that data movement carries to it at residual_bits
         rather than abits (Builder.carry_bits): a Linear that rotates its input (Q8) requantizes it
@@ -104,6 +110,20 @@ class OpDef:
 
     def const_scales(self, op, program):
         return {name: None for name in op.consts}
+
+    # --- where a product's contracted axis comes from (docs/quantization.md Q10) -----------------
+    def contracted_axes(self, node, shapes):
+        """A product of two activations: the axis of each input it sums over (per-sample axes),
+        else None."""
+        return None
+
+    def contraction_source(self, node, out_index, axis, shapes):
+        """How positions along `axis` of output `out_index` come from input 0, walked back by
+        head_rotation.rotated_contractions: (input axis, run, section) with `run` the number of
+        consecutive positions of the input's last axis that one step along `axis` walks (None:
+        unchanged) and `section` the (offset, count) of the input's last axis it reads (None:
+        all); None when the op does not carry the positions unchanged."""
+        return None
 
     def fold_input_normalisation(self, node, mean, std):
         """Take x = (pixels / 255 - mean) / std per channel into the node's parameters, so that it

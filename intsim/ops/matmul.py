@@ -30,6 +30,9 @@ class MatMul(OpDef):
     n_inputs = 2
     reads_narrow = True
 
+    def contracted_axes(self, node, shapes):
+        return len(shapes[node.inputs[0]]) - 1, len(shapes[node.inputs[1]]) - 2
+
     def infer(self, node, in_shapes):
         a, b = in_shapes
         try:

@@ -23,6 +23,11 @@ def fold_normalisation_into_conv(node, mean, std):
     node.params["bias"] = bias - (w * m / s).sum(axis=(1, 2, 3))
 
 
+def patch_gram_name(node):
+    """The observer holding X^T X of a PatchEmbed's unfolded input patches."""
+    return f"{node.inputs[0]}#patches{int(node.attrs['patch'])}"
+
+
 def unfold_patches(x, p):
     """(N, C, H, W) -> (N, P, C*p*p), patches row-major, features in (C, ph, pw) order."""
     n, c, h, w = x.shape
@@ -34,7 +39,7 @@ def unfold_patches(x, p):
 class PatchEmbed(Linear):
     semantic = "PatchEmbed"
     kind = "patch_embed"
-    gram_input = False      # nearest rounding only (GPTQ is for Linear layers)
+    gram_input = False      # no Linear-input statistics: its patches' X^T X is calibration_grams
     params = ("weight", "bias")
     optional_params = ()
     attrs = ("patch",)
@@ -56,14 +61,23 @@ class PatchEmbed(Linear):
         cols = unfold_patches(inputs[0], int(node.attrs["patch"]))
         return [cols @ w.reshape(w.shape[0], -1).T + b]
 
+    def calibration_grams(self, node):
+        p = int(node.attrs["patch"])
+        return {node.inputs[0]: [(patch_gram_name(node), lambda x: unfold_patches(x, p))]}
+
     def lower(self, node, b):
+        """The weight GPTQ-rounded against the calibration patches' X^T X whenever calibration took
+        it (docs/quantization.md Q11): raw pixels are all positive and neighbours nearly equal,
+        so nearest rounding errors add up coherently over a patch."""
         src = node.inputs[0]
         w = node.params["weight"]
         c, h, wd = b.shapes[src]
         p = int(node.attrs["patch"])
         x = b.realised[src]
+        stats = b.obs.get(patch_gram_name(node))
         consts, attrs, acc_scale = quantize_linear(b.cfg, float(b.scale_of(x)), w.reshape(w.shape[0], -1),
-                                                   node.params.get("bias"), {"patch": p})
+                                                   node.params.get("bias"), {"patch": p},
+                                                   hessian=None if stats is None else stats.gram)
         self.emit_product(b, node, x, consts, attrs, acc_scale, ((h // p) * (wd // p), w.shape[0]))
 
     def bind(self, op, program):

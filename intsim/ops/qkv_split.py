@@ -34,6 +34,14 @@ class QKVSplit(OpDef):
         s = x[:-2] + (h, x[-2], x[-1] // (3 * h))
         return [s, s, s]
 
+    def contraction_source(self, node, out_index, axis, shapes):
+        """q, k or v's last axis (Dh) walks its third of the input's channels in runs of Dh."""
+        x = shapes[node.inputs[0]]
+        if axis != len(x):             # outputs are (..., H, T, Dh): one axis more than the input
+            return None
+        d = x[-1] // 3
+        return len(x) - 1, d // int(node.attrs["heads"]), (out_index * d, d)
+
     def evaluate(self, node, inputs, dtype):
         return split_heads(inputs[0], int(node.attrs["heads"]))
 

@@ -25,6 +25,9 @@ class Scale(OpDef):
     spec = "K7.2"
     attrs = ("factor",)
 
+    def contraction_source(self, node, out_index, axis, shapes):
+        return axis, None, None
+
     def infer(self, node, in_shapes):
         f = node.attrs["factor"]
         if not (np.isfinite(f) and f != 0):

@@ -18,5 +18,8 @@ class Transpose(MovementOp):
             self.bad(node, in_shapes, f"perm {perm} is not a permutation of the {len(x)} axes")
         return [tuple(x[p] for p in perm)]
 
+    def contraction_source(self, node, out_index, axis, shapes):
+        return int(node.attrs["perm"][axis]), None, None
+
     def move(self, x, attrs):
         return np.ascontiguousarray(x.transpose([0] + batch_axes(attrs["perm"])))
