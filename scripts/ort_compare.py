@@ -156,7 +156,7 @@ def compare(model, a, config):
         path = with_tap(graph.meta["path"], tap[1] if tap else None, tmp)
         ref = ort_run(path, onnx_input(model, x_ev))
         t0 = time.perf_counter()
-        program = ip.compile(graph, ip.calibrate(graph, cal, batch=BATCH, gram=config.weight_round == "gptq"), config)
+        program = ip.compile(graph, ip.calibrate(graph, cal, batch=BATCH, gram=config.gptq), config)
         got = intsim_run(graph, program, x_ev, tap[0] if tap else None)
         rows.append({"method": f"intsim W{config.wbits}A{config.abits}", "seconds": time.perf_counter() - t0,
                      **{n: scores(r, g) for n, r, g in zip(names, ref, got)}})

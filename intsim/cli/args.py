@@ -9,7 +9,7 @@ from .. import pipeline as ip
 from ..errors import IntsimError
 from ..experiment.plans import load_plan
 from ..kernels import DEFAULTS, FAMILIES
-from ..quantize import ACT_CALIB, QuantConfig
+from ..quantize import ACT_CALIB, WEIGHT_ROUND, QuantConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,8 +83,9 @@ def add_quant_args(p):
                    help="activation calibration (mse-top: MSE with the 1024 largest |x| kept exactly)")
     p.add_argument("--smooth", type=float, default=0.0,
                    help="migration strength for requantized Linear inputs, 0..1 (default 0 = off)")
-    p.add_argument("--weight-round", default="nearest", choices=["nearest", "gptq"],
-                   help="Linear weight rounding: nearest (default) or gptq (with calibration data)")
+    p.add_argument("--weight-round", default="auto", choices=list(WEIGHT_ROUND),
+                   help="Linear weight rounding: nearest, gptq (with calibration data) or auto "
+                        "(default: gptq below 8 weight bits)")
     p.add_argument("--rotate", type=int, default=QuantConfig().rotate, metavar="B",
                    help="rotate Linear inputs by Hadamard blocks of at most B channels where that "
                         f"lowers their quantization error (power of two; 0 = off; default {QuantConfig().rotate})")
@@ -118,7 +119,7 @@ def config_from_args(a):
                        softmax_bits=a.softmax_bits,
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
                        smooth=getattr(a, "smooth", 0.0), wide=wide,
-                       weight_round=getattr(a, "weight_round", "nearest"),
+                       weight_round=getattr(a, "weight_round", "auto"),
                        rotate=getattr(a, "rotate", QuantConfig().rotate), overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
@@ -132,5 +133,5 @@ def build_program(a, config, graph=None, data=None):
     if len(calib) < a.calib:
         print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "
               f"calibrating on all of them", file=sys.stderr)
-    observers = ip.calibrate(graph, calib, gram=config.weight_round == "gptq", rotate=config.rotate)
+    observers = ip.calibrate(graph, calib, gram=config.gptq, rotate=config.rotate)
     return graph, data, ip.compile(graph, observers, config), len(calib)

@@ -38,7 +38,7 @@ def main(argv):
     graph = ip.load(a.model)
     data = ip.open_data(a.data)
     calib = data.calibration(a.calib)
-    observers = ip.calibrate(graph, calib, gram=cfg.weight_round == "gptq", rotate=cfg.rotate)
+    observers = ip.calibrate(graph, calib, gram=cfg.gptq, rotate=cfg.rotate)
     images = calib[:a.select_images]
     table = measure(graph, observers, images, cfg, cost_w, a.workers, a.scheduler)
     plan, rows = choose(table, omega_w)

@@ -5,11 +5,12 @@ LayerNorm, at a per-channel scale whose factors the weight columns absorb, docs/
 Q5; or rotated first, Q8: input_transforms); the weight is quantized per output channel, the bias
 at the accumulator scale."""
 from dataclasses import replace
+import warnings
 
 import numpy as np
 
 from ..arith import ConstFormat, IntFormat
-from ..errors import CompileError
+from ..errors import CompileError, IntsimWarning
 from ..kernels import MATMUL, check_registers, hadamard
 from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
@@ -51,11 +52,17 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
 def gptq_hessian(b, node, f, block=0):
     """X^T X of the integer input as the weight sees it (the float input rotated by the Hadamard
     blocks of size `block`, if any, then divided by the channel factors f, if any), when
-    QuantConfig.weight_round is gptq; None for nearest rounding."""
-    if b.cfg.weight_round != "gptq":
+    the configuration rounds with GPTQ (QuantConfig.gptq); None for nearest rounding. Without
+    the statistics, weight_round gptq is an error and auto falls back to nearest, with a warning."""
+    if not b.cfg.gptq:
         return None
     obs = b.obs.get(node.inputs[0])         # the Linear's own input, not a moved-from tensor
     if obs is None or obs.gram is None:
+        if b.cfg.weight_round == "auto":
+            warnings.warn(f"weight_round auto at {b.cfg.wbits}-bit weights: the calibration holds no "
+                          f"X^T X, so Linear weights round to nearest (calibrate with gram=True for "
+                          f"GPTQ)", IntsimWarning, stacklevel=2)
+            return None
         raise CompileError(f"Linear {node.name!r}: weight_round gptq needs the input's X^T X: "
                            f"calibrate with gram=True")
     gram = obs.gram
