@@ -156,6 +156,54 @@ def test_gptq_rounding_lowers_the_output_error_at_4_bits(calibrated):
         ip.compile(graph, ip.calibrate(graph, images), QuantConfig(weight_round="gptq"))
 
 
+def test_weight_round_auto_is_gptq_below_8_bits_and_falls_back_to_nearest_with_a_warning(calibrated):
+    """QuantConfig's default `auto` (docs/quantization.md Q7): GPTQ at W < 8 when the calibration
+    holds X^T X, nearest at W8; without X^T X an IntsimWarning and the nearest program."""
+    from intsim.errors import IntsimWarning
+    graph, obs_plain, _ = calibrated
+    assert QuantConfig().weight_round == "auto"
+    assert [QuantConfig(wbits=w, weight_round=r).gptq for w, r in
+            ((8, "auto"), (4, "auto"), (8, "gptq"), (4, "nearest"))] == [False, True, True, False]
+    images = np.random.default_rng(1).integers(0, 256, (64, 1, 8, 8)).astype(np.uint8)
+    obs = ip.calibrate(graph, images, gram=True)
+    weights = (lambda p: p.op("mlp.fc2").consts["weight"].tolist())
+    auto4, gptq4, near4 = (ip.compile(graph, obs, QuantConfig(wbits=4, weight_round=r))
+                           for r in ("auto", "gptq", "nearest"))
+    assert weights(auto4) == weights(gptq4) != weights(near4)
+    assert weights(ip.compile(graph, obs, QuantConfig())) == weights(
+        ip.compile(graph, obs, QuantConfig(weight_round="nearest")))
+    with pytest.warns(IntsimWarning, match="X\\^T X"):
+        fallback = ip.compile(graph, obs_plain, QuantConfig(wbits=4))
+    assert weights(fallback) == weights(ip.compile(graph, obs_plain, QuantConfig(wbits=4, weight_round="nearest")))
+
+
+def test_gptq_round_is_the_column_by_column_algorithm():
+    """The numba block loop against a plain transcription of GPTQ (one column at a time, every later
+    column updated at once), with a dead input channel and a width that is not a multiple of the
+    block."""
+    from intsim.quantize import gptq_round, weight_format
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(6, 11))
+    x = rng.normal(size=(40, 11)) * rng.gamma(1.0, size=11)
+    x[:, 4] = 0.0
+    h, s, fmt = x.T @ x, np.abs(w).max(axis=1) / 7, weight_format(4)
+    order = np.argsort(-np.diag(h), kind="stable")
+    wp, hp = w[:, order].copy(), h[np.ix_(order, order)].copy()
+    dead = np.diag(hp) == 0
+    hp[dead, dead], wp[:, dead] = 1.0, 0.0
+    hp[np.diag_indices_from(hp)] += 0.01 * np.mean(np.diag(hp))
+    u = np.linalg.cholesky(np.linalg.inv(hp)).T
+    q = np.zeros_like(wp)
+    for i in range(wp.shape[1]):
+        q[:, i] = np.clip(np.rint(wp[:, i] / s), -7, 7)
+        wp[:, i + 1:] -= np.outer((wp[:, i] - q[:, i] * s) / u[i, i], u[i, i + 1:])
+    want = np.empty_like(q)
+    want[:, order] = q
+    for block in (4, 128):
+        np.testing.assert_array_equal(gptq_round(w, s, h, fmt, block=block), want)
+    assert not want[:, 4].any()
+
+
 def test_local_sqnr_isolates_each_ops_own_error(calibrated):
     from intsim import analysis
     graph, obs, test = calibrated
