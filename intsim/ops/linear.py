@@ -12,7 +12,7 @@ import numpy as np
 from ..arith import ConstFormat, IntFormat
 from ..errors import CompileError, IntsimWarning
 from ..kernels import MATMUL, check_registers, hadamard
-from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
+from ..quantize import exact_bias_scales, gptq_round, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 from .hadamard import lower_rotation
 from .input_transforms import (
@@ -31,9 +31,13 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
     whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
     hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round); quantized: the
-    nearest-rounded (weights, scales) if already made (without a hessian)."""
-    w_q, w_s = quantized if quantized is not None and hessian is None else \
-        quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian)
+    nearest-rounded (weights, scales) if already made (GPTQ then rounds at those scales)."""
+    if quantized is None:
+        w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian)
+    else:
+        w_q, w_s = quantized
+        if hessian is not None:
+            w_q = gptq_round(np.asarray(weight2d, dtype=np.float64), w_s, hessian, weight_format(cfg.wbits))
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if bias is not None:
@@ -134,7 +138,7 @@ class Linear(OpDef):
         hessian = gptq_hessian(b, node, f, block)
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
                                                    input_is_zero=b.observer(src).is_zero, hessian=hessian,
-                                                   quantized=None if hessian is not None else quantized_weight(b, w))
+                                                   quantized=quantized_weight(b, w))
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):
