@@ -12,7 +12,6 @@ from intsim.data import photo_crops
 from intsim.execute import Executable, as_outputs, quantize_input
 from intsim.float_ref import run_float
 from intsim.images import model_input
-from intsim.onnx_import import load_onnx
 
 zoo = load_script("models/zoo.py")
 table = load_script("scripts/zoo_table.py")
@@ -41,7 +40,7 @@ def _path(name, form):
 def test_tiny_zoo_model_imports_and_runs_integer_only(name, form):
     path = _path(name, form)
     e = zoo.entry(name)
-    graph = load_onnx(path)
+    graph = ip.load(path)         # with the q / k heads rotated into their weights (Q10)
     x = zoo.sample_input(name, batch=3, seed=7)
     ref = list(zoo.run_onnxruntime(path, x).values())
     got = as_outputs(run_float(graph, x))
