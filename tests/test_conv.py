@@ -264,6 +264,23 @@ def test_decoder_graph_compiles_and_runs_integer_only(tmp_path):
     np.testing.assert_array_equal(Executable(Program.load(p.save(tmp_path / "prog"))).infer(x), out)
 
 
+def test_a_resize_read_by_a_sigmoid_and_the_sigmoid_read_16_bits(tmp_path):
+    """docs/quantization.md Q12: no product reads them, so they take gelu_bits (Sigmoid) and the
+    width data movement would carry (Resize: residual_bits before a Sigmoid, abits before a Conv);
+    with gelu_bits = 8 and a Conv after the Resize, both are back at 8 bits."""
+    g = decoder_graph()
+    images = np.random.default_rng(1).integers(0, 256, (16, 3, 16, 16)).astype(np.uint8)
+    obs = ip.calibrate(g, images)
+    bits = (lambda p: (p.tensors["resize.in"].fmt.bits, p.tensors[p.op("prob").inputs[0]].fmt.bits))
+    assert bits(ip.compile(g, obs, QuantConfig())) == (16, 16)
+    assert bits(ip.compile(g, obs, QuantConfig(gelu_bits=8))) == (8, 8)
+    conv_after = Graph("image", g.input_shape, g.nodes[:-1] + [
+        Node("Conv", "post", ["resize"], ["post"], {"weight": np.ones((1, 1, 1, 1), np.float32)},
+             geo_attrs(1))], "post").validate()
+    p = ip.compile(conv_after, ip.calibrate(conv_after, images), QuantConfig())
+    assert p.tensors["resize.in"].fmt.bits == 8
+
+
 def test_channel_axis_dequantizes_per_channel():
     g = decoder_graph()
     images = np.random.default_rng(1).integers(0, 256, (16, 3, 16, 16)).astype(np.uint8)

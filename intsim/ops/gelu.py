@@ -8,9 +8,10 @@ from ..floatfn import gelu
 from .base import KernelOp
 
 
-class GeluInput:
-    """A GELU's input width (GELU, QuickGELU): `gelu_bits`, or a `wide` pattern's (Q9); data
-    movement carries a tensor to it at residual_bits when that is wider than abits."""
+class NonProductInput:
+    """The input width of an elementwise kernel that no product reads (GELU, QuickGELU, Sigmoid):
+    `gelu_bits`, or a `wide` pattern's (docs/quantization.md Q9); data movement carries a tensor
+    to it at residual_bits when that is wider than abits."""
     reads_narrow = True
 
     def input_bits(self, b, node):
@@ -20,7 +21,7 @@ class GeluInput:
         return self.input_bits(b, node) > b.cfg.abits
 
 
-class Gelu(GeluInput, KernelOp):
+class Gelu(NonProductInput, KernelOp):
     semantic = "GELU"
     kind = family = "gelu"
     spec = "K3"

@@ -8,11 +8,11 @@ import numpy as np
 
 from ..floatfn import quick_gelu
 from .base import KernelOp
-from .gelu import GeluInput
+from .gelu import NonProductInput
 from .sigmoid import SIGMOID_BITS, activation_input
 
 
-class QuickGelu(GeluInput, KernelOp):
+class QuickGelu(NonProductInput, KernelOp):
     semantic = "QuickGELU"
     kind = family = "quickgelu"
     spec = "K8.2"

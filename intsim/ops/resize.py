@@ -1,13 +1,16 @@
 """Resize: (N, C, H, W) -> (N, C, Ho, Wo), nearest or bilinear, ONNX's coordinate transformation
 modes (spec K9: nearest is an exact gather; bilinear uses P-bit integer weights and one rounding).
 
-Lowering: the input is requantized to `abits` at the scale calibrated for the *output* (an
-interpolation never leaves the range of its input, so the output needs no requantization of its
-own and its consumer reads it as is); index and weight tables are the op's integer constants."""
+Lowering: the input is requantized, at the scale calibrated for the *output* (an interpolation
+never leaves the range of its input, so the output needs no requantization of its own and its
+consumer reads it as is), to the width data movement would carry it at (`Builder.carry_bits`:
+`abits` when its readers are products, residual_bits, at most 16, when a reader wants more - a
+Sigmoid, an output; docs/quantization.md Q12); index and weight tables are the op's integer
+constants."""
 import numpy as np
 
 from ..kernels import KernelPlan
-from ..kernels.resize import RESIZE, resize_float, resize_tables
+from ..kernels.resize import IN_BITS_MAX, RESIZE, resize_float, resize_tables
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 
 ATTRS = ("mode", "coordinate_transformation_mode", "nearest_mode", "size")
@@ -45,9 +48,15 @@ class Resize(OpDef):
                                g["nearest_mode"])
         return [resize_float(x, tables)]
 
+    def input_bits(self, b, node):
+        return min(b.carry_bits(node.outputs[0]), IN_BITS_MAX)
+
+    def reads_wide(self, b, node):
+        return self.input_bits(b, node) > b.cfg.abits
+
     def lower(self, node, b):
         y = node.outputs[0]
-        fmt = b.act_format(y, b.cfg.abits)
+        fmt = b.act_format(y, self.input_bits(b, node))
         s = b.act_scale(y, fmt)
         x = b.realise(node.inputs[0], fmt, s, f"{node.name}.in")
         plan = RESIZE.plan(s, fmt, b.shapes[node.inputs[0]][1:], **geometry(node.attrs))

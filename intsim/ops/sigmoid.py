@@ -1,9 +1,12 @@
 """Sigmoid: y = 1 / (1 + exp(-x)), elementwise (spec K8.1).
 
-Lowering: the input is requantized to `abits` at its calibrated scale (signed, or unsigned when it is
-never negative); the output is unsigned SIGMOID_BITS-bit at scale 2^-SIGMOID_BITS."""
+Lowering: the input is requantized to `gelu_bits` (no product reads it, like GELU's:
+docs/quantization.md Q9, Q12; a `QuantConfig.wide` width first) at its calibrated scale (signed, or
+unsigned when it is never negative); the output is unsigned SIGMOID_BITS-bit at scale
+2^-SIGMOID_BITS."""
 from ..floatfn import sigmoid
 from .base import KernelOp
+from .gelu import NonProductInput
 
 SIGMOID_BITS = 16       # sigmoid outputs (K8.1), also inside QuickGELU (K8.2)
 
@@ -16,11 +19,10 @@ def activation_input(b, node, bits=None):
     return b.realise(src, fmt, b.act_scale(src, fmt), f"{node.name}.in"), fmt
 
 
-class Sigmoid(KernelOp):
+class Sigmoid(NonProductInput, KernelOp):
     semantic = "Sigmoid"
     kind = family = "sigmoid"
     spec = "K8.1"
-    reads_narrow = True
 
     def infer(self, node, in_shapes):
         return [in_shapes[0]]
@@ -30,6 +32,6 @@ class Sigmoid(KernelOp):
 
     def lower(self, node, b):
         kernel = b.kernel_for(node, self.family)
-        x, fmt = activation_input(b, node)
+        x, fmt = activation_input(b, node, self.input_bits(b, node))
         plan = kernel.plan(float(b.scale_of(x)), fmt, out_bits=SIGMOID_BITS)
         self.emit(b, node, kernel, plan, x, b.shapes[node.inputs[0]])
