@@ -33,7 +33,7 @@ class QuantConfig:
     abits: int = 8                   # activations feeding products (matmuls, convolutions)
     residual_bits: int = 16          # the residual stream (LayerNorm inputs, residual adds)
     logit_bits: int = 16             # attention logits (softmax input)
-    gelu_bits: int = 16              # GELU input (no product reads it; docs/quantization.md Q9)
+    gelu_bits: int = 16              # GELU, QuickGELU, Sigmoid inputs (no product reads them; Q9, Q12)
     softmax_bits: int = 16           # softmax output (probabilities, unsigned, scale 2^-bits)
     head_bits: int = 16              # integer model output (classifier logits)
     multiplier_bits: int = 31        # width of the requantization multiplier m

@@ -76,7 +76,7 @@ def add_quant_args(p):
     p.add_argument("--residual-bits", type=int, default=16, help="residual stream bits (default 16)")
     p.add_argument("--logit-bits", type=int, default=16, help="softmax input bits (default 16)")
     p.add_argument("--gelu-bits", type=int, default=QuantConfig().gelu_bits,
-                   help=f"GELU input bits, 2..16 (default {QuantConfig().gelu_bits})")
+                   help=f"GELU, QuickGELU and Sigmoid input bits, 2..16 (default {QuantConfig().gelu_bits})")
     p.add_argument("--softmax-bits", type=int, default=16, help="softmax output bits (default 16)")
     p.add_argument("--multiplier-bits", type=int, default=31, help="requant multiplier bits (default 31)")
     p.add_argument("--act-calib", default=QuantConfig().act_calib, choices=list(ACT_CALIB),

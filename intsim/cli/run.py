@@ -3,6 +3,7 @@ import json
 
 from .. import pipeline as ip
 from ..kernels import gemm
+from ..quantize import QuantConfig
 from .args import Parser, add_model_args, add_quant_args, build_program, config_from_args, count, writable_file
 
 
@@ -36,6 +37,11 @@ def main(argv):
     return 0
 
 
+def weight_rounding(cfg):
+    """How the report's configuration rounded its Linear weights (QuantConfig.gptq)."""
+    return "gptq" if QuantConfig(**cfg).gptq else "nearest"
+
+
 def print_report(report, data_name, calib):
     cfg = report["config"]
     print(f"model     {report['model']}")
@@ -43,7 +49,8 @@ def print_report(report, data_name, calib):
     rotate = cfg.get("rotate", 0)
     print(f"config    W{cfg['wbits']}A{cfg['abits']} residual {cfg['residual_bits']}b, gelu "
           f"{cfg['gelu']} (input {cfg.get('gelu_bits', cfg['abits'])}b), softmax {cfg['softmax']}, "
-          f"layernorm {cfg['layernorm']}, rotation {f'blocks <= {rotate}' if rotate else 'off'}")
+          f"layernorm {cfg['layernorm']}, rotation {f'blocks <= {rotate}' if rotate else 'off'}, "
+          f"weights {weight_rounding(cfg)}")
     several = len(report["outputs"]) > 1
     for out in report["outputs"]:
         if several:
