@@ -3,7 +3,7 @@
     import intsim.pipeline as ip
     graph = ip.load()                                   # the shipped Fashion-MNIST ViT
     data = ip.open_data("fashion-mnist")
-    observers = ip.calibrate(graph, data.calibration(256))
+    observers = ip.calibrate(graph, data.calibration(256), gram=True)   # gram: W4 rounds by GPTQ
     program = ip.compile(graph, observers, ip.QuantConfig(wbits=4))
     report = ip.evaluate(graph, program, *data.evaluation(limit=1000))
 """

@@ -75,7 +75,7 @@ def test_integer_program_tracks_float(calibrated):
     x = ip.to_model_input(test)
     db = metrics.sqnr_db(run_float(graph, x), Executable(p).infer(x))
     assert db > 25, db
-    w4 = ip.compile(graph, obs, QuantConfig(wbits=4))
+    w4 = ip.compile(graph, obs, QuantConfig(wbits=4, weight_round="nearest"))
     assert metrics.sqnr_db(run_float(graph, x), Executable(w4).infer(x)) < db
 
 
@@ -207,7 +207,7 @@ def test_gptq_round_is_the_column_by_column_algorithm():
 def test_local_sqnr_isolates_each_ops_own_error(calibrated):
     from intsim import analysis
     graph, obs, test = calibrated
-    p = ip.compile(graph, obs, QuantConfig(wbits=4))
+    p = ip.compile(graph, obs, QuantConfig(wbits=4, weight_round="nearest"))
     acc, loc = analysis.tensor_sqnr(graph, p, test), analysis.local_sqnr(graph, p, test)
     assert set(loc) <= set(acc) and "logits" in loc
     # the head on exact inputs adds less error than the whole program carries into the logits

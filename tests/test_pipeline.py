@@ -91,8 +91,9 @@ def test_per_layer_override(graph, observers):
         ip.compile(graph, observers, QuantConfig(overrides={"blocks.0.mlp.act": "nope"}))
 
 
-def test_w4a8_compiles_and_runs(graph, observers, data):
-    prog = ip.compile(graph, observers, QuantConfig(wbits=4))
+def test_w4a8_compiles_and_runs(graph, data):
+    """The documented W4 path: X^T X calibrated, so the default weight_round (auto) rounds by GPTQ."""
+    prog = ip.compile(graph, ip.calibrate(graph, data.calibration(48), gram=True), QuantConfig(wbits=4))
     assert prog.op("blocks.0.attn.qkv").consts["weight"].max() <= 7
     images, labels = data.evaluation(100)
     r = ip.evaluate(graph, prog, images, labels)

@@ -164,7 +164,7 @@ def test_program_cost_counts_kernels_and_matmuls(model):
     import intsim.pipeline as ip
     graph, obs, _ = model
     p8 = ip.compile(graph, obs, QuantConfig())
-    p4 = ip.compile(graph, obs, QuantConfig(wbits=4, gelu="ibert-gelu"))
+    p4 = ip.compile(graph, obs, QuantConfig(wbits=4, gelu="ibert-gelu", weight_round="nearest"))
     c8, c4 = cost.program_cost(p8), cost.program_cost(p4)
     # matmul bit-ops: only the weight operand narrows; linear MACs counted from the graph itself
     macs = 0
