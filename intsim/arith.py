@@ -291,6 +291,11 @@ def round_half_up(x: Fraction):
     return math.floor(x + Fraction(1, 2))
 
 
+def round_half_up_ratio(num: int, den: int):
+    """round_half_up(num / den) for integers, den > 0, without building a Fraction."""
+    return (2 * num + den) // (2 * den)
+
+
 def round_shift(x, k):
     """x / 2^k rounded half up (ties toward +inf), the one rounding rule of requantization (A3).
 

@@ -288,3 +288,13 @@ def test_dyadic_array_is_dyadic_of_every_ratio(ratios, bits):
     else:
         m, k = arith.dyadic_array(np.array(ratios), bits)
         assert list(zip(m.tolist(), k.tolist())) == want
+
+
+@given(st.integers(-(1 << 80), 1 << 80), st.integers(1, 1 << 60))
+def test_round_half_up_ratio_is_round_half_up_of_the_fraction(num, den):
+    assert arith.round_half_up_ratio(num, den) == arith.round_half_up(Fraction(num, den))
+
+
+@pytest.mark.parametrize("num, den, want", [(1, 2, 1), (-1, 2, 0), (3, 2, 2), (-3, 2, -1), (5, 4, 1), (-5, 4, -1)])
+def test_round_half_up_ratio_ties_go_up(num, den, want):
+    assert arith.round_half_up_ratio(num, den) == want

@@ -483,3 +483,26 @@ def test_fit_bad_range_raises():
         fit_poly_gelu(lo=2.0, hi=-2.0)
     with pytest.raises(ArithSpecError, match="fit data"):
         fit_poly_gelu([50.0, 60.0, 70.0])           # nothing inside the erf ramp
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2500), st.floats(0.1, 6.0), st.integers(0, 2 ** 32 - 1))
+def test_fit_grid_costs_equal_the_one_b_profile(n, spread, seed):
+    """K3.1.1's coarse grid is evaluated 64 values of b at a time: the same costs, bit for bit, as
+    the profile of one b (the same element operations and pairwise row sums)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n) * spread
+    w = rng.uniform(0.0, 1.0, size=n) * (x * x / 4.0)
+    u = x / G.SQRT2
+    sgn, au = np.sign(u), np.abs(u)
+    r0 = sgn - erf(u)
+
+    def one(b):
+        t = np.minimum(au, -b) + b
+        t = t * t
+        h = sgn * (t * t)
+        shh, shr = float(np.sum(w * h * h)), float(np.sum(w * h * r0))
+        return math.inf if shh <= 0.0 else float(np.sum(w * r0 * r0)) - shr * shr / shh
+
+    grid = np.linspace(G.FIT_B_RANGE[0], G.FIT_B_RANGE[1], G.FIT_B_GRID)
+    assert G._grid_costs(grid, au, sgn, r0, w) == [one(b) for b in grid]

@@ -185,10 +185,13 @@ def _affine_plan(gamma, beta, lam, F, n_max, gamma_bits, out_bits):
     g_max = int(np.max(np.abs(g)))
     out_hi = (1 << (out_bits - 1)) - 1
     prod_max = n_max * g_max                    # |n * g| <= 2^31 * 2^23: int64 (K4.0.3)
-    b_exact = [Fraction(float(b)) for b in beta]
+    b_ratios = [float(b).as_integer_ratio() for b in beta]
+    s_num, s_den = float(S_g).as_integer_ratio()
     for h in range(max(0, prod_max.bit_length() - out_bits), H_MAX + 1):
         S_out = Fraction(S_g) * Fraction(2) ** (h - F)
-        B = [arith.round_half_up(b / S_out) for b in b_exact]    # exact rationals: no float rounding
+        # B = round_half_up(beta / S_out) in exact integers: beta = p / q, S_out = (s_num / s_den) 2^(h-F)
+        up, down = max(F - h, 0), max(h - F, 0)
+        B = [arith.round_half_up_ratio((p * s_den) << up, (q * s_num) << down) for p, q in b_ratios]
         out_max = _affine_bound(prod_max, h, max(abs(x) for x in B))
         if out_max <= out_hi:
             return g, np.array(B, dtype=np.int64), h, S_g, float(S_out), out_max
