@@ -302,28 +302,35 @@ def weight_format(bits):
     return IntFormat(bits, signed=True, narrow=True)
 
 
-def quantize_weight(w, bits, method="mse", hessian=None):
+def quantize_weight(w, bits, method="mse", hessian=None, scales=None):
     """Per-output-channel symmetric quantization of w (Out, ...) -> (int weights, scales (Out,));
-    with the input's X^T X (`hessian`, In x In, 2-D weights) the integers are GPTQ-rounded."""
+    with the input's X^T X (`hessian`, In x In, 2-D weights) the integers are GPTQ-rounded;
+    `scales`: the per-channel scales when already chosen (no clip search)."""
     fmt = weight_format(bits)
     w = np.asarray(w, dtype=np.float64)
     flat = w.reshape(w.shape[0], -1)
     if not np.isfinite(flat).all():
         raise ArithSpecError("weights hold NaN/Inf")
-    amax = np.abs(flat).max(axis=1)
-    clip = amax.copy()
-    if method == "mse" and flat.size:
-        # per channel, the first of amax * i / 100 (i = 100 .. 31) with the smallest quantization MSE
-        flat_c = np.ascontiguousarray(flat)
-        clip = np.concatenate(map_rows(
-            lambda a, b: _clip_search(flat_c[a:b], amax[a:b], float(fmt.lo), float(fmt.hi), 100, 100, 30),
-            flat.shape[0], flat.size * 70))
-    scales = np.where(clip > 0, clip / fmt.hi, 1.0)
+    if scales is None:
+        scales = weight_scales(flat, fmt, method)
     if hessian is not None:
         q = gptq_round(flat, scales, hessian, fmt)
     else:
         q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
     return q.reshape(w.shape), scales
+
+
+def weight_scales(flat, fmt, method):
+    """Per-row scales of a 2-D weight: max |w| / hi (`minmax`) or, per row, the first clip of
+    amax * i / 100 (i = 100 .. 31) with the smallest quantization MSE (`mse`)."""
+    amax = np.abs(flat).max(axis=1)
+    clip = amax.copy()
+    if method == "mse" and flat.size:
+        flat_c = np.ascontiguousarray(flat)
+        clip = np.concatenate(map_rows(
+            lambda a, b: _clip_search(flat_c[a:b], amax[a:b], float(fmt.lo), float(fmt.hi), 100, 100, 30),
+            flat.shape[0], flat.size * 70))
+    return np.where(clip > 0, clip / fmt.hi, 1.0)
 
 
 def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128, act_order=True):

@@ -12,7 +12,7 @@ import numpy as np
 from ..arith import ConstFormat, IntFormat
 from ..errors import CompileError, IntsimWarning
 from ..kernels import MATMUL, check_registers, hadamard
-from ..quantize import exact_bias_scales, gptq_round, quantize_bias, quantize_weight, weight_format
+from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 from .hadamard import lower_rotation
 from .input_transforms import (
@@ -32,12 +32,11 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
     whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
     hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round); quantized: the
     nearest-rounded (weights, scales) if already made (GPTQ then rounds at those scales)."""
-    if quantized is None:
-        w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian)
-    else:
+    if quantized is not None and hessian is None:
         w_q, w_s = quantized
-        if hessian is not None:
-            w_q = gptq_round(np.asarray(weight2d, dtype=np.float64), w_s, hessian, weight_format(cfg.wbits))
+    else:
+        w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian,
+                                   scales=None if quantized is None else quantized[1])
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if bias is not None:
