@@ -28,11 +28,11 @@ def chunks(n, parts):
     return [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
-def map_rows(fn, n_rows, elements):
+def map_rows(fn, n_rows, elements, min_elements=MIN_ELEMENTS):
     """[fn(start, stop) for the chunks of range(n_rows)], on threads when `elements` (the work in
-    all rows) is worth it; fn must release the GIL (a nogil numba function) and touch only its
-    rows."""
-    parts = min(threads(), n_rows) if elements >= MIN_ELEMENTS else 1
+    all rows) reaches `min_elements`; fn must release the GIL (a nogil numba function) and touch
+    only its rows."""
+    parts = min(threads(), n_rows) if elements >= min_elements else 1
     ranges = chunks(n_rows, parts) if n_rows else [(0, 0)]
     if len(ranges) == 1:
         return [fn(*ranges[0])]
