@@ -63,10 +63,11 @@ def check_images_fit(graph, images):
 
 def calibrate(graph, images_u8, batch=64, seed=0, gram=False, rotate=None):
     """Stream the calibration images through the float graph; per-tensor observers. gram: also
-    X^T X of every Linear input (what QuantConfig(weight_round="gptq") rounds with). rotate: also
-    the statistics of every Linear input rotated by Hadamard blocks of at most that size (what
-    QuantConfig(rotate=...) chooses and scales with, docs/quantization.md Q8); None: the default
-    configuration's."""
+    X^T X of every Linear input (what GPTQ rounds with: weight_round gptq, or auto below 8 bits).
+    rotate: also the statistics of every Linear input rotated by Hadamard blocks of at most that
+    size (what QuantConfig(rotate=...) chooses and scales with, docs/quantization.md Q8); None:
+    the default configuration's. Always: X^T X of what an op's calibration_grams names (a patch
+    embedding's patches, Q11)."""
     if len(images_u8) == 0:
         raise DataError("the calibration set is empty")
     check_images_fit(graph, images_u8)

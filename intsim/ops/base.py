@@ -163,6 +163,19 @@ def tensor_elements(program, name):
     return int(np.prod(program.tensors[name].shape, dtype=np.int64))
 
 
+class NonProductInput:
+    """The input width of an elementwise kernel that no product reads (GELU, QuickGELU, Sigmoid):
+    `gelu_bits`, or a `wide` pattern's (docs/quantization.md Q9, Q12); data movement carries a tensor
+    to it at residual_bits when that is wider than abits."""
+    reads_narrow = True
+
+    def input_bits(self, b, node):
+        return b.operand_bits(f"{node.name}.in", b.cfg.gelu_bits)
+
+    def reads_wide(self, b, node):
+        return self.input_bits(b, node) > b.cfg.abits
+
+
 class KernelOp(OpDef):
     """An op computed by one candidate of a non-linear kernel family (GELU, Softmax, LayerNorm):
     its attrs name the family and the candidate, its constants are the candidate's plan."""

@@ -5,20 +5,7 @@ its calibrated scale (docs/quantization.md Q9); every candidate is planned with 
 calibration sample (Poly-GELU fits its (a, b) to it, K3.1.1; the others ignore it)."""
 from ..arith import IntFormat
 from ..floatfn import gelu
-from .base import KernelOp
-
-
-class NonProductInput:
-    """The input width of an elementwise kernel that no product reads (GELU, QuickGELU, Sigmoid):
-    `gelu_bits`, or a `wide` pattern's (docs/quantization.md Q9); data movement carries a tensor
-    to it at residual_bits when that is wider than abits."""
-    reads_narrow = True
-
-    def input_bits(self, b, node):
-        return b.operand_bits(f"{node.name}.in", b.cfg.gelu_bits)
-
-    def reads_wide(self, b, node):
-        return self.input_bits(b, node) > b.cfg.abits
+from .base import KernelOp, NonProductInput
 
 
 class Gelu(NonProductInput, KernelOp):

@@ -7,8 +7,7 @@ exponential constant; the output is the exact product x * sigmoid at scale S * 2
 import numpy as np
 
 from ..floatfn import quick_gelu
-from .base import KernelOp
-from .gelu import NonProductInput
+from .base import KernelOp, NonProductInput
 from .sigmoid import SIGMOID_BITS, activation_input
 
 

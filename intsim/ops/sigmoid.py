@@ -5,8 +5,7 @@ docs/quantization.md Q9, Q12; a `QuantConfig.wide` width first) at its calibrate
 unsigned when it is never negative); the output is unsigned SIGMOID_BITS-bit at scale
 2^-SIGMOID_BITS."""
 from ..floatfn import sigmoid
-from .base import KernelOp
-from .gelu import NonProductInput
+from .base import KernelOp, NonProductInput
 
 SIGMOID_BITS = 16       # sigmoid outputs (K8.1), also inside QuickGELU (K8.2)
 
