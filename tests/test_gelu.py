@@ -488,8 +488,9 @@ def test_fit_bad_range_raises():
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 2500), st.floats(0.1, 6.0), st.integers(0, 2 ** 32 - 1))
 def test_fit_grid_costs_equal_the_one_b_profile(n, spread, seed):
-    """K3.1.1's coarse grid is evaluated 64 values of b at a time: the same costs, bit for bit, as
-    the profile of one b (the same element operations and pairwise row sums)."""
+    """K3.1.1's profile is evaluated 64 values of b at a time: the same costs, bit for bit, as the
+    profile of one b written out (the same element operations and pairwise row sums), inside a
+    grid or alone."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n) * spread
     w = rng.uniform(0.0, 1.0, size=n) * (x * x / 4.0)
@@ -505,4 +506,5 @@ def test_fit_grid_costs_equal_the_one_b_profile(n, spread, seed):
         return math.inf if shh <= 0.0 else float(np.sum(w * r0 * r0)) - shr * shr / shh
 
     grid = np.linspace(G.FIT_B_RANGE[0], G.FIT_B_RANGE[1], G.FIT_B_GRID)
-    assert G._grid_costs(grid, au, sgn, r0, w) == [one(b) for b in grid]
+    assert [cost for cost, _ in G._profiles(grid, au, sgn, r0, w)] == [one(b) for b in grid]
+    assert [G._profiles([b], au, sgn, r0, w)[0][0] for b in grid[::50]] == [one(b) for b in grid[::50]]

@@ -239,20 +239,22 @@ def _check_fit_range(lo, hi):
         raise ArithSpecError(f"fit range [{lo}, {hi}] must be finite with lo < hi")
 
 
-def _grid_costs(grid, au, sgn, r0, weight, rows=64):
-    """`_fit_ab`'s profile cost at every b of the grid, the same IEEE operations per element and
-    the same (pairwise) sums along each row as the one-b profile, for `rows` values of b at once."""
+def _profiles(bs, au, sgn, r0, weight, rows=64):
+    """`_fit_ab`'s profile at every b of `bs`: [(cost, a)], a eliminated in closed form (inf, 0
+    where no weight is inside the ramp). `rows` values of b at a time; each b's sums are NumPy's
+    pairwise sums along its row, so one b alone gives the same floats as b inside a grid."""
     total = float(np.sum(weight * r0 * r0))
-    costs = []
-    for i in range(0, len(grid), rows):
-        b = grid[i:i + rows, None]
+    out = []
+    for i in range(0, len(bs), rows):
+        b = np.asarray(bs[i:i + rows], dtype=np.float64)[:, None]
         t = np.minimum(au[None, :], -b) + b
         t = t * t
         h = sgn[None, :] * (t * t)
         shh = np.sum(weight * h * h, axis=1)
         shr = np.sum(weight * h * r0, axis=1)
-        costs += [total - float(r) * float(r) / float(q) if q > 0.0 else math.inf for q, r in zip(shh, shr)]
-    return costs
+        out += [(total - float(r) * float(r) / float(q), -float(r) / float(q)) if q > 0.0 else (math.inf, 0.0)
+                for q, r in zip(shh, shr)]
+    return out
 
 
 def _fit_ab(x, weight):
@@ -264,17 +266,10 @@ def _fit_ab(x, weight):
     r0 = sgn - floatfn.erf(u)          # residual of L with a = 0 (L = sgn)
 
     def profile(b):
-        t = np.minimum(au, -b) + b
-        t = t * t
-        h = sgn * (t * t)
-        shh = float(np.sum(weight * h * h))
-        shr = float(np.sum(weight * h * r0))
-        if shh <= 0.0:
-            return math.inf, 0.0
-        return float(np.sum(weight * r0 * r0)) - shr * shr / shh, -shr / shh
+        return _profiles([b], au, sgn, r0, weight)[0]
 
     grid = np.linspace(FIT_B_RANGE[0], FIT_B_RANGE[1], FIT_B_GRID)
-    costs = _grid_costs(grid, au, sgn, r0, weight)
+    costs = [cost for cost, _ in _profiles(grid, au, sgn, r0, weight)]
     i = int(np.argmin(costs))
     if not math.isfinite(costs[i]):
         raise ArithSpecError("fit data has no nonzero value inside the erf ramp |x| < 11.3: "
