@@ -16,6 +16,7 @@ from math import gcd
 
 import numpy as np
 
+from .arith import ArithSpecError
 from .kernels import hadamard
 from .ops import SEMANTIC
 
@@ -71,6 +72,9 @@ def rotated_contractions(graph, max_block):
 def rotate_heads(graph, max_block):
     """The graph with every rotatable contraction rotated into its Linear weights (in place; the
     float function unchanged). Records the rotations in graph.meta["head_rotation"]."""
+    if isinstance(max_block, bool) or max_block != 0 and not hadamard.is_block(max_block):
+        raise ArithSpecError(f"head_rotation must be 0 (off) or a power of two in [2, "
+                             f"{hadamard.MAX_BLOCK}], got {max_block!r}")
     plan = rotated_contractions(graph, max_block)
     for name, rows in plan.items():
         node = graph.node(name)

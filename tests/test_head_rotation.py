@@ -122,3 +122,10 @@ def test_patch_embedding_is_gptq_rounded_against_the_calibration_patches():
     # and it is what lowers the output error on the calibration patches
     err = (lambda q: np.linalg.norm(cols @ (w - q * scales[:, None]).T))
     assert err(gptq) < err(nearest)
+
+
+@pytest.mark.parametrize("bad", [3, -2, 1.5, "64", True, 1 << 20])
+def test_a_bad_head_rotation_block_is_a_clear_error(bad):
+    from intsim.arith import ArithSpecError
+    with pytest.raises(ArithSpecError, match="head_rotation must be 0 \\(off\\) or a power of two"):
+        ip.load(head_rotation=bad)
