@@ -19,7 +19,7 @@ from .kernels import candidates
 from .kernels import hadamard
 from .kernels.gelu import SAT, _exp_shift_ref
 from .kernels.layernorm import _ivit_y_V, isqrt_ref, ivit_std
-from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, magnitude
+from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, grouped_weight_format, magnitude
 from .kernels.sigmoid import sigmoid_ref
 from .kernels.softmax import BitshiftSoftmax, bitshift_exp_ref
 
@@ -161,6 +161,8 @@ def _matmul_bins(op):
     if "weight" in op.consts:                      # a layer (linear, patch_embed): weight constant
         b_fmt = arith.IntFormat(**op.attrs["weight_fmt"])
         hit.add(f"K1.w_bits{b_fmt.bits}")
+        if "weight_group" in op.attrs:             # the product reads q x group_scale (K1.9)
+            b_fmt = grouped_weight_format(b_fmt, arith.IntFormat(**op.attrs["group_scale_fmt"]))
         kdim = op.consts["weight"].shape[1]
         if "bias" in op.consts:
             hit.add("K1.bias")

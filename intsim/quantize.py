@@ -3,7 +3,8 @@
 Offline only (float allowed). Produces scales and integer weights; compile.py turns them into the
 integer program. Decisions (docs/quantization.md):
 - symmetric quantization everywhere (no zero points); a tensor never below 0 gets an unsigned format;
-- weights per output channel, narrow range [-(2^(b-1)-1), 2^(b-1)-1];
+- weights per output channel, narrow range [-(2^(b-1)-1), 2^(b-1)-1]; optionally per group of input
+  columns, each group's scale an integer multiple of its row's (weight_group, Q13);
 - activation statistics stream over calibration batches: exact min/max plus a bounded, seeded
   reservoir sample of values per tensor, from which percentile and MSE-optimal clipping are found.
 """
@@ -18,6 +19,7 @@ import numpy as np
 from .arith import IntFormat, ArithSpecError, check_bits
 from .errors import IntsimWarning
 from .kernels.hadamard import MAX_BLOCK, is_block
+from .kernels.matmul import group_columns
 from .parallel import map_rows
 
 
@@ -45,6 +47,8 @@ class QuantConfig:
     weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
     weight_round: str = "auto"       # nearest | gptq (Linear weights rounded with calibration data) |
                                      # auto: gptq below 8 weight bits (docs/quantization.md Q7)
+    weight_group: int = 0            # Linear weights: one scale per G input columns (0: per row; Q13)
+    group_scale_bits: int = 8        # the unsigned integer multiplier of each group's scale (Q13)
     gelu: str = "poly-gelu"
     softmax: str = "bitshift-softmax"
     layernorm: str = "isqrt-layernorm"
@@ -62,8 +66,12 @@ class QuantConfig:
     def __post_init__(self):
         for name, lo, hi in (("wbits", 2, 8), ("abits", 2, 8), ("residual_bits", 8, 24),
                              ("logit_bits", 2, 16), ("gelu_bits", 2, 16), ("softmax_bits", 2, 16), ("head_bits", 8, 32),
-                             ("multiplier_bits", 2, 31)):
+                             ("multiplier_bits", 2, 31), ("group_scale_bits", 1, 8)):
             check_bits(name, getattr(self, name), lo, hi)
+        w_group = self.weight_group
+        if isinstance(w_group, bool) or not isinstance(w_group, (int, np.integer)) or w_group < 0:
+            raise ArithSpecError(f"weight_group must be 0 (one scale per output channel) or a group "
+                                 f"size >= 1 input columns, got {w_group!r}")
         if self.act_calib not in ACT_CALIB:
             raise ArithSpecError(f"act_calib {self.act_calib!r}: use {', '.join(ACT_CALIB)}")
         if self.weight_round not in WEIGHT_ROUND:
@@ -307,17 +315,47 @@ def quantize_weight(w, bits, method="mse", hessian=None, scales=None):
     with the input's X^T X (`hessian`, In x In, 2-D weights) the integers are GPTQ-rounded;
     `scales`: the per-channel scales when already chosen (no clip search)."""
     fmt = weight_format(bits)
-    w = np.asarray(w, dtype=np.float64)
-    flat = w.reshape(w.shape[0], -1)
-    if not np.isfinite(flat).all():
-        raise ArithSpecError("weights hold NaN/Inf")
+    flat = _checked_rows(w)
     if scales is None:
         scales = weight_scales(flat, fmt, method)
+    q = _round_weight(flat, np.broadcast_to(np.asarray(scales, np.float64)[:, None], flat.shape), hessian, fmt)
+    return q.reshape(np.shape(w)), scales
+
+
+def quantize_weight_grouped(w, bits, group, scale_bits=8, method="mse", hessian=None):
+    """Grouped symmetric quantization of a 2-D weight (Out, In) (docs/quantization.md Q13): the
+    columns in runs of `group` (the last run may be shorter), each run of a row with its own
+    scale base[r] x mult[r, g], mult an unsigned `scale_bits` integer (the row's largest group
+    scale has mult = 2^scale_bits - 1). -> (q (Out, In) in the narrow `bits` format, base (Out,),
+    mult (Out, groups)); the real weight is q x mult[r, c // group] x base[r]. Each run's scale is
+    first chosen like a row's (`weight_scales`), then rounded to its multiple of base; q is
+    rounded at those scales (GPTQ with `hessian`)."""
+    fmt = weight_format(bits)
+    flat = _checked_rows(w)
+    top = (1 << scale_bits) - 1
+    runs = [slice(c, min(c + group, flat.shape[1])) for c in range(0, flat.shape[1], group)]
+    ideal = np.stack([np.where(np.abs(flat[:, r]).max(axis=1) > 0, weight_scales(flat[:, r], fmt, method), 0.0)
+                      for r in runs], axis=1)          # an all-zero run takes the smallest multiple
+    base = np.where(ideal.max(axis=1) > 0, ideal.max(axis=1), 1.0) / top
+    mult = np.clip(np.rint(ideal / base[:, None]), 1, top).astype(np.int64)
+    q = _round_weight(flat, base[:, None] * group_columns(mult, group, flat.shape[1]), hessian, fmt)
+    return q, base, mult
+
+
+def _checked_rows(w):
+    flat = np.asarray(w, dtype=np.float64)
+    flat = flat.reshape(flat.shape[0], -1)
+    if not np.isfinite(flat).all():
+        raise ArithSpecError("weights hold NaN/Inf")
+    return flat
+
+
+def _round_weight(flat, scales, hessian, fmt):
+    """Integers of flat (Out, In) at per-weight scales (Out, In): nearest (ties to even), or
+    GPTQ-rounded with the input's X^T X."""
     if hessian is not None:
-        q = gptq_round(flat, scales, hessian, fmt)
-    else:
-        q = np.clip(np.rint(flat / scales[:, None]), fmt.lo, fmt.hi).astype(fmt.storage)
-    return q.reshape(w.shape), scales
+        return gptq_round(flat, scales, hessian, fmt)
+    return np.clip(np.rint(flat / scales), fmt.lo, fmt.hi).astype(fmt.storage)
 
 
 def weight_scales(flat, fmt, method):
@@ -334,7 +372,8 @@ def weight_scales(flat, fmt, method):
 
 
 def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128, act_order=True):
-    """GPTQ (Frantar et al. 2023) at fixed per-output-channel scales: the integer weights (Out, In)
+    """GPTQ (Frantar et al. 2023) at fixed scales (per output channel (Out,), or per weight
+    (Out, In) for grouped weights): the integer weights (Out, In)
     chosen column by column, each column's rounding error spread over the columns not yet rounded
     through the inverse of the input's second moment H = X^T X (+ damp x mean diag), so that
     ||X W^T - X Q^T|| is small on the calibration inputs rather than ||W - Q|| per weight.
@@ -349,6 +388,7 @@ def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128, act_order=True):
     # columns as rows (In, Out): a column's update is then a contiguous row operation
     wt, h = np.ascontiguousarray(w[:, order].T), h[np.ix_(order, order)]
     s = np.asarray(scales, dtype=np.float64)
+    s = np.ascontiguousarray(np.broadcast_to(s[:, None] if s.ndim == 1 else s, w.shape)[:, order].T)
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     wt[dead, :] = 0.0
@@ -369,7 +409,7 @@ def gptq_round(w, scales, hessian, fmt, damp=0.01, block=128, act_order=True):
 
 @numba.njit(cache=True, nogil=True)
 def _gptq_block(wt, qt, u, s, lo, hi, i1, i2):
-    """GPTQ's columns i1 .. i2-1 (rows of wt, qt: (In, Out)) in order: each rounded to nearest
+    """GPTQ's columns i1 .. i2-1 (rows of wt, qt and the scales s: (In, Out)) in order: each rounded to nearest
     (ties to even, like np.rint) and clipped, its scaled error moving the later columns of the
     block; returns the errors (i2 - i1, Out) for the update of the columns after the block."""
     n_out = wt.shape[1]
@@ -377,9 +417,9 @@ def _gptq_block(wt, qt, u, s, lo, hi, i1, i2):
     for i in range(i1, i2):
         d = u[i, i]
         for r in range(n_out):
-            q = min(max(np.rint(wt[i, r] / s[r]), lo), hi)
+            q = min(max(np.rint(wt[i, r] / s[i, r]), lo), hi)
             qt[i, r] = q
-            err[i - i1, r] = (wt[i, r] - q * s[r]) / d
+            err[i - i1, r] = (wt[i, r] - q * s[i, r]) / d
         for j in range(i + 1, i2):
             f = u[i, j]
             for r in range(n_out):

@@ -254,3 +254,22 @@ def test_set_up_threads_survive_a_fork():
         if p.is_alive():
             p.kill()
     np.testing.assert_array_equal(got, want)
+
+
+def test_grouped_weight_scales_are_integer_multiples_of_the_rows_base():
+    """quantize_weight_grouped (docs/quantization.md Q13): q in the narrow format, multipliers in
+    [1, 2^M - 1] with the row's largest group at 2^M - 1, a shorter last group, an all-zero group
+    at the smallest multiple; on rows whose groups differ in range the error is below one scale
+    per row."""
+    from intsim.kernels.matmul import grouped_weight
+    from intsim.quantize import quantize_weight_grouped
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(8, 40)) * np.repeat(rng.gamma(1.0, size=(8, 4)), 10, axis=1)[:, :40]
+    w[3, 10:20] = 0.0
+    q, base, mult = quantize_weight_grouped(w, 4, 12, scale_bits=5)
+    assert q.shape == w.shape and np.abs(q).max() <= 7 and mult.shape == (8, 4)
+    assert mult.min() >= 1 and (mult.max(axis=1) == 31).all() and mult[3, 0] >= 1
+    assert not q[3, 10:20].any()
+    real = grouped_weight(q, mult, 12) * base[:, None]
+    q1, s1 = quantize_weight(w, 4)
+    assert np.sum((real - w) ** 2) < np.sum((q1 * s1[:, None] - w) ** 2)

@@ -86,6 +86,11 @@ def add_quant_args(p):
     p.add_argument("--weight-round", default="auto", choices=list(WEIGHT_ROUND),
                    help="Linear weight rounding: nearest, gptq (with calibration data) or auto "
                         "(default: gptq below 8 weight bits)")
+    p.add_argument("--weight-group", type=int, default=0, metavar="G",
+                   help="Linear weights with one scale per G input columns, each an integer multiple "
+                        "of its row's (default 0: one scale per output channel)")
+    p.add_argument("--group-scale-bits", type=int, default=QuantConfig().group_scale_bits, metavar="M",
+                   help=f"bits of a weight group's scale multiplier (default {QuantConfig().group_scale_bits})")
     p.add_argument("--rotate", type=int, default=QuantConfig().rotate, metavar="B",
                    help="rotate Linear inputs by Hadamard blocks of at most B channels where that "
                         f"lowers their quantization error (power of two; 0 = off; default {QuantConfig().rotate})")
@@ -120,6 +125,8 @@ def config_from_args(a):
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
                        smooth=getattr(a, "smooth", 0.0), wide=wide,
                        weight_round=getattr(a, "weight_round", "auto"),
+                       weight_group=getattr(a, "weight_group", 0),
+                       group_scale_bits=getattr(a, "group_scale_bits", QuantConfig().group_scale_bits),
                        rotate=getattr(a, "rotate", QuantConfig().rotate), overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 

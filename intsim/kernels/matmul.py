@@ -32,6 +32,24 @@ def matmul(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntForm
     return gemm(a, b, a_fmt, b_fmt, bias=bias, acc_fmt=acc_fmt, engine=engine, b_prepared=b_prepared)
 
 
+
+def group_columns(per_group, group, columns):
+    """K1.9: a per-group array (Out, groups) spread over the input columns it covers (Out, columns):
+    column t takes group t // group."""
+    return np.repeat(per_group, group, axis=1)[:, :columns]
+
+
+def grouped_weight_format(w_fmt: IntFormat, scale_fmt: IntFormat):
+    """K1.9: the narrow signed format of the widest q x group_scale (12 bits for 4-bit q and an
+    8-bit multiplier): the weight register the grouped product reads."""
+    return IntFormat((w_fmt.hi * scale_fmt.hi).bit_length() + 1, signed=True, narrow=True)
+
+
+def grouped_weight(q, group_scale, group):
+    """K1.9: the expanded weight register q[j, t] x group_scale[j, t // group], int64."""
+    q = np.asarray(q, np.int64)
+    return q * group_columns(np.asarray(group_scale, np.int64), group, q.shape[1])
+
 class Matmul(Kernel):
     name = "matmul"
     family = "matmul"

@@ -75,7 +75,8 @@ class Conv(Linear):
         geo = ConvGeometry.of(node.attrs)
         rows, back = self.weight_rows(w, geo.group)
         consts, attrs, acc_scale = quantize_linear(b.cfg, s, rows, node.params.get("bias"),
-                                                   geo.to_attrs(self.kind == "conv_transpose"))
+                                                   geo.to_attrs(self.kind == "conv_transpose"),
+                                                   grouped=False)      # per output channel (Q13)
         consts["weight"] = back(consts["weight"])
         shape = b.shapes[node.inputs[0]]
         out_shape = (len(acc_scale),) + self.out_hw(geo, shape[1:])

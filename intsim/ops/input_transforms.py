@@ -12,7 +12,8 @@ import numpy as np
 from ..arith import IntFormat
 from ..errors import CompileError
 from ..kernels import hadamard
-from ..quantize import quantization_error, quantize_weight
+from ..kernels.matmul import grouped_weight
+from ..quantize import quantization_error, quantize_weight, quantize_weight_grouped
 from .hadamard import rotated_name
 
 
@@ -140,12 +141,20 @@ def weight_error(b, obs, w):
 
 def quantized_weight(b, w):
     """quantize_weight(w) at the configured width and method (nearest rounding), memoised on the
-    builder: the choice quantizes both candidates' weights, the lowering reuses the one it takes."""
+    builder: the choice quantizes both candidates' weights, the lowering reuses the one it takes.
+    Grouped weights (Q13): (q x group_scale, the rows' base scales), for the estimate only."""
     w = np.ascontiguousarray(w, dtype=np.float64)
     key = ("weight", w.shape, hash(w.tobytes()))
     hit = b.choices.get(key)
     if hit is None or not np.array_equal(hit[0], w):
-        hit = b.choices[key] = (w, *quantize_weight(w, b.cfg.wbits, b.cfg.weight_calib))
+        cfg = b.cfg
+        if cfg.weight_group:
+            q, base, mult = quantize_weight_grouped(w, cfg.wbits, cfg.weight_group, cfg.group_scale_bits,
+                                                    cfg.weight_calib)
+            made = grouped_weight(q, mult, cfg.weight_group), base
+        else:
+            made = quantize_weight(w, cfg.wbits, cfg.weight_calib)
+        hit = b.choices[key] = (w, *made)
     return hit[1], hit[2]
 
 

@@ -10,9 +10,10 @@ import warnings
 import numpy as np
 
 from ..arith import ConstFormat, IntFormat
-from ..errors import CompileError, IntsimWarning
+from ..errors import CompileError, IntsimWarning, ProgramError
 from ..kernels import MATMUL, check_registers, hadamard
-from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, weight_format
+from ..kernels.matmul import grouped_weight, grouped_weight_format
+from ..quantize import exact_bias_scales, quantize_bias, quantize_weight, quantize_weight_grouped, weight_format
 from .base import OpCost, OpDef, run_kernel, tensor_elements
 from .hadamard import lower_rotation
 from .input_transforms import (
@@ -27,29 +28,61 @@ ACC = IntFormat(32)
 
 
 def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False, hessian=None,
-                    quantized=None):
+                    quantized=None, grouped=True):
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
     whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
     hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round); quantized: the
-    nearest-rounded (weights, scales) if already made (GPTQ then rounds at those scales)."""
-    if quantized is not None and hessian is None:
+    nearest-rounded (weights, scales) if already made (GPTQ then rounds at those scales);
+    grouped: the weight takes QuantConfig.weight_group's group scales (K1.9) when it asks."""
+    group = cfg.weight_group if grouped else 0
+    attrs = {"weight_fmt": weight_format(cfg.wbits).to_dict()}
+    if group:
+        w_q, w_s, mult = quantize_weight_grouped(weight2d, cfg.wbits, group, cfg.group_scale_bits,
+                                                 cfg.weight_calib, hessian)
+        attrs.update(weight_group=int(group), group_scale_fmt=group_scale_format(cfg.group_scale_bits).to_dict())
+    elif quantized is not None and hessian is None:
         w_q, w_s = quantized
     else:
         w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian,
                                    scales=None if quantized is None else quantized[1])
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
+    if group:
+        consts["group_scale"] = mult
     if bias is not None:
         exact = exact_bias_scales(acc_scale, w_q, bias, input_is_zero)
         w_s = np.where(exact != acc_scale, exact / x_scale, w_s)      # zero channels only
         acc_scale = exact
         consts["bias"] = quantize_bias(bias, acc_scale)
     # weight_scale is documentary (golden manifests): the real value of one weight LSB per
-    # output channel; with equalization the integers hold W * f (docs/quantization.md Q5)
-    attrs = {"weight_fmt": weight_format(cfg.wbits).to_dict(),
-             "weight_scale": [float(v) for v in w_s]}
+    # output channel (of one unit of q x group_scale when grouped); with equalization the
+    # integers hold W * f (docs/quantization.md Q5)
+    attrs["weight_scale"] = [float(v) for v in w_s]
     attrs.update(extra_attrs or {})
     return consts, attrs, acc_scale
+
+
+def group_scale_format(bits):
+    """K1.9: a group's scale multiplier, unsigned (0 allowed: a group of zeros)."""
+    return IntFormat(bits, signed=False)
+
+
+def product_weight_format(op):
+    """The format of the weight register the product reads: the weight's own, or a grouped
+    weight's expanded register (K1.9)."""
+    w_fmt = IntFormat(**op.attrs["weight_fmt"])
+    if "weight_group" not in op.attrs:
+        return w_fmt
+    return grouped_weight_format(w_fmt, IntFormat(**op.attrs["group_scale_fmt"]))
+
+
+def product_weight(op):
+    """The weight register the product reads: the weight, or q x group_scale (K1.9)."""
+    q = op.consts["weight"]
+    if "weight_group" not in op.attrs:
+        return q
+    return grouped_weight(q, op.consts["group_scale"], int(op.attrs["weight_group"])).astype(
+        product_weight_format(op).storage)
 
 
 def gptq_hessian(b, node, f, block=0):
@@ -152,10 +185,9 @@ class Linear(OpDef):
 
     def product_plan(self, op, program):
         """The matmul plan of the layer: its operand formats, the accumulator, the bias if any."""
-        w_fmt = IntFormat(**op.attrs["weight_fmt"])
-        plan = MATMUL.plan((1.0, 1.0), (program.tensors[op.inputs[0]].fmt, w_fmt),
+        plan = MATMUL.plan((1.0, 1.0), (program.tensors[op.inputs[0]].fmt, product_weight_format(op)),
                            program.tensors[op.outputs[0]].fmt)
-        plan.consts = {k: v for k, v in op.consts.items() if k != "weight"}
+        plan.consts = {k: v for k, v in op.consts.items() if k not in ("weight", "group_scale")}
         return plan
 
     def bind(self, op, program):
@@ -163,7 +195,7 @@ class Linear(OpDef):
         the weight transposed and prepared once for the fast path, and the product's plan."""
         check_registers(f"{op.kind} {op.name!r}", self.const_formats(op, program), op.consts)
         plan = MATMUL.bind(self.product_plan(op, program))
-        return MATMUL.prepare(op.consts["weight"].T, plan.in_fmt[1]), plan
+        return MATMUL.prepare(product_weight(op).T, plan.in_fmt[1]), plan
 
     def run(self, op, inputs, bound, path):
         weight, plan = bound
@@ -186,6 +218,12 @@ class Linear(OpDef):
         accumulator's (the matmul kernel's declaration)."""
         n_out, n_in = program.tensors[op.outputs[0]].shape[-1], self.inner(op, program)
         formats = {"weight": ConstFormat.of(IntFormat(**op.attrs["weight_fmt"]), (n_out, n_in))}
+        if "weight_group" in op.attrs:
+            group = op.attrs["weight_group"]
+            if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+                raise ProgramError(f"{op.kind} {op.name!r}: weight_group = {group!r} is not a group size >= 1")
+            formats["group_scale"] = ConstFormat.of(IntFormat(**op.attrs["group_scale_fmt"]),
+                                                    (n_out, -(-n_in // group)))
         for name, f in MATMUL.const_formats(self.product_plan(op, program)).items():
             formats[name] = replace(f, shape=(n_out,))
         return formats
