@@ -88,16 +88,22 @@ def residual_add(a, b, ma, ka, mb, kb, lo, hi):
 
 # --- K1 matmul and the K1.4 / K6 data movement ----------------------------------------------------
 
-def linear(x, shape, w, w_shape, bias):
-    """K1.4: x (..., In) @ W^T, W stored (Out, In), + bias; exact, int32 result (A4)."""
+def linear(x, shape, w, w_shape, bias, group=None, group_scale=None):
+    """K1.4: x (..., In) @ W^T, W stored (Out, In), + bias; exact, int32 result (A4).
+    K1.9 (group, group_scale (Out, ceil(In / group)) flat): each group's partial sum times its
+    row's multiplier, then summed."""
     n_in = shape[-1]
     n_out = w_shape[0]
     rows = [w[o * n_in:(o + 1) * n_in] for o in range(n_out)]
+    runs = [(0, n_in)] if group is None else [(j, min(j + group, n_in)) for j in range(0, n_in, group)]
+    mults = [[1] for _ in range(n_out)] if group is None else \
+        [group_scale[o * len(runs):(o + 1) * len(runs)] for o in range(n_out)]
     out = []
     for r in range(numel(shape[:-1])):
         xr = x[r * n_in:(r + 1) * n_in]
         for o in range(n_out):
-            acc = sum(a * b for a, b in zip(xr, rows[o])) + (bias[o] if bias is not None else 0)
+            acc = sum(m * sum(xr[t] * rows[o][t] for t in range(j0, j1))
+                      for m, (j0, j1) in zip(mults[o], runs)) + (bias[o] if bias is not None else 0)
             if not -(1 << 31) <= acc < (1 << 31):
                 raise SpecViolation(f"linear accumulator {acc} outside int32")
             out.append(acc)
@@ -288,7 +294,8 @@ def run_op(op, ins, in_shapes, out_fmts):
     if kind == "requant":
         return [requantize(x, shape, c["m"], c["k"], lo, hi)], [shape]
     if kind == "linear":
-        y, s = linear(x, shape, c["weight"], c["weight_shape"], c.get("bias"))
+        y, s = linear(x, shape, c["weight"], c["weight_shape"], c.get("bias"),
+                      a.get("weight_group"), c.get("group_scale"))
         return [y], [s]
     if kind == "qkv_split":
         outs, s = qkv_split(x, shape, a["heads"])

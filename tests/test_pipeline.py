@@ -165,3 +165,16 @@ def test_cli_errors_are_clear(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "bad.onnx" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_run_with_grouped_weights_reports_them(tmp_path):
+    """`intsim run --wbits 4 --weight-group G` (docs/quantization.md Q13): the text report's config
+    line names the rounding and the groups, the JSON config carries them, and a bad group size is
+    one clear line."""
+    args = [sys.executable, "-m", "intsim", "run", "--limit", "16", "--calib", "16", "--wbits", "4"]
+    out = subprocess.run(args + ["--weight-group", "16", "--group-scale-bits", "6"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "weights gptq, groups of 16 (u6 multipliers)" in out.stdout
+    out = subprocess.run(args + ["--weight-group", "-3"], capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "weight_group" in out.stderr and "Traceback" not in out.stderr

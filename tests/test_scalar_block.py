@@ -200,3 +200,19 @@ def test_scalar_ops_reproduce_the_spec_worked_examples():
     assert sb.dyadic(1 - 2 ** -40, 8) == (128, 7)
     assert sb.dyadic(1000.0, 8) == (250, -2)
     assert sb.dyadic(1e-12) == (4611686, 62)
+
+
+def test_block0_of_a_grouped_weight_dump_reproduces_it(tmp_path):
+    """K1.9 checked independently: a W4A8 golden dump with groups of 16 (docs/quantization.md Q13),
+    its block 0 recomputed by the scalar implementation (each group's partial sum times its
+    multiplier)."""
+    import subprocess
+    import sys
+    out = tmp_path / "grouped"
+    run = subprocess.run([sys.executable, "-m", "intsim", "golden", "--wbits", "4", "--weight-group", "16",
+                          "--calib", "16", "--images", "1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    gs = golden.load(out)
+    assert any(o.attrs.get("weight_group") == 16 for o in gs.ops if o.name.startswith("blocks.0."))
+    _assert_block(gs, 0)

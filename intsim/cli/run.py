@@ -38,8 +38,12 @@ def main(argv):
 
 
 def weight_rounding(cfg):
-    """How the report's configuration rounded its Linear weights (QuantConfig.gptq)."""
-    return "gptq" if QuantConfig(**cfg).gptq else "nearest"
+    """How the report's configuration rounded its Linear weights (QuantConfig.gptq) and, when
+    grouped (Q13), the group size and multiplier width."""
+    config = QuantConfig(**cfg)
+    group = (f", groups of {config.weight_group} (u{config.group_scale_bits} multipliers)"
+             if config.weight_group else "")
+    return ("gptq" if config.gptq else "nearest") + group
 
 
 def print_report(report, data_name, calib):
