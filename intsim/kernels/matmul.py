@@ -32,7 +32,6 @@ def matmul(a, b, a_fmt: IntFormat, b_fmt: IntFormat, bias=None, acc_fmt: IntForm
     return gemm(a, b, a_fmt, b_fmt, bias=bias, acc_fmt=acc_fmt, engine=engine, b_prepared=b_prepared)
 
 
-
 def group_columns(per_group, group, columns):
     """K1.9: a per-group array (Out, groups) spread over the input columns it covers (Out, columns):
     column t takes group t // group."""
@@ -49,6 +48,7 @@ def grouped_weight(q, group_scale, group):
     """K1.9: the expanded weight register q[j, t] x group_scale[j, t // group], int64."""
     q = np.asarray(q, np.int64)
     return q * group_columns(np.asarray(group_scale, np.int64), group, q.shape[1])
+
 
 class Matmul(Kernel):
     name = "matmul"
