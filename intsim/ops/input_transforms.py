@@ -97,18 +97,19 @@ def _rotation_choice(b, node):
     rotated = (*rotated_operand(b, node, block), None)
     plain = (obs.divided(f), w * f[None, :], f) if f is not None else (obs, w, None)
     act_rot, act_plain = (activation_error(b, o, w_, bits, f_) for o, w_, f_ in (rotated, plain))
+    cfg = b.cfg.for_layer(node.name)
     # rotate iff act_rot + weight_rot < act_plain + weight_plain; both weight terms are >= 0, so the
     # candidate with the smaller activation term may settle it alone (at W8 it nearly always does):
     # each weight quantized here is the one the lowering reuses, and few are quantized twice
     if act_rot < act_plain:
-        total_rot = act_rot + weight_error(b, *rotated[:2])
+        total_rot = act_rot + weight_error(b, *rotated[:2], cfg)
         if total_rot < act_plain:
             return block
-        return block if total_rot < act_plain + weight_error(b, *plain[:2]) else 0
-    total_plain = act_plain + weight_error(b, *plain[:2])
+        return block if total_rot < act_plain + weight_error(b, *plain[:2], cfg) else 0
+    total_plain = act_plain + weight_error(b, *plain[:2], cfg)
     if total_plain <= act_rot:
         return 0
-    return block if act_rot + weight_error(b, *rotated[:2]) < total_plain else 0
+    return block if act_rot + weight_error(b, *rotated[:2], cfg) < total_plain else 0
 
 
 def rotated_operand(b, node, block):
@@ -130,24 +131,25 @@ def activation_error(b, obs, w, bits, factors=None):
     return act / max(obs.count, 1) * float(np.sum(w ** 2))
 
 
-def weight_error(b, obs, w):
+def weight_error(b, obs, w, cfg):
     """The second term: sum_c E[z_c^2] ||dW_c||^2, the rounding error of W as the compiler quantizes
-    it, per input channel, weighted by that channel's energy (from the reservoir). Both terms treat
-    the errors as uncorrelated: an estimate to compare two preparations of one Linear, no more."""
-    w_q, w_s = quantized_weight(b, w)
+    it (the layer's configuration cfg), per input channel, weighted by that channel's energy (from
+    the reservoir). Both terms treat the errors as uncorrelated: an estimate to compare two
+    preparations of one Linear, no more."""
+    w_q, w_s = quantized_weight(b, w, cfg)
     dw = w_q * w_s[:, None] - w
     return float(channel_energy(obs, w.shape[1]) @ np.sum(dw ** 2, axis=0))
 
 
-def quantized_weight(b, w):
-    """quantize_weight(w) at the configured width and method (nearest rounding), memoised on the
-    builder: the choice quantizes both candidates' weights, the lowering reuses the one it takes.
-    Grouped weights (Q13): (q x group_scale, the rows' base scales), for the estimate only."""
+def quantized_weight(b, w, cfg):
+    """quantize_weight(w) at the layer's width and method (cfg: QuantConfig.for_layer; nearest
+    rounding), memoised on the builder: the choice quantizes both candidates' weights, the lowering
+    reuses the one it takes. Grouped weights (Q13): (q x group_scale, the rows' base scales), for
+    the estimate only."""
     w = np.ascontiguousarray(w, dtype=np.float64)
-    key = ("weight", w.shape, hash(w.tobytes()))
+    key = ("weight", cfg.wbits, w.shape, hash(w.tobytes()))
     hit = b.choices.get(key)
     if hit is None or not np.array_equal(hit[0], w):
-        cfg = b.cfg
         if cfg.weight_group:
             q, base, mult = quantize_weight_grouped(w, cfg.wbits, cfg.weight_group, cfg.group_scale_bits,
                                                     cfg.weight_calib)

@@ -85,17 +85,19 @@ def product_weight(op):
         product_weight_format(op).storage)
 
 
-def gptq_hessian(b, node, f, block=0):
+def gptq_hessian(b, node, f, block=0, cfg=None):
     """X^T X of the integer input as the weight sees it (the float input rotated by the Hadamard
     blocks of size `block`, if any, then divided by the channel factors f, if any), when
-    the configuration rounds with GPTQ (QuantConfig.gptq); None for nearest rounding. Without
-    the statistics, weight_round gptq is an error and auto falls back to nearest, with a warning."""
-    if not b.cfg.gptq:
+    the layer's configuration `cfg` (QuantConfig.for_layer) rounds with GPTQ (QuantConfig.gptq);
+    None for nearest rounding. Without the statistics, weight_round gptq is an error and auto
+    falls back to nearest, with a warning."""
+    cfg = cfg or b.cfg.for_layer(node.name)
+    if not cfg.gptq:
         return None
     obs = b.obs.get(node.inputs[0])         # the Linear's own input, not a moved-from tensor
     if obs is None or obs.gram is None:
-        if b.cfg.weight_round == "auto":
-            warnings.warn(f"weight_round auto at {b.cfg.wbits}-bit weights: the calibration holds no "
+        if cfg.weight_round == "auto":
+            warnings.warn(f"weight_round auto at {cfg.wbits}-bit weights: the calibration holds no "
                           f"X^T X, so Linear weights round to nearest (calibrate with gram=True for "
                           f"GPTQ)", IntsimWarning, stacklevel=2)
             return None
@@ -138,7 +140,7 @@ class Linear(OpDef):
     def lower(self, node, b):
         src = node.inputs[0]
         w = node.params["weight"]
-        cfg = b.cfg
+        cfg = b.cfg.for_layer(node.name)        # the layer's weight width (layer_wbits, Q14)
         f, block = None, rotation_block(b, node)
         if block:
             # rotated (docs/quantization.md Q8): the integer operand holds x H / sqrt(B) requantized,
@@ -167,10 +169,10 @@ class Linear(OpDef):
             fmt = b.act_format(src, b.operand_bits(f"{node.name}.in"))
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
-        hessian = gptq_hessian(b, node, f, block)
+        hessian = gptq_hessian(b, node, f, block, cfg)
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
                                                    input_is_zero=b.observer(src).is_zero, hessian=hessian,
-                                                   quantized=quantized_weight(b, w))
+                                                   quantized=quantized_weight(b, w, cfg))
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):
