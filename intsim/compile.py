@@ -14,7 +14,7 @@ from .errors import CompileError
 from .kernels import REQUANTIZE, candidates, get_kernel
 from .ops import REQUANT, SEMANTIC, semantic_op
 from .program import Op, Program, TensorInfo, new_meta
-from .quantize import QuantConfig
+from .quantize import QuantConfig, first_match
 
 
 class Builder:
@@ -140,10 +140,7 @@ class Builder:
         """The width of an activation operand of a product (a Linear input, a matmul operand, or
         data movement carrying one) or of GELU: `abits` (or `default`), or the bits of the first
         `QuantConfig.wide` pattern that the operand's label (e.g. blocks.3.mlp.fc2.in) matches."""
-        for pattern, bits in self.cfg.wide.items():
-            if re.search(pattern, label):
-                return int(bits)
-        return self.cfg.abits if default is None else default
+        return first_match(self.cfg.wide, label, self.cfg.abits if default is None else default)
 
     def act_format(self, float_name, bits):
         return IntFormat(bits, signed=not self.observer(float_name).nonnegative)

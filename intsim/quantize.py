@@ -29,6 +29,26 @@ ACT_CALIB = ("minmax", "percentile", "mse", "mse-top")
 WEIGHT_ROUND = ("auto", "nearest", "gptq")
 
 
+def check_patterns(what, patterns, lo, hi):
+    """A {regex: bits} setting (`wide`, `layer_wbits`): a dict of valid regexes to widths in [lo, hi]."""
+    if not isinstance(patterns, dict):
+        raise ArithSpecError(f"{what} must be a dict of regex -> bits, got {patterns!r}")
+    for pattern, bits in patterns.items():
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as e:
+            raise ArithSpecError(f"{what} pattern {pattern!r}: {e}") from None
+        check_bits(f"{what} {pattern!r}", bits, lo, hi)
+
+
+def first_match(patterns, label, default):
+    """The bits of the first {regex: bits} pattern that `label` matches (re.search), else default."""
+    for pattern, bits in patterns.items():
+        if re.search(pattern, label):
+            return int(bits)
+    return default
+
+
 @dataclass
 class QuantConfig:
     wbits: int = 8                   # weights, per output channel
@@ -69,10 +89,7 @@ class QuantConfig:
     def weight_bits(self, layer):
         """The weight width of a layer: the bits of the first `layer_wbits` pattern its name
         matches (re.search), else `wbits`."""
-        for pattern, bits in self.layer_wbits.items():
-            if re.search(pattern, layer):
-                return int(bits)
-        return self.wbits
+        return first_match(self.layer_wbits, layer, self.wbits)
 
     def for_layer(self, layer):
         """This configuration as one layer's weights see it: `wbits` the layer's own width, and
@@ -101,20 +118,8 @@ class QuantConfig:
         for name in ("equalize", "smooth"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ArithSpecError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for pattern, bits in self.wide.items():
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise ArithSpecError(f"wide operand pattern {pattern!r}: {e}") from None
-            check_bits(f"wide operand {pattern!r}", bits, 2, 16)
-        if not isinstance(self.layer_wbits, dict):
-            raise ArithSpecError(f"layer_wbits must be a dict of layer-name regex -> bits, got {self.layer_wbits!r}")
-        for pattern, bits in self.layer_wbits.items():
-            try:
-                re.compile(pattern)
-            except re.error as e:
-                raise ArithSpecError(f"layer_wbits pattern {pattern!r}: {e}") from None
-            check_bits(f"layer_wbits {pattern!r}", bits, 2, 8)
+        check_patterns("wide operand", self.wide, 2, 16)
+        check_patterns("layer_wbits", self.layer_wbits, 2, 8)
         if self.rotate != 0 and not is_block(self.rotate):
             raise ArithSpecError(f"rotate must be 0 (off) or a power of two in [2, {MAX_BLOCK}], got {self.rotate!r}")
         if not 50.0 < float(self.percentile) <= 100.0:
