@@ -185,6 +185,7 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
     """Turn the float graph into an integer program (docs/quantization.md)."""
     cfg = config or QuantConfig()
     check_layer_overrides(graph, cfg.overrides)
+    check_layer_wbits(graph, cfg.layer_wbits)
     b = Builder(graph, observers, cfg)
     # boundary: the input quantizer (min/max calibrated, so [0, 1] images at 1/255 are exact pixels)
     in_obs = b.observer(graph.input_name)
@@ -227,6 +228,16 @@ def nonlinear_layers(graph):
     """[(node name, family)] of every node computed by a kernel family (Softmax, GELU, LayerNorm)."""
     return [(n.name, SEMANTIC[n.op].family) for n in graph.nodes
             if n.op in SEMANTIC and SEMANTIC[n.op].family]
+
+
+def check_layer_wbits(graph, layer_wbits):
+    """Every layer_wbits pattern must match a layer with weights (a mistyped pattern would
+    otherwise leave every layer at wbits without a word)."""
+    layers = [n.name for n in graph.nodes if "weight" in n.params]
+    for pattern in layer_wbits:
+        if not any(re.search(pattern, name) for name in layers):
+            raise CompileError(f"layer_wbits pattern {pattern!r} matches no layer with weights of this "
+                               f"model (e.g. {', '.join(layers[:4])}, ...)")
 
 
 def check_layer_overrides(graph, overrides):

@@ -207,6 +207,8 @@ def test_layer_wbits_sets_the_weight_width_of_the_matching_layers_only(calibrate
         again = Program.load(f"{d}/p")
         assert again.meta["config"]["layer_wbits"] == cfg.layer_wbits
         assert Executable(again).infer(x).tolist() == Executable(mixed).infer(x).tolist()
+    with pytest.raises(CompileError, match=r"layer_wbits pattern 'attn.*qvk' matches no layer.*attn\.qkv"):
+        ip.compile(graph, obs, QuantConfig(wbits=4, layer_wbits={r"attn\.qvk": 8}))
     for bad, match in (({"fc(": 8}, "layer_wbits pattern"), ({"fc": 9}, r"\[2, 8\]"), ([("fc", 8)], "dict")):
         with pytest.raises(ArithSpecError, match=match):
             QuantConfig(layer_wbits=bad)
