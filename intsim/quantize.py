@@ -77,6 +77,7 @@ class QuantConfig:
     quickgelu: str = "bitshift-quickgelu"
     overrides: dict = field(default_factory=dict)   # layer name -> candidate name
     rotate: int = 128                # largest Hadamard block for Linear inputs (Q8; 0 = off)
+    bias_correction: bool = False    # Linear bias - E[x] (W_q - W)^T: the weights' mean error (Q15)
 
     @property
     def gptq(self):
@@ -118,6 +119,8 @@ class QuantConfig:
         for name in ("equalize", "smooth"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ArithSpecError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not isinstance(self.bias_correction, bool):
+            raise ArithSpecError(f"bias_correction must be True or False, got {self.bias_correction!r}")
         check_patterns("wide operand", self.wide, 2, 16)
         check_patterns("layer_wbits", self.layer_wbits, 2, 8)
         if self.rotate != 0 and not is_block(self.rotate):
@@ -163,6 +166,7 @@ class Observer:
         self._scales = {}       # (fmt, method, percentile, count) -> scale: each clip searched once
         self.gram = None        # sum of x x^T over rows (the last axis), when asked for (GPTQ)
         self.gram_rows = 0
+        self.chan_sum = None    # exact sum of x over rows per channel of the last axis (float64)
 
     def update(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -178,6 +182,8 @@ class Observer:
                 np.full(1, max(self.chan_absmax.max(), per_chan.max()), np.float32)
         else:
             self.chan_absmax = np.maximum(self.chan_absmax, per_chan)
+        sums = x.reshape(-1, channels).sum(axis=0, dtype=np.float64)
+        self.chan_sum = sums if self.chan_sum is None or self.chan_sum.shape != sums.shape else self.chan_sum + sums
         x = x.ravel()
         self.lo = min(self.lo, float(lo))
         self.hi = max(self.hi, float(hi))
@@ -244,10 +250,18 @@ class Observer:
         out.sample_chan = self.sample_chan
         out.top = (self.top / f[self.top_chan]).astype(np.float32)
         out.top_chan = self.top_chan
+        out.chan_sum = None if self.chan_sum is None else self.chan_sum / f
         # exact per-channel bounds are not kept; the per-channel max |x| bounds both ends
         out.hi = float(out.chan_absmax.max())
         out.lo = -out.hi if self.lo < 0 else 0.0
         return out
+
+    @property
+    def chan_mean(self):
+        """E[x] per channel of the last axis over every calibration row (None before any update)."""
+        if self.chan_sum is None:
+            return None
+        return self.chan_sum / max(self.count // max(len(self.chan_sum), 1), 1)
 
     @property
     def is_zero(self):

@@ -1,4 +1,6 @@
 """The compiler: graph + calibration + QuantConfig -> integer program (docs/quantization.md)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -212,6 +214,34 @@ def test_layer_wbits_sets_the_weight_width_of_the_matching_layers_only(calibrate
     for bad, match in (({"fc(": 8}, "layer_wbits pattern"), ({"fc": 9}, r"\[2, 8\]"), ([("fc", 8)], "dict")):
         with pytest.raises(ArithSpecError, match=match):
             QuantConfig(layer_wbits=bad)
+
+
+def test_bias_correction_subtracts_the_weights_mean_output_error(calibrated):
+    """bias_correction (docs/quantization.md Q15): each Linear's bias is b - E[z] (W_q - W)^T, z its
+    operand as the weight sees it (fc2's: the GELU output, neither rotated nor equalized here), E[z]
+    the exact calibration mean (Observer.chan_mean, divided by equalization factors where they
+    apply); only the biases change; both paths agree."""
+    from intsim.quantize import Observer, quantize_bias
+    graph, obs, test = calibrated
+    x = np.random.default_rng(3).standard_normal((2, 7, 5)).astype(np.float32)
+    o = Observer("x")
+    o.update(x[:1]), o.update(x[1:])
+    np.testing.assert_allclose(o.chan_mean, x.reshape(-1, 5).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(o.divided(np.arange(1, 6)).chan_mean, o.chan_mean / np.arange(1, 6))
+    cfg = QuantConfig(wbits=4, weight_round="nearest", rotate=0)
+    plain, corrected = (ip.compile(graph, obs, replace(cfg, bias_correction=c)) for c in (False, True))
+    fc2, fc2_plain = corrected.op("mlp.fc2"), plain.op("mlp.fc2")
+    assert fc2.consts["weight"].tolist() == fc2_plain.consts["weight"].tolist()
+    assert fc2.consts["bias"].tolist() != fc2_plain.consts["bias"].tolist()
+    node = graph.node("mlp.fc2")
+    w_real = fc2.consts["weight"] * np.asarray(fc2.attrs["weight_scale"])[:, None]
+    want = node.params["bias"] - obs["mlp.act"].chan_mean @ (w_real - node.params["weight"].astype(np.float64)).T
+    acc_scale = np.asarray(corrected.tensors["mlp.fc2.acc"].scale)
+    assert fc2.consts["bias"].tolist() == quantize_bias(want, acc_scale).tolist()
+    t = ip.to_model_input(test)
+    assert Executable(corrected, path="reference").infer(t).tolist() == Executable(corrected).infer(t).tolist()
+    with pytest.raises(ArithSpecError, match="bias_correction"):
+        QuantConfig(bias_correction="yes")
 
 
 def test_gptq_round_is_the_column_by_column_algorithm():

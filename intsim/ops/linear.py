@@ -28,12 +28,14 @@ ACC = IntFormat(32)
 
 
 def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zero=False, hessian=None,
-                    quantized=None, grouped=True):
+                    quantized=None, grouped=True, input_mean=None):
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
     whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
     hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round); quantized: the
     nearest-rounded (weights, scales) if already made (GPTQ then rounds at those scales);
-    grouped: the weight takes QuantConfig.weight_group's group scales (K1.9) when it asks."""
+    grouped: the weight takes QuantConfig.weight_group's group scales (K1.9) when it asks;
+    input_mean: E[x] per input channel, to correct the bias for the weights' rounding error
+    (QuantConfig.bias_correction, docs/quantization.md Q15): b - E[x] (W_q - W)^T."""
     group = cfg.weight_group if grouped else 0
     attrs = {"weight_fmt": weight_format(cfg.wbits).to_dict()}
     if group:
@@ -45,6 +47,10 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
     else:
         w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian,
                                    scales=None if quantized is None else quantized[1])
+    if input_mean is not None:
+        w_real = (grouped_weight(w_q, mult, group) if group else w_q) * np.asarray(w_s, np.float64)[:, None]
+        shift = np.asarray(input_mean, np.float64) @ (w_real - np.asarray(weight2d, np.float64)).T
+        bias = (0.0 if bias is None else np.asarray(bias, np.float64)) - shift
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
     if group:
@@ -166,13 +172,15 @@ class Linear(OpDef):
             x = b.realise(src, fmt, s_eq * f, f"{node.name}.in")
             w = w * f[None, :]
         else:
+            obs = b.observer(src)
             fmt = b.act_format(src, b.operand_bits(f"{node.name}.in"))
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
         hessian = gptq_hessian(b, node, f, block, cfg)
+        mean = obs.chan_mean if cfg.bias_correction and not b.observer(src).is_zero else None
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
                                                    input_is_zero=b.observer(src).is_zero, hessian=hessian,
-                                                   quantized=quantized_weight(b, w, cfg))
+                                                   quantized=quantized_weight(b, w, cfg), input_mean=mean)
         self.emit_product(b, node, x, consts, attrs, acc_scale, b.shapes[src][:-1] + (w.shape[0],))
 
     def emit_product(self, b, node, x, consts, attrs, acc_scale, out_shape):
