@@ -97,9 +97,10 @@ def add_quant_args(p):
     p.add_argument("--wide", action="append", default=[], metavar="REGEX=BITS",
                    help=r"operands whose label matches REGEX at BITS (2..16), e.g. 'mlp\.fc2\.in$=12' "
                         "(repeatable)")
-    p.add_argument("--bias-correction", action="store_true",
-                   help="subtract each Linear's mean output error from its weights' rounding, E[x] (W_q - W)^T, "
-                        "from its bias (calibration means)")
+    p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction,
+                   default=QuantConfig().bias_correction,
+                   help="subtract from each Linear's bias the mean output error of its weights' rounding, "
+                        "E[x] (W_q - W)^T, from the calibration means (default on)")
     p.add_argument("--layer-wbits", action="append", default=[], metavar="REGEX=BITS",
                    help=r"weights of the layers whose name matches REGEX at BITS (2..8) instead of "
                         r"--wbits, e.g. 'attn\.qkv$=8' (repeatable)")
@@ -136,7 +137,7 @@ def config_from_args(a):
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
                        smooth=getattr(a, "smooth", 0.0), wide=_patterns(a, "wide"),
                        layer_wbits=_patterns(a, "layer_wbits"),
-                       bias_correction=getattr(a, "bias_correction", False),
+                       bias_correction=getattr(a, "bias_correction", QuantConfig().bias_correction),
                        weight_round=getattr(a, "weight_round", "auto"),
                        weight_group=getattr(a, "weight_group", 0),
                        group_scale_bits=getattr(a, "group_scale_bits", QuantConfig().group_scale_bits),
