@@ -115,6 +115,16 @@ def gptq_hessian(b, node, f, block=0, cfg=None):
     return gram if f is None else gram / np.outer(f, f)
 
 
+def correction_mean(b, node, obs, w):
+    """E[z] per input channel of the operand z the weight w sees (obs: its observer, or None), for
+    the bias correction (QuantConfig.bias_correction, docs/quantization.md Q15); None where it is
+    not known channel by channel (no statistics of the Linear's own input) or the input is 0."""
+    mean = None if obs is None else obs.chan_mean
+    if mean is None or mean.shape != (w.shape[1],) or b.observer(node.inputs[0]).is_zero:
+        return None
+    return mean
+
+
 class Linear(OpDef):
     semantic = "Linear"
     kind = "linear"
@@ -172,12 +182,12 @@ class Linear(OpDef):
             x = b.realise(src, fmt, s_eq * f, f"{node.name}.in")
             w = w * f[None, :]
         else:
-            obs = b.observer(src)
+            obs = b.obs.get(src)                # the Linear's own input (bias correction's mean)
             fmt = b.act_format(src, b.operand_bits(f"{node.name}.in"))
             s_eq = b.act_scale(src, fmt)
             x = b.realise(src, fmt, s_eq, f"{node.name}.in")
         hessian = gptq_hessian(b, node, f, block, cfg)
-        mean = obs.chan_mean if cfg.bias_correction and not b.observer(src).is_zero else None
+        mean = correction_mean(b, node, obs, w) if cfg.bias_correction else None
         consts, attrs, acc_scale = quantize_linear(cfg, s_eq, w, node.params.get("bias"),
                                                    input_is_zero=b.observer(src).is_zero, hessian=hessian,
                                                    quantized=quantized_weight(b, w, cfg), input_mean=mean)
