@@ -77,7 +77,7 @@ class QuantConfig:
     quickgelu: str = "bitshift-quickgelu"
     overrides: dict = field(default_factory=dict)   # layer name -> candidate name
     rotate: int = 128                # largest Hadamard block for Linear inputs (Q8; 0 = off)
-    bias_correction: bool = True     # Linear bias - E[x] (W_q - W)^T: the weights' mean error (Q15)
+    bias_correction: bool = False    # Linear bias - E[x] (W_q - W)^T: the weights' mean error (Q15)
 
     @property
     def gptq(self):

@@ -100,7 +100,7 @@ def add_quant_args(p):
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction,
                    default=QuantConfig().bias_correction,
                    help="subtract from each Linear's bias the mean output error of its weights' rounding, "
-                        "E[x] (W_q - W)^T, from the calibration means (default on)")
+                        "E[x] (W_q - W)^T, from the calibration means (default off)")
     p.add_argument("--layer-wbits", action="append", default=[], metavar="REGEX=BITS",
                    help=r"weights of the layers whose name matches REGEX at BITS (2..8) instead of "
                         r"--wbits, e.g. 'attn\.qkv$=8' (repeatable)")
