@@ -111,7 +111,7 @@ def add_quant_args(p):
     p.add_argument("--plan", default=None, help="a selection plan (intsim select --out) to apply")
 
 
-def _patterns(a, option):
+def patterns_arg(a, option):
     """--wide / --layer-wbits items REGEX=BITS as {regex: bits}, in the order given."""
     patterns = {}
     for item in getattr(a, option, []):
@@ -135,8 +135,8 @@ def config_from_args(a):
                        logit_bits=a.logit_bits, gelu_bits=getattr(a, "gelu_bits", QuantConfig().gelu_bits),
                        softmax_bits=a.softmax_bits,
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
-                       smooth=getattr(a, "smooth", 0.0), wide=_patterns(a, "wide"),
-                       layer_wbits=_patterns(a, "layer_wbits"),
+                       smooth=getattr(a, "smooth", 0.0), wide=patterns_arg(a, "wide"),
+                       layer_wbits=patterns_arg(a, "layer_wbits"),
                        bias_correction=getattr(a, "bias_correction", QuantConfig().bias_correction),
                        weight_round=getattr(a, "weight_round", "auto"),
                        weight_group=getattr(a, "weight_group", 0),

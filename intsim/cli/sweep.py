@@ -7,12 +7,13 @@ import time
 
 from ..experiment import plots
 from ..experiment.plans import check_overrides, load_plan
+from ..compile import check_layer_wbits
 from ..experiment.store import SweepStore, point_config
 from ..experiment.sweep import grid_points, prepare, run_grid, write_heatmap
 from ..experiment.tasks import interrupt_on_term
 from ..kernels import DEFAULTS, get_kernel
 from ..quantize import ACT_CALIB, QuantConfig
-from .args import Parser, add_model_args, count, writable_dir
+from .args import Parser, patterns_arg, add_model_args, count, writable_dir
 
 DIMS = plots.INT_DIMS + plots.KERNEL_DIMS
 
@@ -58,6 +59,13 @@ def parser():
                    help="integer-op weights for costs (default mul=4,div=16,shift=1,add=1,cmp=1)")
     p.add_argument("--act-calib", default=QuantConfig().act_calib, choices=list(ACT_CALIB))
     p.add_argument("--plan", default=None, help="a selection plan (intsim select --out) for every point")
+    p.add_argument("--layer-wbits", action="append", default=[], metavar="REGEX=BITS",
+                   help="every point: the weights of the layers whose name matches REGEX at BITS "
+                        "(2..8) instead of the point's wbits (repeatable; docs/quantization.md Q14)")
+    p.add_argument("--weight-group", type=int, default=0, metavar="G",
+                   help="every point: Linear weights with one scale per G input columns (Q13)")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="every point: Linear biases corrected for the weights' mean rounding error (Q15)")
     p.add_argument("--limit", type=count(1), default=None, help="evaluate only the first N images")
     p.add_argument("--batch", type=count(1), default=100, help="images per batch (default 100)")
     p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
@@ -75,6 +83,9 @@ def main(argv):
     base = {"act_calib": a.act_calib}
     if a.plan:
         base["overrides"] = load_plan(a.plan)
+    fixed = {"layer_wbits": patterns_arg(a, "layer_wbits"), "weight_group": a.weight_group,
+             "bias_correction": a.bias_correction}
+    base.update({k: v for k, v in fixed.items() if v != getattr(QuantConfig(), k)})   # old folders resume
     for fam in plots.KERNEL_DIMS:     # every point must be a valid configuration before anything runs
         for name in dims[fam]:
             get_kernel(fam, name)
@@ -84,6 +95,7 @@ def main(argv):
     t0 = time.perf_counter()
     ctx, context = prepare(a.model, a.data, a.calib, a.limit, base, a.cost_weights, a.batch)
     check_overrides(ctx.graph, base.get("overrides", {}))
+    check_layer_wbits(ctx.graph, base.get("layer_wbits", {}))
     with interrupt_on_term():
         try:
             rows, ran = run_grid(ctx, points, a.out, context, a.workers, a.scheduler)
