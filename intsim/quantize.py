@@ -94,8 +94,8 @@ class QuantConfig:
 
     def for_layer(self, layer):
         """This configuration as one layer's weights see it: `wbits` the layer's own width, and
-        GPTQ rounding decided at that width (weight_round auto). The same object when nothing
-        differs."""
+        GPTQ rounding decided at that width (weight_round auto). The same object when there are
+        no layer_wbits."""
         bits = self.weight_bits(layer)
         if bits == self.wbits and not self.layer_wbits:
             return self
@@ -166,7 +166,8 @@ class Observer:
         self._scales = {}       # (fmt, method, percentile, count) -> scale: each clip searched once
         self.gram = None        # sum of x x^T over rows (the last axis), when asked for (GPTQ)
         self.gram_rows = 0
-        self.chan_sum = None    # exact sum of x over rows per channel of the last axis (float64)
+        self.chan_sum = None    # sum of x per channel of the last axis over chan_rows rows (float64)
+        self.chan_rows = 0
 
     def update(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -174,7 +175,8 @@ class Observer:
             return
         channels = x.shape[-1] if x.ndim else 1
         per_chan = np.empty(channels, dtype=np.float32)
-        finite, lo, hi = _stats(x.reshape(-1, channels), per_chan)
+        sums = np.empty(channels, dtype=np.float64)
+        finite, lo, hi = _stats(x.reshape(-1, channels), per_chan, sums)
         if not finite:
             raise ArithSpecError(f"calibration: tensor {self.name!r} holds NaN/Inf")
         if self.chan_absmax is None or self.chan_absmax.shape != per_chan.shape:
@@ -182,8 +184,10 @@ class Observer:
                 np.full(1, max(self.chan_absmax.max(), per_chan.max()), np.float32)
         else:
             self.chan_absmax = np.maximum(self.chan_absmax, per_chan)
-        sums = x.reshape(-1, channels).sum(axis=0, dtype=np.float64)
-        self.chan_sum = sums if self.chan_sum is None or self.chan_sum.shape != sums.shape else self.chan_sum + sums
+        if self.chan_sum is None or self.chan_sum.shape != sums.shape:    # channels changed: restart
+            self.chan_sum, self.chan_rows = sums, x.size // channels
+        else:
+            self.chan_sum, self.chan_rows = self.chan_sum + sums, self.chan_rows + x.size // channels
         x = x.ravel()
         self.lo = min(self.lo, float(lo))
         self.hi = max(self.hi, float(hi))
@@ -251,6 +255,7 @@ class Observer:
         out.top = (self.top / f[self.top_chan]).astype(np.float32)
         out.top_chan = self.top_chan
         out.chan_sum = None if self.chan_sum is None else self.chan_sum / f
+        out.chan_rows = self.chan_rows
         # exact per-channel bounds are not kept; the per-channel max |x| bounds both ends
         out.hi = float(out.chan_absmax.max())
         out.lo = -out.hi if self.lo < 0 else 0.0
@@ -258,10 +263,8 @@ class Observer:
 
     @property
     def chan_mean(self):
-        """E[x] per channel of the last axis over every calibration row (None before any update)."""
-        if self.chan_sum is None:
-            return None
-        return self.chan_sum / max(self.count // max(len(self.chan_sum), 1), 1)
+        """E[x] per channel of the last axis over the calibration rows (None before any update)."""
+        return None if self.chan_sum is None else self.chan_sum / self.chan_rows
 
     @property
     def is_zero(self):
@@ -635,12 +638,14 @@ def _top_candidates(x, k, edge):
 
 
 @numba.njit(cache=True, nogil=True)
-def _stats(x2, chan_absmax):
-    """One pass over x2 (rows, channels): whether every value is finite, the min and max, and each
-    channel's max |x| (into chan_absmax). Exact: no rounding happens in a min or max."""
+def _stats(x2, chan_absmax, chan_sum):
+    """One pass over x2 (rows, channels): whether every value is finite, the min and max, each
+    channel's max |x| (into chan_absmax) and its sum in float64 (into chan_sum, row by row). Exact:
+    no rounding happens in a min or max."""
     finite = True
     lo, hi = np.float32(np.inf), np.float32(-np.inf)
     chan_absmax[:] = 0
+    chan_sum[:] = 0
     for r in range(x2.shape[0]):
         for c in range(x2.shape[1]):
             v = x2[r, c]
@@ -648,4 +653,5 @@ def _stats(x2, chan_absmax):
             lo = min(lo, v)
             hi = max(hi, v)
             chan_absmax[c] = max(chan_absmax[c], abs(v))
+            chan_sum[c] += np.float64(v)
     return finite, lo, hi

@@ -228,6 +228,8 @@ def test_bias_correction_subtracts_the_weights_mean_output_error(calibrated):
     o.update(x[:1]), o.update(x[1:])
     np.testing.assert_allclose(o.chan_mean, x.reshape(-1, 5).mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(o.divided(np.arange(1, 6)).chan_mean, o.chan_mean / np.arange(1, 6))
+    o.update(x[0, :, :3])               # the channels changed: the mean restarts on the new rows
+    np.testing.assert_allclose(o.chan_mean, x[0, :, :3].mean(axis=0), rtol=1e-6)
     cfg = QuantConfig(wbits=4, weight_round="nearest", rotate=0)
     plain, corrected = (ip.compile(graph, obs, replace(cfg, bias_correction=c)) for c in (False, True))
     fc2, fc2_plain = corrected.op("mlp.fc2"), plain.op("mlp.fc2")

@@ -5,15 +5,15 @@ from pathlib import Path
 import sys
 import time
 
+from ..compile import check_layer_wbits
 from ..experiment import plots
 from ..experiment.plans import check_overrides, load_plan
-from ..compile import check_layer_wbits
 from ..experiment.store import SweepStore, point_config
 from ..experiment.sweep import grid_points, prepare, run_grid, write_heatmap
 from ..experiment.tasks import interrupt_on_term
 from ..kernels import DEFAULTS, get_kernel
 from ..quantize import ACT_CALIB, QuantConfig
-from .args import Parser, patterns_arg, add_model_args, count, writable_dir
+from .args import Parser, add_model_args, count, patterns_arg, writable_dir
 
 DIMS = plots.INT_DIMS + plots.KERNEL_DIMS
 

@@ -91,13 +91,12 @@ def product_weight(op):
         product_weight_format(op).storage)
 
 
-def gptq_hessian(b, node, f, block=0, cfg=None):
+def gptq_hessian(b, node, f, block, cfg):
     """X^T X of the integer input as the weight sees it (the float input rotated by the Hadamard
     blocks of size `block`, if any, then divided by the channel factors f, if any), when
     the layer's configuration `cfg` (QuantConfig.for_layer) rounds with GPTQ (QuantConfig.gptq);
     None for nearest rounding. Without the statistics, weight_round gptq is an error and auto
     falls back to nearest, with a warning."""
-    cfg = cfg or b.cfg.for_layer(node.name)
     if not cfg.gptq:
         return None
     obs = b.obs.get(node.inputs[0])         # the Linear's own input, not a moved-from tensor
