@@ -3,7 +3,7 @@
     import intsim.pipeline as ip
     graph = ip.load()                                   # the shipped Fashion-MNIST ViT
     data = ip.open_data("fashion-mnist")
-    observers = ip.calibrate(graph, data.calibration(256), gram=True)   # gram: W4 rounds by GPTQ
+    observers = ip.calibrate(graph, data.calibration(256))   # with X^T X: weights round by GPTQ
     program = ip.compile(graph, observers, ip.QuantConfig(wbits=4))
     report = ip.evaluate(graph, program, *data.evaluation(limit=1000))
 """
@@ -61,9 +61,10 @@ def check_images_fit(graph, images):
     check_batch(images, graph.input_shape)
 
 
-def calibrate(graph, images_u8, batch=64, seed=0, gram=False, rotate=None):
+def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None):
     """Stream the calibration images through the float graph; per-tensor observers. gram: also
-    X^T X of every Linear input (what GPTQ rounds with: weight_round gptq, or auto below 8 bits).
+    X^T X of every Linear input (what GPTQ rounds with: weight_round gptq or auto); None: what
+    the default configuration needs (QuantConfig().gptq).
     rotate: also the statistics of every Linear input rotated by Hadamard blocks of at most that
     size (what QuantConfig(rotate=...) chooses and scales with, docs/quantization.md Q8); None:
     the default configuration's. Always: X^T X of what an op's calibration_grams names (a patch
@@ -73,6 +74,7 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=False, rotate=None):
     check_images_fit(graph, images_u8)
     observers = {}
     rotate = QuantConfig().rotate if rotate is None else rotate
+    gram = QuantConfig().gptq if gram is None else gram
     linear_inputs = {n.inputs[0] for n in graph.nodes
                      if n.op in SEMANTIC and SEMANTIC[n.op].gram_input} if gram or rotate else set()
 

@@ -21,7 +21,7 @@ def main():
     a = p.parse_args()
     graph = ip.load()
     data = ip.open_data("fashion-mnist")
-    observers = ip.calibrate(graph, data.calibration(a.calib), gram=True)    # W4A8 rounds with GPTQ
+    observers = ip.calibrate(graph, data.calibration(a.calib), gram=True)    # weights round with GPTQ
     images, labels = data.evaluation(a.limit)
     rows = [("W8A8", {}), ("W4A8", {"wbits": 4})]
     for g, s in itertools.product(candidates("gelu"), candidates("softmax")):

@@ -39,7 +39,7 @@ def make(out_root, names=None, force=True):
 
     graph = ip.load()
     data = ip.open_data("fashion-mnist")
-    observers = ip.calibrate(graph, data.calibration(CALIB), gram=True)   # the W4 set rounds with GPTQ
+    observers = ip.calibrate(graph, data.calibration(CALIB), gram=True)   # both sets round with GPTQ
     out = {}
     for name in names or SETS:
         settings, n = SETS[name]

@@ -70,7 +70,7 @@ def evaluate(model, calib, evaluation, wbits, layers):
     f = np.concatenate([run_float(graph, x[i:i + BATCH]) for i in range(0, len(x), BATCH)]).astype(np.float64)
     want = onnx_runtime(model, x)
     out["float_vs_ort"] = float(np.max(np.abs(f - want)) / np.ptp(want))
-    program = ip.compile(graph, ip.calibrate(graph, cal, batch=BATCH, gram=wbits < 8), ip.QuantConfig(wbits=wbits))
+    program = ip.compile(graph, ip.calibrate(graph, cal, batch=BATCH, gram=ip.QuantConfig(wbits=wbits).gptq), ip.QuantConfig(wbits=wbits))
     exe = Executable(program)
     q = np.concatenate([exe.infer(x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
     sq, pr = per_image(f, q)

@@ -82,7 +82,7 @@ def measure(name, form, n_images=32, n_calib=32, configs=CONFIGS, known=None):
         record.update({label: same[label] for label, _ in configs},
                       same_graph_as=same["form"] if same["name"] == name else f"{same['name']} {same['form']}")
         return record
-    observers = ip.calibrate(graph, photo_crops(n_calib, e.image, seed=0), gram=True)   # W4A8: GPTQ
+    observers = ip.calibrate(graph, photo_crops(n_calib, e.image, seed=0), gram=True)   # GPTQ (weight_round auto)
     for label, settings in configs:
         program = ip.compile(graph, observers, ip.QuantConfig(**settings))
         record[label] = compare(graph, ref, ip.run_integer(program, images))

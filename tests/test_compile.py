@@ -155,34 +155,43 @@ def test_gptq_rounding_lowers_the_output_error_at_4_bits(calibrated):
     w = gptq.op("mlp.fc2").consts["weight"]
     assert np.abs(w).max() <= 7 and not np.array_equal(w, near.op("mlp.fc2").consts["weight"])
     with pytest.raises(CompileError, match="gram=True"):
-        ip.compile(graph, ip.calibrate(graph, images), QuantConfig(weight_round="gptq"))
+        ip.compile(graph, ip.calibrate(graph, images, gram=False), QuantConfig(weight_round="gptq"))
 
 
-def test_weight_round_auto_is_gptq_below_8_bits_and_falls_back_to_nearest_with_a_warning(calibrated):
-    """QuantConfig's default `auto` (docs/quantization.md Q7): GPTQ at W < 8 when the calibration
-    holds X^T X, nearest at W8; without X^T X an IntsimWarning and the nearest program."""
+def test_weight_round_auto_is_gptq_damped_by_width_and_falls_back_to_nearest_with_a_warning(calibrated):
+    """QuantConfig's default `auto` (docs/quantization.md Q7, Q16): GPTQ at every width when the
+    calibration holds X^T X (the default calibration does), damped by 0.3 x mean diag at 8 bits and
+    0.01 below unless gptq_damp says; without X^T X an IntsimWarning and the nearest program."""
     from intsim.errors import IntsimWarning
-    graph, obs_plain, _ = calibrated
+    from intsim.quantize import gptq_round
+    graph, obs, _ = calibrated
     assert QuantConfig().weight_round == "auto"
     assert [QuantConfig(wbits=w, weight_round=r).gptq for w, r in
-            ((8, "auto"), (4, "auto"), (8, "gptq"), (4, "nearest"))] == [False, True, True, False]
-    images = np.random.default_rng(1).integers(0, 256, (64, 1, 8, 8)).astype(np.uint8)
-    obs = ip.calibrate(graph, images, gram=True)
+            ((8, "auto"), (4, "auto"), (8, "gptq"), (4, "nearest"), (8, "nearest"))] == [True, True, True, False, False]
+    assert [QuantConfig(wbits=w, gptq_damp=d).damping for w, d in ((8, 0), (6, 0), (4, 0), (4, 0.3))] == [0.3, 0.01, 0.01, 0.3]
+    assert QuantConfig(layer_wbits={"fc2": 4}).for_layer("mlp.fc2").damping == 0.01
     weights = (lambda p: p.op("mlp.fc2").consts["weight"].tolist())
-    auto4, gptq4, near4 = (ip.compile(graph, obs, QuantConfig(wbits=4, weight_round=r))
-                           for r in ("auto", "gptq", "nearest"))
-    assert weights(auto4) == weights(gptq4) != weights(near4)
-    assert weights(ip.compile(graph, obs, QuantConfig())) == weights(
-        ip.compile(graph, obs, QuantConfig(weight_round="nearest")))
-    with pytest.warns(IntsimWarning, match="X\\^T X"):
-        fallback = ip.compile(graph, obs_plain, QuantConfig(wbits=4))
-    assert weights(fallback) == weights(ip.compile(graph, obs_plain, QuantConfig(wbits=4, weight_round="nearest")))
+    for w in (8, 4):
+        auto, gptq, near = (ip.compile(graph, obs, QuantConfig(wbits=w, weight_round=r))
+                            for r in ("auto", "gptq", "nearest"))
+        assert weights(auto) == weights(gptq) != weights(near)
+    # the damping reaches the rounding: the program's fc2 weights are gptq_round's at that damping
+    w8, w8_light = (ip.compile(graph, obs, QuantConfig(gptq_damp=d)) for d in (0, 0.01))
+    assert weights(w8) != weights(w8_light)
+    plain = ip.calibrate(graph, np.random.default_rng(1).integers(0, 256, (64, 1, 8, 8)).astype(np.uint8), gram=False)
+    for w in (8, 4):
+        with pytest.warns(IntsimWarning, match="X\\^T X"):
+            fallback = ip.compile(graph, plain, QuantConfig(wbits=w))
+        assert weights(fallback) == weights(ip.compile(graph, plain, QuantConfig(wbits=w, weight_round="nearest")))
+    for bad in (-0.1, 101, True):
+        with pytest.raises(ArithSpecError, match="gptq_damp"):
+            QuantConfig(gptq_damp=bad)
 
 
 def test_layer_wbits_sets_the_weight_width_of_the_matching_layers_only(calibrated):
     """layer_wbits (docs/quantization.md Q14): the first pattern a layer's name matches gives its
-    weights' width, the others keep wbits; `auto` rounds each layer by its own width (GPTQ below 8,
-    nearest at 8: the qkv weights are those of a uniform W8 program); the widths are in the ops'
+    weights' width, the others keep wbits; `auto` rounds each layer by its own width (GPTQ damped
+    as at that width: the qkv weights are those of a uniform W8 program); the widths are in the ops'
     weight formats, the cost and save/load; both paths agree."""
     from intsim.experiment.cost import program_cost
     from intsim.program import Program
@@ -192,7 +201,7 @@ def test_layer_wbits_sets_the_weight_width_of_the_matching_layers_only(calibrate
     obs = ip.calibrate(graph, images, gram=True)
     cfg = QuantConfig(wbits=4, layer_wbits={r"attn\.qkv$": 8, r"attn\.": 6, r"^head$": 5})
     assert [cfg.weight_bits(n) for n in ("attn.qkv", "attn.proj", "mlp.fc1", "head")] == [8, 6, 4, 5]
-    assert QuantConfig(layer_wbits={"fc2": 4}).gptq and not QuantConfig(layer_wbits={"fc2": 8}).gptq
+    assert [cfg.for_layer(n).damping for n in ("attn.qkv", "mlp.fc1")] == [0.3, 0.01]
     mixed = ip.compile(graph, obs, cfg)
     bits = {op.name: op.attrs["weight_fmt"]["bits"] for op in mixed.ops if "weight_fmt" in op.attrs}
     assert bits == {"patch_embed": 4, "attn.qkv": 8, "attn.proj": 6, "mlp.fc1": 4, "mlp.fc2": 4, "head": 5}

@@ -121,7 +121,7 @@ def prepare(model=None, data="fashion-mnist", calib=256, limit=None, base=None, 
     """Load, calibrate once, run the float model once: an EvalContext and its sweep context."""
     graph = ip.load(model)
     ds = ip.open_data(data)
-    observers = ip.calibrate(graph, ds.calibration(calib), gram=True)     # W < 8 points round with GPTQ
+    observers = ip.calibrate(graph, ds.calibration(calib), gram=True)     # points round with GPTQ (weight_round auto)
     images, labels = ds.evaluation(limit)
     if len(images) == 0:
         raise DataError(f"{ds.name}: no evaluation images (--limit {limit})")

@@ -31,7 +31,8 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
                     quantized=None, grouped=True, input_mean=None):
     """Integer weight (Out, In) and bias, their attrs, and the accumulator scale, for an input
     whose LSB is x_scale (a scalar); input_is_zero: the input was 0 on every calibration value;
-    hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round); quantized: the
+    hessian: the input's X^T X, for GPTQ rounding (QuantConfig.weight_round, damped by
+    QuantConfig.damping); quantized: the
     nearest-rounded (weights, scales) if already made (GPTQ then rounds at those scales);
     grouped: the weight takes QuantConfig.weight_group's group scales (K1.9) when it asks;
     input_mean: E[x] per input channel, to correct the bias for the weights' rounding error
@@ -40,13 +41,13 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
     attrs = {"weight_fmt": weight_format(cfg.wbits).to_dict()}
     if group:
         w_q, w_s, mult = quantize_weight_grouped(weight2d, cfg.wbits, group, cfg.group_scale_bits,
-                                                 cfg.weight_calib, hessian)
+                                                 cfg.weight_calib, hessian, cfg.damping)
         attrs.update(weight_group=int(group), group_scale_fmt=group_scale_format(cfg.group_scale_bits).to_dict())
     elif quantized is not None and hessian is None:
         w_q, w_s = quantized
     else:
         w_q, w_s = quantize_weight(weight2d, cfg.wbits, cfg.weight_calib, hessian,
-                                   scales=None if quantized is None else quantized[1])
+                                   scales=None if quantized is None else quantized[1], damp=cfg.damping)
     if input_mean is not None:
         w_real = (grouped_weight(w_q, mult, group) if group else w_q) * np.asarray(w_s, np.float64)[:, None]
         shift = np.asarray(input_mean, np.float64) @ (w_real - np.asarray(weight2d, np.float64)).T
