@@ -378,3 +378,15 @@ def test_gelu_reads_gelu_bits_unless_a_wide_pattern_says_otherwise(calibrated):
     assert gelu_input_bits(wide={r"mlp\.act\.in$": 10}) == (10, 8)
     with pytest.raises(ArithSpecError, match="gelu_bits"):
         QuantConfig(gelu_bits=17)
+
+
+def test_gptq_damp_option_reaches_the_configuration():
+    """--gptq-damp (docs/quantization.md Q16) sets QuantConfig.gptq_damp; its default leaves the
+    damping to the weights' width."""
+    import argparse
+    from intsim.cli.args import add_quant_args, config_from_args
+    p = argparse.ArgumentParser()
+    add_quant_args(p)
+    assert config_from_args(p.parse_args([])).damping == 0.3
+    assert config_from_args(p.parse_args(["--wbits", "4"])).damping == 0.01
+    assert config_from_args(p.parse_args(["--gptq-damp", "0.05"])).damping == 0.05

@@ -46,7 +46,8 @@ def weight_rounding(cfg):
     group = (f", groups of {config.weight_group} (u{config.group_scale_bits} multipliers)"
              if config.weight_group else "")
     widths = "".join(f", /{pattern}/ at {bits} bits" for pattern, bits in config.layer_wbits.items())
-    return ("gptq" if config.gptq else "nearest") + widths + group
+    damp = f" (damping {config.gptq_damp:g})" if config.gptq_damp else ""
+    return ("gptq" + damp if config.gptq else "nearest") + widths + group
 
 
 def print_report(report, data_name, calib):
