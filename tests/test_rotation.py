@@ -47,10 +47,11 @@ def test_rotation_is_chosen_somewhere_and_keeps_the_float_function(fmnist):
 
 
 def test_rotated_weights_are_the_rotated_float_weights(fmnist):
-    """With minmax weight scales (no clipping) every integer weight of a rotated Linear is W H / sqrt(B)
-    rounded to its channel's LSB: within half an LSB."""
+    """With minmax weight scales (no clipping) and rounding to nearest, every integer weight of a
+    rotated Linear is W H / sqrt(B) rounded to its channel's LSB: within half an LSB."""
     graph, calib, _ = fmnist
-    program = ip.compile(graph, ip.calibrate(graph, calib, rotate=64), QuantConfig(rotate=64, weight_calib="minmax"))
+    program = ip.compile(graph, ip.calibrate(graph, calib, rotate=64),
+                         QuantConfig(rotate=64, weight_calib="minmax", weight_round="nearest"))
     checked = 0
     for name, had in rotated_linears(program).items():
         op = program.op(name)

@@ -67,8 +67,9 @@ class PatchEmbed(Linear):
 
     def lower(self, node, b):
         """The weight GPTQ-rounded against the calibration patches' X^T X whenever calibration took
-        it (docs/quantization.md Q11): raw pixels are all positive and neighbours nearly equal,
-        so nearest rounding errors add up coherently over a patch."""
+        it (docs/quantization.md Q11), damped as the layer's weight width says (Q16): raw pixels
+        are all positive and neighbours nearly equal, so nearest rounding errors add up
+        coherently over a patch."""
         src = node.inputs[0]
         w = node.params["weight"]
         c, h, wd = b.shapes[src]
