@@ -75,8 +75,8 @@ class QuantConfig:
     weight_round: str = "auto"       # nearest | gptq (Linear weights rounded with calibration data) |
                                      # auto: gptq, or nearest (a warning) when the calibration has
                                      # no X^T X (docs/quantization.md Q7, Q16)
-    gptq_damp: float = 0.0           # GPTQ's damping, x mean diag(X^T X); 0: by the weights' width,
-                                     # GPTQ_DAMP (0.3 at 8 bits, 0.01 below; Q16)
+    gptq_damp: float = 0.0           # GPTQ's damping, x mean diag(X^T X); 0: by the weights' width
+                                     # (GPTQ_DAMP_8BIT, GPTQ_DAMP_NARROW below 8 bits; Q16)
     weight_group: int = 0            # Linear weights: one scale per G input columns (0: per row; Q13)
     group_scale_bits: int = 8        # the unsigned integer multiplier of each group's scale (Q13)
     gelu: str = "poly-gelu"
@@ -97,7 +97,7 @@ class QuantConfig:
     @property
     def damping(self):
         """GPTQ's damping at this configuration's weight width (QuantConfig.for_layer's for one
-        layer): `gptq_damp`, or GPTQ_DAMP by width when it is 0."""
+        layer): `gptq_damp`, or by width when it is 0 (GPTQ_DAMP_8BIT, GPTQ_DAMP_NARROW)."""
         if self.gptq_damp:
             return float(self.gptq_damp)
         return GPTQ_DAMP_8BIT if self.wbits >= 8 else GPTQ_DAMP_NARROW

@@ -163,7 +163,6 @@ def test_weight_round_auto_is_gptq_damped_by_width_and_falls_back_to_nearest_wit
     calibration holds X^T X (the default calibration does), damped by 0.3 x mean diag at 8 bits and
     0.01 below unless gptq_damp says; without X^T X an IntsimWarning and the nearest program."""
     from intsim.errors import IntsimWarning
-    from intsim.quantize import gptq_round
     graph, obs, _ = calibrated
     assert QuantConfig().weight_round == "auto"
     assert [QuantConfig(wbits=w, weight_round=r).gptq for w, r in
@@ -175,7 +174,7 @@ def test_weight_round_auto_is_gptq_damped_by_width_and_falls_back_to_nearest_wit
         auto, gptq, near = (ip.compile(graph, obs, QuantConfig(wbits=w, weight_round=r))
                             for r in ("auto", "gptq", "nearest"))
         assert weights(auto) == weights(gptq) != weights(near)
-    # the damping reaches the rounding: the program's fc2 weights are gptq_round's at that damping
+    # the damping reaches the rounding: the 4-bit damping at 8 bits gives other fc2 weights
     w8, w8_light = (ip.compile(graph, obs, QuantConfig(gptq_damp=d)) for d in (0, 0.01))
     assert weights(w8) != weights(w8_light)
     plain = ip.calibrate(graph, np.random.default_rng(1).integers(0, 256, (64, 1, 8, 8)).astype(np.uint8), gram=False)
