@@ -11,6 +11,7 @@ import numpy as np
 
 from .arith import ArithSpecError, IntFormat
 from .errors import CompileError
+from .head_rotation import query_key_linears
 from .kernels import REQUANTIZE, candidates, get_kernel
 from .ops import REQUANT, SEMANTIC, semantic_op
 from .program import Op, Program, TensorInfo, new_meta
@@ -33,11 +34,17 @@ class Builder:
         self.readers = {}       # float tensor -> the nodes reading it
         self.moved_from = {}    # output of data movement -> the tensor whose values it moves
         self.choices = {}       # (what, node name) -> a lowering decision asked for more than once
+        self.query_key = query_key_linears(graph) if config.qk_wbits else set()
         for n in graph.nodes:
             for t in n.inputs:
                 self.readers.setdefault(t, []).append(n)
             if SEMANTIC[n.op].movement and len(n.inputs) == 1:
                 self.moved_from[n.outputs[0]] = self.moved_from.get(n.inputs[0], n.inputs[0])
+
+    def layer_config(self, name):
+        """The configuration as the weights of layer `name` see it (QuantConfig.for_layer: its
+        width by layer_wbits, qk_wbits or wbits)."""
+        return self.cfg.for_layer(name, name in self.query_key)
 
     # -- tensors -----------------------------------------------------------------------------------
     def add_tensor(self, name, fmt, scale, shape, source="", axis=-1):
@@ -186,6 +193,7 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
     cfg = config or QuantConfig()
     check_layer_overrides(graph, cfg.overrides)
     check_layer_wbits(graph, cfg.layer_wbits)
+    check_qk_wbits(graph, cfg.qk_wbits)
     b = Builder(graph, observers, cfg)
     # boundary: the input quantizer (min/max calibrated, so [0, 1] images at 1/255 are exact pixels)
     in_obs = b.observer(graph.input_name)
@@ -228,6 +236,13 @@ def nonlinear_layers(graph):
     """[(node name, family)] of every node computed by a kernel family (Softmax, GELU, LayerNorm)."""
     return [(n.name, SEMANTIC[n.op].family) for n in graph.nodes
             if n.op in SEMANTIC and SEMANTIC[n.op].family]
+
+
+def check_qk_wbits(graph, qk_wbits):
+    """qk_wbits needs query / key layers (without them the setting would change nothing)."""
+    if qk_wbits and not query_key_linears(graph):
+        raise CompileError(f"qk_wbits {qk_wbits}: this model has no Linear layer that makes both operands "
+                           f"of a product of two activations (attention q @ k^T)")
 
 
 def check_layer_wbits(graph, layer_wbits):

@@ -45,20 +45,32 @@ def operand_channels(graph, shapes, tensor, axis):
         tensor = node.inputs[0]
 
 
-def rotated_contractions(graph, max_block):
-    """{Linear name: [(offset, count, B), ...]}: the rows each query / key Linear rotates in
-    blocks of B, for every product whose two operands can be rotated alike."""
-    if max_block < 2:
-        return {}
-    shapes = graph.tensor_shapes()
-    plan = {}
+def linear_contractions(graph, shapes):
+    """For every product of two activations whose two operands both lead back to a Linear's
+    output channels (attention q @ k^T): its operand_channels, one per operand."""
     for node in graph.nodes:
         axes = SEMANTIC[node.op].contracted_axes(node, shapes)
         if axes is None:
             continue
         found = [operand_channels(graph, shapes, t, a) for t, a in zip(node.inputs, axes)]
-        if any(f is None for f in found):
-            continue
+        if all(f is not None for f in found):
+            yield found
+
+
+def query_key_linears(graph):
+    """Names of the Linear layers that make the operands of a product of two activations (the
+    query and key projections; timm's fused qkv as a whole): QuantConfig.qk_wbits's layers."""
+    shapes = graph.tensor_shapes()
+    return {linear.name for found in linear_contractions(graph, shapes) for linear, _, _ in found}
+
+
+def rotated_contractions(graph, max_block):
+    """{Linear name: [(offset, count, B), ...]}: the rows each query / key Linear rotates in
+    blocks of B, for every product whose two operands can be rotated alike."""
+    if max_block < 2:
+        return {}
+    plan = {}
+    for found in linear_contractions(graph, graph.tensor_shapes()):
         block = hadamard.block_for(gcd(*(run for _, _, run in found)), max_block)
         if not block or any(count % block for _, (_, count), _ in found):
             continue

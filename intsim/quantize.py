@@ -69,6 +69,7 @@ class QuantConfig:
     smooth: float = 0.0              # migration strength for other requantized Linear inputs (0 = off)
     wide: dict = field(default_factory=dict)        # operand label regex -> bits (wider operands)
     layer_wbits: dict = field(default_factory=dict) # layer name regex -> its weights' bits (Q14)
+    qk_wbits: int = 0                # weights of the layers making attention q and k (0: wbits; Q17)
     act_calib: str = "mse-top"       # activation observer: minmax | percentile | mse | mse-top
     percentile: float = 99.99
     weight_calib: str = "mse"        # minmax | mse (per-channel clipping search)
@@ -102,19 +103,21 @@ class QuantConfig:
             return float(self.gptq_damp)
         return GPTQ_DAMP_8BIT if self.wbits >= 8 else GPTQ_DAMP_NARROW
 
-    def weight_bits(self, layer):
+    def weight_bits(self, layer, makes_query_key=False):
         """The weight width of a layer: the bits of the first `layer_wbits` pattern its name
-        matches (re.search), else `wbits`."""
-        return first_match(self.layer_wbits, layer, self.wbits)
+        matches (re.search), else `qk_wbits` when it makes an attention query or key operand
+        (head_rotation.query_key_linears) and qk_wbits is set, else `wbits`."""
+        default = self.qk_wbits if makes_query_key and self.qk_wbits else self.wbits
+        return first_match(self.layer_wbits, layer, default)
 
-    def for_layer(self, layer):
+    def for_layer(self, layer, makes_query_key=False):
         """This configuration as one layer's weights see it: `wbits` the layer's own width, and
-        GPTQ rounding decided at that width (weight_round auto). The same object when there are
-        no layer_wbits."""
-        bits = self.weight_bits(layer)
-        if bits == self.wbits and not self.layer_wbits:
+        GPTQ rounding decided at that width (weight_round auto). The same object when every
+        layer has the width `wbits`."""
+        bits = self.weight_bits(layer, makes_query_key)
+        if bits == self.wbits and not self.layer_wbits and not self.qk_wbits:
             return self
-        return replace(self, wbits=bits, layer_wbits={})
+        return replace(self, wbits=bits, layer_wbits={}, qk_wbits=0)
 
     def __post_init__(self):
         for name, lo, hi in (("wbits", 2, 8), ("abits", 2, 8), ("residual_bits", 8, 24),
@@ -138,6 +141,8 @@ class QuantConfig:
             raise ArithSpecError(f"bias_correction must be True or False, got {self.bias_correction!r}")
         check_patterns("wide operand", self.wide, 2, 16)
         check_patterns("layer_wbits", self.layer_wbits, 2, 8)
+        if isinstance(self.qk_wbits, bool) or self.qk_wbits != 0:
+            check_bits("qk_wbits (0: as wbits)", self.qk_wbits, 2, 8)
         if self.rotate != 0 and not is_block(self.rotate):
             raise ArithSpecError(f"rotate must be 0 (off) or a power of two in [2, {MAX_BLOCK}], got {self.rotate!r}")
         if isinstance(self.gptq_damp, bool) or not 0.0 <= float(self.gptq_damp) <= 100.0:

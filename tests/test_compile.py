@@ -224,6 +224,38 @@ def test_layer_wbits_sets_the_weight_width_of_the_matching_layers_only(calibrate
             QuantConfig(layer_wbits=bad)
 
 
+def test_qk_wbits_widens_the_layers_that_make_queries_and_keys(calibrated):
+    """qk_wbits (docs/quantization.md Q17): the Linear layers found in the graph to make both
+    operands of q @ k^T (here the fused attn.qkv) take that width, rounded exactly as a uniform
+    program at that width rounds them; layer_wbits still wins where it matches; a model without
+    such a product is a compile error, a width outside [2, 8] a configuration error."""
+    from intsim.graph import Graph, Node
+    graph, _, test = calibrated
+    images = np.random.default_rng(1).integers(0, 256, (64, 1, 8, 8)).astype(np.uint8)
+    obs = ip.calibrate(graph, images, gram=True)
+    bits = (lambda p: {op.name: op.attrs["weight_fmt"]["bits"] for op in p.ops if "weight_fmt" in op.attrs})
+    wide = ip.compile(graph, obs, QuantConfig(wbits=4, qk_wbits=8))
+    assert bits(wide) == {"patch_embed": 4, "attn.qkv": 8, "attn.proj": 4, "mlp.fc1": 4, "mlp.fc2": 4, "head": 4}
+    w8, w4 = (ip.compile(graph, obs, QuantConfig(wbits=w)) for w in (8, 4))
+    assert wide.op("attn.qkv").consts["weight"].tolist() == w8.op("attn.qkv").consts["weight"].tolist()
+    assert wide.op("mlp.fc1").consts["weight"].tolist() == w4.op("mlp.fc1").consts["weight"].tolist()
+    assert wide.meta["config"]["qk_wbits"] == 8
+    both = ip.compile(graph, obs, QuantConfig(wbits=4, qk_wbits=8, layer_wbits={"qkv": 6, "fc1": 5}))
+    assert bits(both) == {**bits(wide), "attn.qkv": 6, "mlp.fc1": 5}
+    x = ip.to_model_input(test)
+    assert Executable(wide, path="reference").infer(x).tolist() == Executable(wide).infer(x).tolist()
+    rng = np.random.default_rng(0)
+    mlp = Graph("x", (1, 3, 4), [Node("Linear", "fc", ["x"], ["y"], {"weight": rng.normal(size=(2, 4)).astype(np.float32)})],
+                "y").validate()
+    mlp_obs = ip.calibrate(mlp, rng.integers(0, 256, (8, 1, 3, 4)).astype(np.uint8))
+    assert bits(ip.compile(mlp, mlp_obs, QuantConfig(wbits=4))) == {"fc": 4}
+    with pytest.raises(CompileError, match="qk_wbits 8: this model has no Linear layer that makes both operands"):
+        ip.compile(mlp, mlp_obs, QuantConfig(wbits=4, qk_wbits=8))
+    for bad in (9, 1, True, "8"):
+        with pytest.raises(ArithSpecError, match=r"qk_wbits \(0: as wbits\) must be an integer in \[2, 8\]"):
+            QuantConfig(qk_wbits=bad)
+
+
 def test_bias_correction_subtracts_the_weights_mean_output_error(calibrated):
     """bias_correction (docs/quantization.md Q15): each Linear's bias is b - E[z] (W_q - W)^T, z its
     operand as the weight sees it (fc2's: the GELU output, neither rotated nor equalized here), E[z]

@@ -10,7 +10,7 @@ from intsim.data import photo_crops
 from intsim.execute import as_outputs
 from intsim.float_ref import run_float
 from intsim.graph import Graph, Node
-from intsim.head_rotation import rotate_heads, rotated_contractions
+from intsim.head_rotation import query_key_linears, rotate_heads, rotated_contractions
 from intsim.kernels import hadamard
 from intsim.ops.patch_embed import patch_gram_name, unfold_patches
 from intsim.quantize import QuantConfig, quantize_weight
@@ -79,6 +79,17 @@ def test_query_and_key_rows_rotate_per_head_and_the_function_stays(fused):
 def test_an_operand_with_another_reader_is_not_rotated():
     g = attention_graph(extra_reader=True)
     assert rotated_contractions(g, 128) == {}
+
+
+def test_query_key_linears_are_the_layers_behind_both_operands_of_q_k():
+    """QuantConfig.qk_wbits's layers (Q17): the separate query and key Linears (not value), a
+    fused qkv whole, whatever the head size (no Hadamard block needed); the same trace as the
+    rotation, so an operand with another reader leaves its product out."""
+    assert query_key_linears(attention_graph()) == {"query", "key"}
+    assert query_key_linears(attention_graph(qkv_fused=True)) == {"qkv"}
+    assert query_key_linears(attention_graph(d=18, heads=2)) == {"query", "key"}      # Dh = 9: no block
+    assert rotated_contractions(attention_graph(d=18, heads=2), 128) == {}
+    assert query_key_linears(attention_graph(extra_reader=True)) == set()
 
 
 def test_the_block_divides_the_head_and_respects_the_cap():

@@ -181,9 +181,9 @@ def test_cli_run_with_grouped_weights_reports_them(tmp_path):
 
 
 def test_cli_run_with_layer_weight_widths_reports_them_and_their_cost():
-    """`intsim run --layer-wbits REGEX=BITS` (docs/quantization.md Q14): the config line names the
-    widened layers, the JSON report carries the patterns and a higher matmul cost than uniform W4,
-    and a malformed or out-of-range item is one clear line."""
+    """`intsim run --layer-wbits REGEX=BITS` (docs/quantization.md Q14) and `--qk-wbits BITS` (Q17):
+    the config line names the widened layers, the JSON report carries the patterns and a higher
+    matmul cost than uniform W4, and a malformed or out-of-range item is one clear line."""
     import json
     args = [sys.executable, "-m", "intsim", "run", "--limit", "16", "--calib", "16", "--wbits", "4"]
     out = subprocess.run(args + ["--layer-wbits", r"attn\.qkv$=8"], capture_output=True, text=True,
@@ -198,3 +198,8 @@ def test_cli_run_with_layer_weight_widths_reports_them_and_their_cost():
     for item, match in (("qkv", "use REGEX=BITS"), ("qkv=9", "layer_wbits 'qkv'")):
         out = subprocess.run(args + ["--layer-wbits", item], capture_output=True, text=True, timeout=600)
         assert out.returncode != 0 and match in out.stderr and "Traceback" not in out.stderr, out.stderr
+    # --qk-wbits (Q17): the layers found to make queries and keys, named on the config line
+    out = subprocess.run(args + ["--qk-wbits", "8"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "weights gptq, query / key layers at 8 bits" in out.stdout, out.stderr
+    out = subprocess.run(args + ["--qk-wbits", "9"], capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "qk_wbits" in out.stderr and "Traceback" not in out.stderr, out.stderr

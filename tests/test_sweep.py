@@ -193,17 +193,17 @@ def test_cli_sweep_rejects_bad_grids(tmp_path):
 
 
 def test_cli_sweep_fixed_settings_reach_every_point(tmp_path):
-    """`intsim sweep --layer-wbits / --weight-group / --bias-correction` (docs/sweep.md): every point
+    """`intsim sweep --layer-wbits / --qk-wbits / --weight-group / --bias-correction` (docs/sweep.md): every point
     is compiled with them (results.csv's columns), they are part of the folder's shared context, and
     a pattern that matches no layer is one clear error before any point runs."""
     from intsim.cli import main
     out = tmp_path / "sw"
     args = ["sweep", "--wbits", "4", "--calib", "16", "--limit", "20", "--workers", "1", "--no-plots"]
-    assert main(args + ["--layer-wbits", r"attn\.qkv$=8", "--weight-group", "16", "--bias-correction",
-                        "--out", str(out)]) == 0
+    assert main(args + ["--layer-wbits", r"attn\.qkv$=8", "--qk-wbits", "6", "--weight-group", "16",
+                        "--bias-correction", "--out", str(out)]) == 0
     with open(out / "results.csv") as f:
         row, = list(csv.DictReader(f))
-    assert row["layer_wbits"] == str({r"attn\.qkv$": 8}) and row["weight_group"] == "16"
+    assert row["layer_wbits"] == str({r"attn\.qkv$": 8}) and row["weight_group"] == "16" and row["qk_wbits"] == "6"
     assert row["bias_correction"] == "True" and float(row["matmul_mbops"]) > 0
     assert main(args + ["--out", str(out)]) == 1            # another context: refused, not mixed
     assert main(args + ["--layer-wbits", "nomatch=8", "--out", str(tmp_path / "other")]) == 1

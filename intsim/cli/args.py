@@ -107,6 +107,9 @@ def add_quant_args(p):
     p.add_argument("--layer-wbits", action="append", default=[], metavar="REGEX=BITS",
                    help=r"weights of the layers whose name matches REGEX at BITS (2..8) instead of "
                         r"--wbits, e.g. 'attn\.qkv$=8' (repeatable)")
+    p.add_argument("--qk-wbits", type=int, default=0, metavar="BITS",
+                   help="weights of the layers that make attention queries and keys (found in the graph; "
+                        "timm's fused qkv whole) at BITS (2..8) instead of --wbits (default 0: --wbits)")
     for fam in FAMILIES:
         p.add_argument(f"--{fam}", default=DEFAULTS[fam], help=f"{fam} candidate (default {DEFAULTS[fam]})")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=CANDIDATE",
@@ -140,6 +143,7 @@ def config_from_args(a):
                        multiplier_bits=a.multiplier_bits, act_calib=a.act_calib,
                        smooth=getattr(a, "smooth", 0.0), wide=patterns_arg(a, "wide"),
                        layer_wbits=patterns_arg(a, "layer_wbits"),
+                       qk_wbits=getattr(a, "qk_wbits", 0),
                        bias_correction=getattr(a, "bias_correction", QuantConfig().bias_correction),
                        weight_round=getattr(a, "weight_round", "auto"),
                        gptq_damp=getattr(a, "gptq_damp", QuantConfig().gptq_damp),

@@ -46,6 +46,8 @@ def weight_rounding(cfg):
     group = (f", groups of {config.weight_group} (u{config.group_scale_bits} multipliers)"
              if config.weight_group else "")
     widths = "".join(f", /{pattern}/ at {bits} bits" for pattern, bits in config.layer_wbits.items())
+    if config.qk_wbits:
+        widths += f", query / key layers at {config.qk_wbits} bits"
     damp = f" (damping {config.gptq_damp:g})" if config.gptq_damp else ""
     return ("gptq" + damp if config.gptq else "nearest") + widths + group
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import sys
 import time
 
-from ..compile import check_layer_wbits
+from ..compile import check_layer_wbits, check_qk_wbits
 from ..experiment import plots
 from ..experiment.plans import check_overrides, load_plan
 from ..experiment.store import SweepStore, point_config
@@ -62,6 +62,9 @@ def parser():
     p.add_argument("--layer-wbits", action="append", default=[], metavar="REGEX=BITS",
                    help="every point: the weights of the layers whose name matches REGEX at BITS "
                         "(2..8) instead of the point's wbits (repeatable; docs/quantization.md Q14)")
+    p.add_argument("--qk-wbits", type=int, default=0, metavar="BITS",
+                   help="every point: the weights of the layers that make attention queries and keys "
+                        "at BITS (2..8) instead of the point's wbits (docs/quantization.md Q17)")
     p.add_argument("--weight-group", type=int, default=0, metavar="G",
                    help="every point: Linear weights with one scale per G input columns (Q13)")
     p.add_argument("--bias-correction", action="store_true",
@@ -83,7 +86,7 @@ def main(argv):
     base = {"act_calib": a.act_calib}
     if a.plan:
         base["overrides"] = load_plan(a.plan)
-    fixed = {"layer_wbits": patterns_arg(a, "layer_wbits"), "weight_group": a.weight_group,
+    fixed = {"layer_wbits": patterns_arg(a, "layer_wbits"), "qk_wbits": a.qk_wbits, "weight_group": a.weight_group,
              "bias_correction": a.bias_correction}
     base.update({k: v for k, v in fixed.items() if v != getattr(QuantConfig(), k)})   # old folders resume
     for fam in plots.KERNEL_DIMS:     # every point must be a valid configuration before anything runs
@@ -96,6 +99,7 @@ def main(argv):
     ctx, context = prepare(a.model, a.data, a.calib, a.limit, base, a.cost_weights, a.batch)
     check_overrides(ctx.graph, base.get("overrides", {}))
     check_layer_wbits(ctx.graph, base.get("layer_wbits", {}))
+    check_qk_wbits(ctx.graph, base.get("qk_wbits", 0))
     with interrupt_on_term():
         try:
             rows, ran = run_grid(ctx, points, a.out, context, a.workers, a.scheduler)

@@ -74,7 +74,7 @@ class Conv(Linear):
         w = node.params["weight"]
         geo = ConvGeometry.of(node.attrs)
         rows, back = self.weight_rows(w, geo.group)
-        consts, attrs, acc_scale = quantize_linear(b.cfg.for_layer(node.name), s, rows, node.params.get("bias"),
+        consts, attrs, acc_scale = quantize_linear(b.layer_config(node.name), s, rows, node.params.get("bias"),
                                                    geo.to_attrs(self.kind == "conv_transpose"),
                                                    grouped=False)      # per output channel (Q13)
         consts["weight"] = back(consts["weight"])

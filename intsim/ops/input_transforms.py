@@ -97,7 +97,7 @@ def _rotation_choice(b, node):
     rotated = (*rotated_operand(b, node, block), None)
     plain = (obs.divided(f), w * f[None, :], f) if f is not None else (obs, w, None)
     act_rot, act_plain = (activation_error(b, o, w_, bits, f_) for o, w_, f_ in (rotated, plain))
-    cfg = b.cfg.for_layer(node.name)
+    cfg = b.layer_config(node.name)
     # rotate iff act_rot + weight_rot < act_plain + weight_plain; both weight terms are >= 0, so the
     # candidate with the smaller activation term may settle it alone (at W8 it nearly always does):
     # each weight quantized here is the one the lowering reuses, and few are quantized twice

@@ -156,7 +156,7 @@ class Linear(OpDef):
     def lower(self, node, b):
         src = node.inputs[0]
         w = node.params["weight"]
-        cfg = b.cfg.for_layer(node.name)        # the layer's weight width (layer_wbits, Q14)
+        cfg = b.layer_config(node.name)        # the layer's weight width (layer_wbits, Q14)
         f, block = None, rotation_block(b, node)
         if block:
             # rotated (docs/quantization.md Q8): the integer operand holds x H / sqrt(B) requantized,

@@ -76,7 +76,7 @@ class PatchEmbed(Linear):
         p = int(node.attrs["patch"])
         x = b.realised[src]
         stats = b.obs.get(patch_gram_name(node))
-        consts, attrs, acc_scale = quantize_linear(b.cfg.for_layer(node.name), float(b.scale_of(x)), w.reshape(w.shape[0], -1),
+        consts, attrs, acc_scale = quantize_linear(b.layer_config(node.name), float(b.scale_of(x)), w.reshape(w.shape[0], -1),
                                                    node.params.get("bias"), {"patch": p},
                                                    hessian=None if stats is None else stats.gram)
         self.emit_product(b, node, x, consts, attrs, acc_scale, ((h // p) * (wd // p), w.shape[0]))
