@@ -108,6 +108,7 @@ def test_zoo_models_keep_their_float_function(name):
     path = zoo.model_path(name, zoo.forms(name)[0])
     g0, g1 = ip.load(path, head_rotation=0), ip.load(path)
     assert g1.meta["head_rotation"], "every attention of these models has rotatable q and k"
+    assert query_key_linears(g1) == set(g1.meta["head_rotation"])      # qk_wbits widens what rotates (Q17)
     assert "head_rotation" not in g0.meta or g0.meta["head_rotation"] == {}
     x = ip.to_model_input(photo_crops(2, g0.input_shape[1], seed=5))
     outputs_equal(g0, g1, x, rtol=1e-4)
