@@ -34,7 +34,7 @@ class Builder:
         self.readers = {}       # float tensor -> the nodes reading it
         self.moved_from = {}    # output of data movement -> the tensor whose values it moves
         self.choices = {}       # (what, node name) -> a lowering decision asked for more than once
-        self.query_key = query_key_linears(graph) if config.qk_wbits else set()
+        self.query_key = qk_wbits_layers(graph, config.qk_wbits)
         for n in graph.nodes:
             for t in n.inputs:
                 self.readers.setdefault(t, []).append(n)
@@ -193,7 +193,6 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
     cfg = config or QuantConfig()
     check_layer_overrides(graph, cfg.overrides)
     check_layer_wbits(graph, cfg.layer_wbits)
-    check_qk_wbits(graph, cfg.qk_wbits)
     b = Builder(graph, observers, cfg)
     # boundary: the input quantizer (min/max calibrated, so [0, 1] images at 1/255 are exact pixels)
     in_obs = b.observer(graph.input_name)
@@ -238,11 +237,16 @@ def nonlinear_layers(graph):
             if n.op in SEMANTIC and SEMANTIC[n.op].family]
 
 
-def check_qk_wbits(graph, qk_wbits):
-    """qk_wbits needs query / key layers (without them the setting would change nothing)."""
-    if qk_wbits and not query_key_linears(graph):
+def qk_wbits_layers(graph, qk_wbits):
+    """The layers qk_wbits widens (none when it is 0); a model without any is an error (the setting
+    would change nothing)."""
+    if not qk_wbits:
+        return set()
+    layers = query_key_linears(graph)
+    if not layers:
         raise CompileError(f"qk_wbits {qk_wbits}: this model has no Linear layer that makes both operands "
                            f"of a product of two activations (attention q @ k^T)")
+    return layers
 
 
 def check_layer_wbits(graph, layer_wbits):
