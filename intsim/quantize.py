@@ -16,6 +16,7 @@ import warnings
 import numba
 import numpy as np
 
+from . import elementary, reproducible
 from .arith import IntFormat, ArithSpecError, check_bits
 from .errors import IntsimWarning
 from .kernels.hadamard import MAX_BLOCK, is_block
@@ -184,7 +185,7 @@ class Observer:
         self._keys = np.empty(0)
         self.top = np.empty(0, dtype=np.float32)
         self.top_chan = np.empty(0, dtype=np.int32)
-        self._rng = np.random.default_rng([seed, _stable_hash(name)])
+        self._bits = np.random.PCG64([seed, _stable_hash(name)])     # a stream fixed for good
         self._scales = {}       # (fmt, method, percentile, count) -> scale: each clip searched once
         self.gram = None        # sum of x x^T over rows (the last axis), when asked for (GPTQ)
         self.gram_rows = 0
@@ -215,25 +216,26 @@ class Observer:
         self.hi = max(self.hi, float(hi))
         self._keep_top(x, channels)
         # weighted reservoir (Efraimidis-Spirakis): a uniform subsample of the batch, each value
-        # standing for n/s originals, competes on key u^(s/n); the largest keys are kept
+        # standing for n/s originals, competes on key u^(s/n), compared as its log (s/n) log u;
+        # the largest keys are kept
         n = x.size
-        idx = self._rng.integers(0, n, size=RESERVOIR) if n > RESERVOIR else np.arange(n)
+        idx = uniform_indices(self._bits, n, RESERVOIR) if n > RESERVOIR else np.arange(n)
         x, chan = x[idx], (idx % channels).astype(np.int32)
-        keys_new = self._rng.random(x.size) ** (x.size / n)
+        keys_new = elementary.log(uniform_open(self._bits, x.size)) * (x.size / n)
         self.count += n
         keys = np.concatenate([self._keys, keys_new])
         vals = np.concatenate([self.sample, x])
         chans = np.concatenate([self.sample_chan, chan])
         if keys.size > RESERVOIR:
-            keep = np.argpartition(keys, keys.size - RESERVOIR)[keys.size - RESERVOIR:]
+            keep = largest(keys, RESERVOIR)
             keys, vals, chans = keys[keep], vals[keep], chans[keep]
         self._keys, self.sample, self.sample_chan = keys, vals, chans
 
     def update_gram(self, x):
         """Accumulate X^T X of the rows of x: the input statistics GPTQ rounds with (a batch's
-        product in float32, the sum over batches in float64)."""
+        product by reproducible.gram, the sum over batches in float64, in batch order)."""
         x2 = np.asarray(x, dtype=np.float32).reshape(-1, np.shape(x)[-1])
-        g = (x2.T @ x2).astype(np.float64)
+        g = reproducible.gram(x2)
         self.gram = g if self.gram is None else self.gram + g
         self.gram_rows += x2.shape[0]
 
@@ -242,11 +244,11 @@ class Observer:
         k = min(TOP, x.size)
         edge = np.float32(np.abs(self.top).min()) if self.top.size >= TOP else np.float32(-1)
         cand = _top_candidates(x, k, edge)      # a superset of the batch's k largest above edge
-        idx = cand[np.argpartition(np.abs(x[cand]), cand.size - k)[cand.size - k:]] if cand.size > k else cand
+        idx = cand[largest(np.abs(x[cand]), k)] if cand.size > k else cand
         vals = np.concatenate([self.top, x[idx]])
         chans = np.concatenate([self.top_chan, (idx % channels).astype(np.int32)])
         if vals.size > TOP:
-            keep = np.argpartition(np.abs(vals), vals.size - TOP)[vals.size - TOP:]
+            keep = largest(np.abs(vals), TOP)
             vals, chans = vals[keep], chans[keep]
         self.top, self.top_chan = vals, chans
 
@@ -319,12 +321,48 @@ class Observer:
         if method == "minmax":
             clip = amax
         elif method == "percentile":
-            clip = float(np.percentile(np.abs(self.sample), percentile)) or amax
+            clip = percentile_of(np.abs(self.sample), percentile) or amax
         elif method == "mse-top":
             clip = mse_top_clip(*self.split_sample(), amax, fmt)
         else:
             clip = mse_clip(self.sample, amax, fmt)
         return clip / fmt.hi
+
+
+def uniform_indices(bits, n, size):
+    """`size` indices in [0, n) (n < 2^32) from a bit generator's raw 64-bit words, by integer
+    arithmetic alone: (w >> 32) * n >> 32."""
+    if n >= 1 << 32:
+        raise ArithSpecError(f"calibration: a batch of {n} values (at most 2^32 per tensor)")
+    return ((bits.random_raw(size) >> np.uint64(32)) * np.uint64(n) >> np.uint64(32)).astype(np.int64)
+
+
+def uniform_open(bits, size):
+    """`size` doubles in (0, 1), never 0: ((w >> 11) + 1/2) * 2^-53 of raw 64-bit words (exact)."""
+    return ((bits.random_raw(size) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
+
+
+def largest(values, k):
+    """Indices of the k largest values, in increasing index order; among values equal to the k-th
+    largest, the lowest indices (a selection that no sorting algorithm's handling of ties can move:
+    NumPy's partition and sort dispatch to SIMD code that orders ties differently on different CPUs)."""
+    values = np.asarray(values)
+    if k >= values.size:
+        return np.arange(values.size)
+    edge = np.partition(values, values.size - k)[values.size - k]    # the k-th largest value
+    above = np.flatnonzero(values > edge)
+    ties = np.flatnonzero(values == edge)[:k - above.size]
+    return np.sort(np.concatenate([above, ties]))
+
+
+def percentile_of(values, q):
+    """The q-th percentile (0..100) of values, linear between the two nearest ranks as NumPy's
+    default: sorted v, position (n - 1) q / 100 = i + t, v[i] + (v[i + 1] - v[i]) t."""
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    pos = (v.size - 1) * (float(q) / 100.0)
+    i = min(int(math.floor(pos)), v.size - 1)
+    t = pos - i
+    return float(v[i] if t == 0.0 else v[i] + (v[i + 1] - v[i]) * t)
 
 
 def _stable_hash(s):
@@ -345,7 +383,8 @@ def quantization_error(obs, fmt, scale, factors=None):
     def err(v, chan):
         v = np.asarray(v, dtype=np.float64)
         e = fake_quant(v, scale, fmt) - v
-        return float(np.sum((e if f is None else e * f[chan]) ** 2))
+        e = e if f is None else e * f[chan]
+        return reproducible.total(e * e)
     return err(top, top_chan) + weight * err(rest, rest_chan)
 
 
@@ -450,10 +489,10 @@ def gptq_round(w, scales, hessian, fmt, damp=GPTQ_DAMP_NARROW, block=128, act_or
     through the inverse of the input's second moment H = X^T X (+ damp x mean diag), so that
     ||X W^T - X Q^T|| is small on the calibration inputs rather than ||W - Q|| per weight.
     act_order: columns taken in decreasing order of their input's energy (diag H), so the outlier
-    channels are rounded first and the others absorb their error. Offline float64: the Cholesky
-    factor of H^-1 by `inverse_upper_cholesky` (NumPy's LAPACK and matrix products), the columns
-    of a block by `_gptq_block` (numba), the update of the later blocks by one matrix product; an
-    input channel that was always 0 is rounded to 0."""
+    channels are rounded first and the others absorb their error. Offline float64, the same bits
+    on every machine: the Cholesky factor of H^-1 by `reproducible.inverse_upper_cholesky`, the
+    columns of a block by `_gptq_block` (numba), the update of the later blocks by one
+    `reproducible.matmul`; an input channel that was always 0 is rounded to 0."""
     w = np.array(w, dtype=np.float64)
     h = np.array(hessian, dtype=np.float64)
     order = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(w.shape[1])
@@ -464,42 +503,18 @@ def gptq_round(w, scales, hessian, fmt, damp=GPTQ_DAMP_NARROW, block=128, act_or
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     wt[dead, :] = 0.0
-    h[np.diag_indices_from(h)] += damp * np.mean(np.diag(h))
-    u = inverse_upper_cholesky(h)
+    h[np.diag_indices_from(h)] += damp * reproducible.mean(np.diag(h))
+    u = reproducible.inverse_upper_cholesky(h)
     qt = np.zeros_like(wt)
     n = wt.shape[0]
     for i1 in range(0, n, block):
         i2 = min(i1 + block, n)
         err = _gptq_block(wt, qt, u, s, float(fmt.lo), float(fmt.hi), i1, i2)
         if i2 < n:
-            wt[i2:] -= u[i1:i2, i2:].T @ err
+            wt[i2:] -= reproducible.matmul(u[i1:i2, i2:].T, err)
     out = np.empty_like(w)
     out[:, order] = qt.T
     return out.astype(fmt.storage)
-
-
-def inverse_upper_cholesky(h):
-    """The upper Cholesky factor U of H^-1 (H^-1 = U^T U; row i of U holds how GPTQ's column i
-    error moves the later columns), without forming H^-1: with J the reversal of the index order
-    and J H J = M M^T (Cholesky, M lower), H = (J M J)(J M J)^T with J M J upper, so
-    U = (J M J)^-1 = J M^-1 J. A third of the arithmetic of inverting H and factoring the inverse."""
-    m = np.linalg.cholesky(h[::-1, ::-1])
-    return np.ascontiguousarray(_lower_inverse(m)[::-1, ::-1])
-
-
-def _lower_inverse(m, base=128):
-    """The inverse of a lower-triangular matrix, by halves: [[A, 0], [C, D]]^-1 =
-    [[A^-1, 0], [-D^-1 C A^-1, D^-1]] (matrix products; below `base` LAPACK's general inverse,
-    whose pivoting can leave rounding residue where the inverse is exactly 0: cleared)."""
-    n = len(m)
-    if n <= base:
-        return np.tril(np.linalg.inv(m))
-    k = n // 2
-    a_inv, d_inv = _lower_inverse(m[:k, :k], base), _lower_inverse(m[k:, k:], base)
-    out = np.zeros_like(m)
-    out[:k, :k], out[k:, k:] = a_inv, d_inv
-    out[k:, :k] = -(d_inv @ m[k:, :k]) @ a_inv
-    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -23,7 +23,8 @@ LAYERS = [
     ("quantizers", ["intsim.quantize"]),
     ("kernels", ["intsim.kernels"]),
     ("foundations", ["intsim.arith", "intsim.floatfn", "intsim.errors", "intsim.metrics",
-                     "intsim.progress", "intsim.images", "intsim.schedule", "intsim.parallel", "intsim.version"]),
+                     "intsim.progress", "intsim.images", "intsim.schedule", "intsim.parallel", "intsim.version",
+                     "intsim.reproducible", "intsim.elementary"]),
 ]
 MAX_FUNCTION_LINES = 80
 

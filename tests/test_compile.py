@@ -323,23 +323,6 @@ def test_gptq_round_is_the_column_by_column_algorithm():
     np.testing.assert_array_equal(gptq_round(w, s2, h, fmt, block=4), want)
 
 
-def test_inverse_upper_cholesky_is_the_cholesky_factor_of_the_inverse():
-    """GPTQ's U (H^-1 = U^T U, U upper) taken from the Cholesky factor of the reversed H and a
-    triangular inverse by halves equals the definition, chol(H^-1)^T, to float64 rounding: at
-    sizes below, at and above the recursion's base, with odd halves."""
-    from intsim.quantize import _lower_inverse, inverse_upper_cholesky
-    rng = np.random.default_rng(5)
-    for n in (1, 11, 128, 301):
-        x = rng.normal(size=(3 * n + 5, n)) * rng.gamma(1.0, size=n)
-        h = x.T @ x
-        h[np.diag_indices_from(h)] += 0.01 * np.mean(np.diag(h))
-        u, want = inverse_upper_cholesky(h), np.linalg.cholesky(np.linalg.inv(h)).T
-        assert np.array_equal(u, np.triu(u)) and (np.diag(u) > 0).all()
-        np.testing.assert_allclose(u, want, rtol=0, atol=1e-9 * np.abs(want).max())
-        m = np.linalg.cholesky(h)
-        np.testing.assert_allclose(_lower_inverse(m, base=2) @ m, np.eye(n), rtol=0, atol=1e-9)
-
-
 def test_grouped_weights_are_q_times_group_scale_in_the_product(calibrated):
     """weight_group (K1.9, docs/quantization.md Q13): every Linear and the patch embedding hold
     wbits integers and per-group unsigned multipliers; the accumulator is sum_g m_g sum_(t in g) x_t q_t

@@ -18,7 +18,7 @@ import warnings
 import numba
 import numpy as np
 
-from .. import arith, floatfn
+from .. import arith, floatfn, reproducible
 from ..arith import ArithSpecError, ConstFormat, IntFormat, IntOverflowError
 from ..errors import IntsimWarning
 from .base import TABLE_IN_BITS_MAX, Consts, ElementTable, Kernel, KernelPlan, row_length
@@ -186,7 +186,8 @@ def poly_gelu_float(x, a, b):
     """The float Poly-GELU: 0.5 x (1 + L(x/sqrt2)), L(u) = sgn(u) [a (min(|u|, -b) + b)^4 + 1]."""
     x = np.asarray(x, dtype=np.float64)
     u = x / SQRT2
-    L = np.sign(u) * (a * (np.minimum(np.abs(u), -b) + b) ** 4 + 1.0)
+    t = np.square(np.minimum(np.abs(u), -b) + b)
+    L = np.sign(u) * (a * (t * t) + 1.0)
     return 0.5 * x * (1.0 + L)
 
 
@@ -211,7 +212,7 @@ def fit_poly_gelu(samples=None, lo=None, hi=None):
         lo = FIT_RANGE_DEFAULT[0] if lo is None else float(lo)
         hi = FIT_RANGE_DEFAULT[1] if hi is None else float(hi)
         _check_fit_range(lo, hi)
-        x = np.linspace(lo, hi, FIT_UNIFORM_POINTS)
+        x = reproducible.linspace(lo, hi, FIT_UNIFORM_POINTS)
         weight = np.ones_like(x)                     # erf error, uniform
     else:
         s = np.asarray(samples, dtype=np.float64).ravel()
@@ -226,12 +227,20 @@ def fit_poly_gelu(samples=None, lo=None, hi=None):
         if s.size < 2 or s.min() == s.max():
             raise ArithSpecError(f"fit data needs at least 2 distinct values in [{lo}, {hi}]")
         _check_fit_range(lo, hi)
-        counts, edges = np.histogram(s, bins=FIT_BINS, range=(lo, hi))
-        centres = 0.5 * (edges[:-1] + edges[1:])
+        counts, centres = fit_histogram(s, FIT_BINS, lo, hi)
         keep = counts > 0
         x = centres[keep]
         weight = counts[keep] * (x * x / 4.0)        # GELU error = (x/2) * erf error
     return _fit_ab(x, weight)
+
+
+def fit_histogram(s, bins, lo, hi):
+    """(counts, centres) of `bins` equal bins on [lo, hi] (K3.1.1 "Binning"): sample x falls in
+    bin min(floor((x - lo) * (bins / (hi - lo))), bins - 1), whose centre is
+    lo + (i + 1/2) * ((hi - lo) / bins). IEEE operations alone, so every machine bins alike."""
+    idx = np.minimum(np.floor((s - lo) * (bins / (hi - lo))), bins - 1).astype(np.int64)
+    counts = np.bincount(idx, minlength=bins)
+    return counts, lo + (np.arange(bins) + 0.5) * ((hi - lo) / bins)
 
 
 def _check_fit_range(lo, hi):
@@ -241,17 +250,18 @@ def _check_fit_range(lo, hi):
 
 def _profiles(bs, au, sgn, r0, weight, rows=64):
     """`_fit_ab`'s profile at every b of `bs`: [(cost, a)], a eliminated in closed form (inf, 0
-    where no weight is inside the ramp). `rows` values of b at a time; each b's sums are NumPy's
-    pairwise sums along its row, so one b alone gives the same floats as b inside a grid."""
-    total = float(np.sum(weight * r0 * r0))
+    where no weight is inside the ramp). `rows` values of b at a time; each b's sums are sequential
+    sums along its row (reproducible.row_sums), so one b alone gives the same floats as b inside a
+    grid, on every machine."""
+    total = reproducible.total(weight * r0 * r0)
     out = []
     for i in range(0, len(bs), rows):
         b = np.asarray(bs[i:i + rows], dtype=np.float64)[:, None]
         t = np.minimum(au[None, :], -b) + b
         t = t * t
         h = sgn[None, :] * (t * t)
-        shh = np.sum(weight * h * h, axis=1)
-        shr = np.sum(weight * h * r0, axis=1)
+        shh = reproducible.row_sums(weight * h * h).reshape(-1)
+        shr = reproducible.row_sums(weight * h * r0).reshape(-1)
         out += [(total - float(r) * float(r) / float(q), -float(r) / float(q)) if q > 0.0 else (math.inf, 0.0)
                 for q, r in zip(shh, shr)]
     return out
@@ -268,7 +278,7 @@ def _fit_ab(x, weight):
     def profile(b):
         return _profiles([b], au, sgn, r0, weight)[0]
 
-    grid = np.linspace(FIT_B_RANGE[0], FIT_B_RANGE[1], FIT_B_GRID)
+    grid = reproducible.linspace(FIT_B_RANGE[0], FIT_B_RANGE[1], FIT_B_GRID)
     costs = [cost for cost, _ in _profiles(grid, au, sgn, r0, weight)]
     i = int(np.argmin(costs))
     if not math.isfinite(costs[i]):

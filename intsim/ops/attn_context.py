@@ -3,6 +3,7 @@ with the heads merged, timm's (probs @ v).transpose(1, 2).reshape(N, T, D) (spec
 into int32); leading axes (Swin's windows) are carried along."""
 import numpy as np
 
+from .. import reproducible
 from ..kernels import MATMUL
 from .attn_scores import ACC, activation_product_plan, matmul_cost
 from .base import OpDef, run_kernel
@@ -28,7 +29,7 @@ class AttnContext(OpDef):
 
     def evaluate(self, node, inputs, dtype):
         p, v = inputs
-        return [merge_heads(p @ v)]
+        return [merge_heads(reproducible.product(p, v, dtype))]
 
     def lower(self, node, b):
         p, v = product_operand(b, node.inputs[0], f"{node.name}.in0"), b.realised[node.inputs[1]]

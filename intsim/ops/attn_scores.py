@@ -5,6 +5,7 @@ operation: it is folded into the accumulator's real scale (S_q * S_k * scale). T
 attribute is documentary (a float that no kernel reads)."""
 import numpy as np
 
+from .. import reproducible
 from ..arith import IntFormat
 from ..errors import ProgramError
 from ..kernels import MATMUL
@@ -47,7 +48,7 @@ class AttnScores(OpDef):
 
     def evaluate(self, node, inputs, dtype):
         q, k = inputs
-        return [(q * dtype(node.attrs["scale"])) @ k.swapaxes(-1, -2)]
+        return [reproducible.product(q * dtype(node.attrs["scale"]), k.swapaxes(-1, -2), dtype)]
 
     def lower(self, node, b):
         q, k = (b.realised[i] for i in node.inputs)

@@ -6,7 +6,7 @@ no rounding at all (the consumer's requantization is the only one).
 Lowering: the input is requantized per tensor to `residual_bits` at its calibrated scale."""
 import numpy as np
 
-from .. import arith
+from .. import arith, reproducible
 from ..arith import IntFormat
 from .base import OpCost, OpDef, tensor_elements
 
@@ -31,7 +31,8 @@ class GlobalAveragePool(OpDef):
 
     def evaluate(self, node, inputs, dtype):
         x = inputs[0]
-        return [x.mean(axis=pool_axes(x.ndim), keepdims=True, dtype=dtype).astype(dtype, copy=False)]
+        axes = tuple(pool_axes(x.ndim))
+        return [(reproducible.row_sums(x, axes) / int(np.prod([x.shape[a] for a in axes]))).astype(dtype)]
 
     def lower(self, node, b):
         src = node.inputs[0]

@@ -9,6 +9,7 @@ function unchanged each time (docs/quantization.md):
 The weight columns take the inverse of each (W x f, or W H)."""
 import numpy as np
 
+from .. import elementary, reproducible
 from ..arith import IntFormat
 from ..errors import CompileError
 from ..kernels import hadamard
@@ -37,13 +38,15 @@ def equalization_factors(b, node, rotation_aware=True):
 def migration_factors(act_absmax, weight_absmax, alpha):
     """SmoothQuant's rule: f_c = a_c^alpha / w_c^(1 - alpha) from the activation's calibrated max
     |x_c| and the largest |weight| of input channel c, normalised to a geometric mean of 1 and
-    clipped to [1e-4, 1e4]; None where a channel has no range (or the shapes disagree)."""
+    clipped to [1e-4, 1e4]; None where a channel has no range (or the shapes disagree). In logs
+    (intsim.elementary: the same bits on every machine): f_c = exp(l_c - mean(l)),
+    l_c = alpha log a_c - (1 - alpha) log w_c."""
     a = np.asarray(act_absmax, dtype=np.float64)
     w = np.asarray(weight_absmax, dtype=np.float64)
     if a.shape != w.shape or not (a > 0).all() or not (w > 0).all():
         return None
-    f = a ** alpha / w ** (1 - alpha)
-    return np.clip(f / np.exp(np.mean(np.log(f))), 1e-4, 1e4)
+    log_f = alpha * elementary.log(a) - (1 - alpha) * elementary.log(w)
+    return np.clip(elementary.exp(log_f - reproducible.mean(log_f)), 1e-4, 1e4)
 
 
 def smoothing_factors(b, node):
@@ -128,7 +131,7 @@ def activation_error(b, obs, w, bits, factors=None):
     squared quantization error (in x's units: factors) times ||W||_F^2."""
     fmt = IntFormat(bits, signed=not obs.nonnegative)
     act = quantization_error(obs, fmt, obs.scale(fmt, b.cfg.act_calib, b.cfg.percentile), factors)
-    return act / max(obs.count, 1) * float(np.sum(w ** 2))
+    return act / max(obs.count, 1) * reproducible.total(w * w)
 
 
 def weight_error(b, obs, w, cfg):
@@ -138,7 +141,7 @@ def weight_error(b, obs, w, cfg):
     preparations of one Linear, no more."""
     w_q, w_s = quantized_weight(b, w, cfg)
     dw = w_q * w_s[:, None] - w
-    return float(channel_energy(obs, w.shape[1]) @ np.sum(dw ** 2, axis=0))
+    return reproducible.dot(channel_energy(obs, w.shape[1]), reproducible.row_sums(dw * dw, 0).reshape(-1))
 
 
 def quantized_weight(b, w, cfg):
@@ -163,9 +166,9 @@ def quantized_weight(b, w, cfg):
 def channel_energy(obs, channels):
     """E[z_c^2] per channel from the observer's reservoir sample (its channel indices); channels the
     sample missed get the mean."""
-    sq = np.bincount(obs.sample_chan, weights=np.asarray(obs.sample, np.float64) ** 2, minlength=channels)
+    sq = np.bincount(obs.sample_chan, weights=np.square(np.asarray(obs.sample, np.float64)), minlength=channels)
     n = np.bincount(obs.sample_chan, minlength=channels)
-    mean = float(sq.sum() / max(n.sum(), 1))
+    mean = reproducible.total(sq) / max(int(n.sum()), 1)
     return np.where(n > 0, sq / np.maximum(n, 1), mean)[:channels]
 
 

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+from .. import reproducible
 from ..arith import ConstFormat, IntFormat
 from ..errors import CompileError, IntsimWarning, ProgramError
 from ..kernels import MATMUL, check_registers, hadamard
@@ -50,7 +51,8 @@ def quantize_linear(cfg, x_scale, weight2d, bias, extra_attrs=None, input_is_zer
                                    scales=None if quantized is None else quantized[1], damp=cfg.damping)
     if input_mean is not None:
         w_real = (grouped_weight(w_q, mult, group) if group else w_q) * np.asarray(w_s, np.float64)[:, None]
-        shift = np.asarray(input_mean, np.float64) @ (w_real - np.asarray(weight2d, np.float64)).T
+        shift = reproducible.matmul(np.asarray(input_mean, np.float64)[None, :],
+                                    (w_real - np.asarray(weight2d, np.float64)).T)[0]
         bias = (0.0 if bias is None else np.asarray(bias, np.float64)) - shift
     acc_scale = x_scale * w_s
     consts = {"weight": w_q.reshape(weight2d.shape[0], -1)}
@@ -146,12 +148,7 @@ class Linear(OpDef):
         return [x[:-1] + (w[0],)]
 
     def evaluate(self, node, inputs, dtype):
-        x, = inputs
-        w = np.asarray(node.params["weight"], dtype=dtype)
-        y = x.reshape(-1, x.shape[-1]) @ w.T      # one 2-D BLAS call: stacked matmul is slower
-        if "bias" in node.params:
-            y += np.asarray(node.params["bias"], dtype=dtype)
-        return [y.reshape(x.shape[:-1] + (y.shape[-1],))]
+        return [reproducible.linear(inputs[0], node.params["weight"], node.params.get("bias"), dtype)]
 
     def lower(self, node, b):
         src = node.inputs[0]

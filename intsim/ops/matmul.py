@@ -8,6 +8,7 @@ of the operand scales. A scalar factor after the product (the attention scale) i
 folded into that real scale (K7.2)."""
 import numpy as np
 
+from .. import reproducible
 from ..kernels import MATMUL
 from .attn_scores import ACC, activation_product_plan, matmul_cost
 from .base import OpDef, run_kernel
@@ -44,7 +45,7 @@ class MatMul(OpDef):
         return [tuple(lead) + (a[-2], b[-1])]
 
     def evaluate(self, node, inputs, dtype):
-        return [np.matmul(inputs[0], inputs[1])]
+        return [reproducible.product(inputs[0], inputs[1], dtype)]
 
     def lower(self, node, b):
         a, c = (product_operand(b, t, f"{node.name}.in{i}") for i, t in enumerate(node.inputs))

@@ -4,9 +4,8 @@ order of the Conv weight flattened). (N, C, H, W) -> (N, P, D); rows/columns tha
 whole patch are dropped, as the convolution does."""
 import numpy as np
 
-from ..errors import GraphError
-
-from ..errors import ProgramError
+from .. import reproducible
+from ..errors import GraphError, ProgramError
 from .linear import Linear, quantize_linear
 
 
@@ -20,7 +19,7 @@ def fold_normalisation_into_conv(node, mean, std):
     bias = node.params.get("bias", np.zeros(w.shape[0])).astype(np.float64)
     m, s = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
     node.params["weight"] = w / s
-    node.params["bias"] = bias - (w * m / s).sum(axis=(1, 2, 3))
+    node.params["bias"] = bias - reproducible.row_sums(w * m / s, (1, 2, 3)).reshape(-1)
 
 
 def patch_gram_name(node):
@@ -56,10 +55,9 @@ class PatchEmbed(Linear):
         return [((x[1] // patch) * (x[2] // patch), w[0])]
 
     def evaluate(self, node, inputs, dtype):
-        w = np.asarray(node.params["weight"], dtype=dtype)
-        b = np.asarray(node.params["bias"], dtype=dtype)
+        w = node.params["weight"]
         cols = unfold_patches(inputs[0], int(node.attrs["patch"]))
-        return [cols @ w.reshape(w.shape[0], -1).T + b]
+        return [reproducible.linear(cols, w.reshape(w.shape[0], -1), node.params["bias"], dtype)]
 
     def calibration_grams(self, node):
         p = int(node.attrs["patch"])

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .. import reproducible
 from ..arith import IntFormat
 from ..errors import CompileError, ProgramError
 from .base import OpCost, OpDef, batch_axes, tensor_elements
@@ -28,15 +29,17 @@ class ReduceMean(OpDef):
         return [tuple(1 if i in axes else d for i, d in enumerate(x) if keep or i not in axes)]
 
     def evaluate(self, node, inputs, dtype):
-        return [np.mean(inputs[0], axis=tuple(batch_axes(node.attrs["axes"])),
-                        keepdims=bool(node.attrs["keepdims"])).astype(dtype, copy=False)]
+        x, axes = inputs[0], tuple(batch_axes(node.attrs["axes"]))
+        n = int(np.prod([x.shape[a] for a in axes]))
+        out = reproducible.row_sums(x, axes) / n
+        return [(out if node.attrs["keepdims"] else out.squeeze(axes)).astype(dtype, copy=False)]
 
     def lower(self, node, b):
         src = node.inputs[0]
         x = b.per_tensor(src, f"{node.name}.in")
         info = b.tensors[x]
         n = int(np.prod([b.shapes[src][a] for a in node.attrs["axes"]]))
-        bits = info.fmt.bits + math.ceil(math.log2(n)) + (0 if info.fmt.signed else 1)
+        bits = info.fmt.bits + (n - 1).bit_length() + (0 if info.fmt.signed else 1)
         if bits > 32:
             raise CompileError(f"node {node.name!r} (ReduceMean): the sum of {n} values of "
                                f"{info.fmt.bits} bits needs {bits} bits (at most 32)")
@@ -51,7 +54,7 @@ class ReduceMean(OpDef):
         self.check_shapes(op, program)
         fin, fout = program.tensors[op.inputs[0]].fmt, program.tensors[op.outputs[0]].fmt
         n = int(np.prod([program.tensors[op.inputs[0]].shape[a] for a in op.attrs["axes"]]))
-        if fout.bits < fin.bits + math.ceil(math.log2(n)) + (0 if fin.signed else 1) or not fout.signed:
+        if fout.bits < fin.bits + (n - 1).bit_length() + (0 if fin.signed else 1) or not fout.signed:
             raise ProgramError(f"reduce_mean: a sum of {n} values of {fin.describe()} does not fit "
                                f"{fout.describe()}")
         return fout.storage

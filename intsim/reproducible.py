@@ -1,0 +1,327 @@
+"""Float arithmetic whose bits do not depend on the machine (docs/quantization.md Q18).
+
+Calibration and compilation take integer decisions (scales, multipliers, GPTQ roundings, kernel
+fits) from float computations. Each of those computes only with operations whose result IEEE-754
+defines bit for bit (+ - * / sqrt, rint, comparisons, exact scaling by powers of two) in an order
+fixed by this code, never by a library's kernel, thread count, SIMD width or use of fused
+multiply-add:
+
+- products (`matmul`, `gram`) are *exact on grids*: each row of the left operand is rounded to the
+  grid 2^(e - GRID_BITS), e the binary exponent of the row's largest |value| (max < 2^e), and each
+  column of the right operand likewise. The inner dimension is cut into chunks of at most CHUNK,
+  so every product and every partial sum of a chunk is an integer below CHUNK * 2^(2 GRID_BITS) =
+  2^53 in units of the two grid steps: float64 BLAS computes it exactly, in whatever order and with
+  whatever instructions it likes. The chunk sums are added in chunk order, then scaled back
+  (powers of two). `slices` > 1 adds the rounding rests as further grids (GRID_BITS more bits
+  each), every pair of slices one exact product, added in a fixed order.
+- sums (`row_sums`, `total`, `dot`) are sequential float64 accumulations in index order (numba,
+  no fastmath: LLVM neither reassociates nor contracts them).
+- exp, log, erf are intsim.elementary's.
+- the factorisations GPTQ needs (`inverse_upper_cholesky`) are blocked: numba loops in a fixed order
+  within a block, the blocks' products by `matmul`.
+
+Rounding an operand to GRID_BITS = 21 significant bits of its row's largest value changes a
+float32 product by about as much as float32 accumulation does (docs/quantization.md Q18 has the
+measurements); the interpreter's float64 mode takes two slices (42 bits).
+"""
+import math
+
+import numba
+import numpy as np
+
+from .parallel import map_rows
+
+GRID_BITS = 21
+CHUNK = 1 << (53 - 2 * GRID_BITS)      # 2048: CHUNK * 2^21 * 2^21 = 2^53
+
+
+def _row_steps(absmax, bits):
+    """The grid step 2^(e - bits) of each row from its largest |value| (max < 2^e; 2^-bits for a
+    row of zeros). Exact: frexp and ldexp only move the exponent."""
+    _, e = np.frexp(absmax)
+    return np.ldexp(np.ones_like(absmax, dtype=np.float64), e.astype(np.int64) - bits)
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_grid(x2, bits, out, steps):
+    """Each row of x2 on its grid: steps[r] = 2^(e - bits) (max |x2[r]| < 2^e), out = rint(x / step)
+    (multiplying by the power of two 2^(bits - e) is exact)."""
+    for r in range(x2.shape[0]):
+        m = 0.0
+        for j in range(x2.shape[1]):
+            m = max(m, abs(np.float64(x2[r, j])))
+        e = math.frexp(m)[1]
+        steps[r] = math.ldexp(1.0, e - bits)
+        inv = math.ldexp(1.0, bits - e)
+        for j in range(x2.shape[1]):
+            out[r, j] = np.rint(np.float64(x2[r, j]) * inv)
+
+
+@numba.njit(cache=True, nogil=True)
+def _col_absmax(x2, out):
+    out[:] = 0.0
+    for r in range(x2.shape[0]):
+        for c in range(x2.shape[1]):
+            out[c] = max(out[c], abs(np.float64(x2[r, c])))
+
+
+@numba.njit(cache=True, nogil=True)
+def _col_round(x2, inv, out):
+    for r in range(x2.shape[0]):
+        for c in range(x2.shape[1]):
+            out[r, c] = np.rint(np.float64(x2[r, c]) * inv[c])
+
+
+def _col_grid(x2, bits):
+    """A 2-D array's columns on their grids (as _row_grid does rows), in its own layout."""
+    x2 = np.ascontiguousarray(x2)
+    parts = map_rows(lambda a, b: _col_absmax_of(x2[a:b]), x2.shape[0], x2.size)
+    steps = _row_steps(np.max(parts, axis=0), bits)
+    inv = 1.0 / steps                        # exact: powers of two
+    n = np.empty(x2.shape)
+    map_rows(lambda a, b: _col_round(x2[a:b], inv, n[a:b]), x2.shape[0], x2.size)
+    return n, steps[None, :]
+
+
+def _col_absmax_of(x2):
+    out = np.empty(x2.shape[1])
+    _col_absmax(x2, out)
+    return out
+
+
+def grid_slices(x, axis, slices=1, bits=GRID_BITS):
+    """x (any float dtype) as `slices` integer-valued float64 arrays n_0, n_1, ... and the grid step
+    of every line along `axis` (kept as an axis of length 1): x ~= sum_s n_s * step * 2^(-bits s),
+    each |n_s| <= 2^bits. The first slice rounds x to the grid (rint: ties to even), each further
+    one rounds what is left on a grid 2^bits finer."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    if slices == 1 and x.size and x.ndim == 2 and axis % 2 == 0:
+        n, steps = _col_grid(x, bits)
+        return [n], steps
+    if slices == 1 and x.size:
+        lines = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+        x2 = lines.reshape(-1, lines.shape[-1])
+        n, steps = np.empty(x2.shape), np.empty(x2.shape[0])
+        map_rows(lambda a, b: _row_grid(x2[a:b], bits, n[a:b], steps[a:b]), x2.shape[0], x2.size)
+        return ([np.moveaxis(n.reshape(lines.shape), -1, axis)],
+                np.moveaxis(steps.reshape(lines.shape[:-1] + (1,)), -1, axis))
+    x = x.astype(np.float64, copy=False)
+    step = _row_steps(np.max(np.abs(x), axis=axis, keepdims=True, initial=0.0), bits)
+    rest = x / step                          # exact: a power of two
+    out = []
+    for s in range(slices):
+        n = np.rint(rest)
+        out.append(n)
+        if s + 1 < slices:
+            rest = (rest - n) * float(1 << bits)   # exact: |rest - n| <= 1/2 on a finer grid
+    return out, step
+
+
+def matmul(a, b, slices=1):
+    """a (..., M, K) @ b (..., K, N) in float64, the same bits on every machine: both operands on
+    grids (rows of a, columns of b; `grid_slices`), the inner dimension in chunks of CHUNK, each
+    chunk's product exact in float64 BLAS, the chunks and slice pairs added in a fixed order. Leading
+    axes broadcast as in np.matmul; b may be 2-D (a weight)."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: operands {a.shape} @ {b.shape} do not fit")
+    sa, step_a = grid_slices(a, -1, slices)
+    sb, step_b = grid_slices(b, -2, slices)
+    k = a.shape[-1]
+    total = None
+    # slice pairs by significance (i + j), the larger terms first; within one, i ascending
+    for order in range(2 * slices - 1):
+        for i in range(max(0, order - slices + 1), min(order, slices - 1) + 1):
+            part = _chunked(sa[i], sb[order - i], k)
+            if order:
+                part *= 2.0 ** (-GRID_BITS * order)
+            total = part if total is None else np.add(total, part, out=total)
+    total *= step_a                          # exact: powers of two
+    total *= step_b
+    return total
+
+
+def _chunked(a, b, k):
+    """sum over inner chunks of a[..., c] @ b[..., c, :], chunk by chunk in order (each exact)."""
+    if k <= CHUNK:
+        return np.matmul(a, b)
+    out = np.matmul(a[..., :CHUNK], b[..., :CHUNK, :])
+    for c in range(CHUNK, k, CHUNK):
+        out += np.matmul(a[..., c:c + CHUNK], b[..., c:c + CHUNK, :])
+    return out
+
+
+def gram(x):
+    """X^T X (C, C) in float64 of the rows of x (..., C), the same bits on every machine: each
+    channel (column) on its grid, rows in chunks of CHUNK, each chunk's X^T X exact (BLAS syrk
+    where NumPy finds it), chunks added in order."""
+    x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
+    (n,), step = grid_slices(x2, 0)
+    out = None
+    for r in range(0, max(len(n), 1), CHUNK):
+        c = n[r:r + CHUNK]
+        part = c.T @ c
+        out = part if out is None else np.add(out, part, out=out)
+    out *= step.T
+    out *= step
+    return out
+
+
+def linear(x, weight, bias=None, dtype=np.float32):
+    """x (..., In) @ weight(Out, In)^T + bias in `dtype`: the product by `matmul` (two slices for
+    float64), the bias added in float64 before the one rounding to dtype."""
+    x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
+    y = matmul(x2, np.asarray(weight).T, slices=slices_for(dtype))
+    if bias is not None:
+        y += np.asarray(bias, dtype=np.float64)
+    return cast(y, dtype).reshape(np.shape(x)[:-1] + (np.shape(weight)[0],))
+
+
+def product(a, b, dtype):
+    """The float interpreter's a @ b in `dtype`: `matmul` (two slices for float64), rounded once."""
+    return cast(matmul(a, b, slices_for(dtype)), dtype)
+
+
+def cast(y, dtype):
+    """y rounded once to `dtype`; a value beyond its range becomes inf, as a float32 product would."""
+    with np.errstate(over="ignore"):
+        return y.astype(dtype, copy=False)
+
+
+def slices_for(dtype):
+    """The interpreter's grid slices: one for float32 (21 bits per operand), two for float64."""
+    return 2 if np.dtype(dtype) == np.float64 else 1
+
+
+# --- sums -----------------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _row_sums(x2, out):
+    for r in range(x2.shape[0]):
+        s = 0.0
+        for j in range(x2.shape[1]):
+            s += x2[r, j]
+        out[r] = s
+
+
+def row_sums(x, axes=-1):
+    """Sums of x over `axes` (an int or a tuple) in float64, each a sequential accumulation in the
+    index order of the summed axes (C order); the other axes keep their order (keepdims)."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(a % x.ndim for a in ((axes,) if np.ndim(axes) == 0 else axes))
+    keep = [a for a in range(x.ndim) if a not in axes]
+    moved = np.ascontiguousarray(np.transpose(x, keep + list(axes)))
+    lead = moved.shape[:len(keep)]
+    x2 = moved.reshape(int(np.prod(lead, dtype=np.int64)), -1)
+    out = np.empty(x2.shape[0])
+    _row_sums(x2, out)
+    shape = [1 if a in axes else x.shape[a] for a in range(x.ndim)]
+    return out.reshape(shape)
+
+
+def total(x):
+    """The sum of every value of x in float64, in C order, one sequential accumulation."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(1, -1)
+    out = np.empty(1)
+    _row_sums(flat, out)
+    return float(out[0])
+
+
+def mean(x):
+    """total(x) / count."""
+    x = np.asarray(x)
+    return total(x) / max(x.size, 1)
+
+
+def linspace(lo, hi, n):
+    """n >= 2 points from lo to hi: lo + i * ((hi - lo) / (n - 1)), the last exactly hi."""
+    out = lo + np.arange(n) * ((hi - lo) / (n - 1))
+    out[-1] = hi
+    return out
+
+
+def dot(a, b):
+    """sum(a * b) of two vectors: each product rounded to float64 once, summed in order."""
+    return total(np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64))
+
+
+# --- GPTQ's factor ----------------------------------------------------------------------------------
+
+BLOCK = 128
+
+
+def inverse_upper_cholesky(h):
+    """The upper Cholesky factor U of H^-1 (H^-1 = U^T U), H symmetric positive definite, without
+    forming H^-1: with J the reversal of the index order and J H J = M M^T (M lower), U = J M^-1 J.
+    `cholesky` and `lower_inverse` below, both blocked with `matmul` products."""
+    m = cholesky(np.ascontiguousarray(h[::-1, ::-1]))
+    return np.ascontiguousarray(lower_inverse(m)[::-1, ::-1])
+
+
+def cholesky(h):
+    """The lower Cholesky factor L of H (H = L L^T): right-looking by blocks of BLOCK columns, each
+    diagonal block and the panel below it in numba loops, the trailing update by `matmul`."""
+    a = np.array(h, dtype=np.float64)
+    n = len(a)
+    for k0 in range(0, n, BLOCK):
+        k1 = min(k0 + BLOCK, n)
+        if not _cholesky_panel(a, k0, k1):
+            raise np.linalg.LinAlgError("matrix is not positive definite")
+        if k1 < n:
+            panel = a[k1:, k0:k1]
+            a[k1:, k1:] -= matmul(panel, panel.T)
+    return np.tril(a)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cholesky_panel(a, k0, k1):
+    """Columns k0..k1-1 of the factor, in place: the diagonal block by the unblocked algorithm,
+    then the rows below it by forward substitution; each inner sum in index order."""
+    n = a.shape[0]
+    for j in range(k0, k1):
+        d = a[j, j]
+        for p in range(k0, j):
+            d -= a[j, p] * a[j, p]
+        if not d > 0.0:
+            return False
+        d = np.sqrt(d)
+        a[j, j] = d
+        for i in range(j + 1, n):
+            s = a[i, j]
+            for p in range(k0, j):
+                s -= a[i, p] * a[j, p]
+            a[i, j] = s / d
+    return True
+
+
+def lower_inverse(m):
+    """The inverse of a lower-triangular matrix, by halves: [[A, 0], [C, D]]^-1 =
+    [[A^-1, 0], [-D^-1 C A^-1, D^-1]], the products by `matmul`, blocks of at most BLOCK by
+    forward substitution (numba)."""
+    n = len(m)
+    if n <= BLOCK:
+        out = np.zeros((n, n))
+        _lower_inverse_small(np.ascontiguousarray(m, dtype=np.float64), out)
+        return out
+    k = n // 2
+    a_inv, d_inv = lower_inverse(m[:k, :k]), lower_inverse(m[k:, k:])
+    out = np.zeros_like(m, dtype=np.float64)
+    out[:k, :k], out[k:, k:] = a_inv, d_inv
+    out[k:, :k] = -matmul(matmul(d_inv, m[k:, :k]), a_inv)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _lower_inverse_small(m, out):
+    """Column j of L^-1 by forward substitution on e_j, each sum in index order."""
+    n = m.shape[0]
+    for j in range(n):
+        out[j, j] = 1.0 / m[j, j]
+        for i in range(j + 1, n):
+            s = 0.0
+            for p in range(j, i):
+                s -= m[i, p] * out[p, j]
+            out[i, j] = s / m[i, i]
