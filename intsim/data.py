@@ -6,13 +6,14 @@ evaluation split (int64 labels or None); callers stream over them in batches."""
 from dataclasses import dataclass
 import functools
 import gzip
+import importlib.metadata
 import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DataError  # noqa: F401  (re-exported: intsim.data.DataError)
-from .images import to_uint8
+from .images import images_sha256, to_uint8
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -50,9 +51,10 @@ class Dataset:
 
 def open_data(spec="fashion-mnist", image_size=224):
     """'fashion-mnist' (calibrate on train, evaluate on test), 'photos' (image_size x image_size
-    crops of the sample photos in scikit-image/scikit-learn, 224 unless the model takes another
-    size: calibration and evaluation crops are drawn with different seeds), a .npz file (keys
-    'images', optional 'labels'; calibrates on the same images) or a folder of image files."""
+    crops of the pinned sample photos in scikit-image/scikit-learn, SAMPLE_PHOTOS, 224 unless the
+    model takes another size: calibration and evaluation crops are drawn with different seeds), a
+    .npz file (keys 'images', optional 'labels'; calibrates on the same images) or a folder of
+    image files."""
     if spec in (None, "fashion-mnist"):
         tr, _ = load_fashion_mnist("train")
         te, te_y = load_fashion_mnist("test")
@@ -66,6 +68,14 @@ def open_data(spec="fashion-mnist", image_size=224):
     if p.is_dir():
         return _folder_data(p)
     raise DataError(f"--data {spec!r}: not 'fashion-mnist', 'photos', an existing .npz file or a folder")
+
+
+def calibration_record(data_name, images):
+    """What a program was calibrated on, for its meta and golden manifests: the data set's name (a
+    file or folder by its base name, so records stay portable), the number of images and the
+    images_sha256 of the exact uint8 images."""
+    return {"data": Path(str(data_name)).name, "images": int(len(images)),
+            "sha256": images_sha256(images, "calibration images")}
 
 
 def _npz_data(path):
@@ -142,31 +152,104 @@ def load_fashion_mnist(split="test"):
     return images, labels
 
 
+@dataclass(frozen=True)
+class SamplePhoto:
+    """One photo of the `photos` data set: where it comes from and its pinned pixels."""
+    name: str           # scikit-image: the skimage.data function; scikit-learn: the sample image
+    package: str        # "scikit-image" or "scikit-learn"
+    sha256: str         # images_sha256 of the decoded (H, W, 3) uint8 pixels
+
+    @property
+    def source(self):
+        if self.package == "scikit-image":
+            return f"skimage.data.{self.name}()"
+        return f"sklearn.datasets.load_sample_image({self.name!r})"
+
+
+# The `photos` data set, in this order (the crops depend on it). Every photo is a file inside the
+# package (nothing is downloaded) and is decoded by the package's own loader: scikit-image reads
+# PNG / JPEG through imageio and Pillow, scikit-learn JPEG through Pillow. The pixels are pinned,
+# so a decoder that gives other pixels is refused instead of silently giving other crops.
+SAMPLE_PHOTOS = (
+    SamplePhoto("astronaut", "scikit-image",
+                "fab7e0f9cf68ec63ec7dc4575b988f06b447b017688c850b40ef98823829477e"),
+    SamplePhoto("chelsea", "scikit-image",
+                "211746e91d9b48a05a518d4d12d120f72fc81de63909469ed8dd6f115abe8576"),
+    SamplePhoto("coffee", "scikit-image",
+                "9f7822e60e74b567dfa695c2fffbb6ccc2fc3db99a6c499a1becd1d44a44c48d"),
+    SamplePhoto("rocket", "scikit-image",
+                "e0bc2fb64e466bc31ceec2940f9bdb61b6d8782fa9c2a237d6512d71d68aa40a"),
+    SamplePhoto("immunohistochemistry", "scikit-image",
+                "7bb8f1aaa1d1500d3e1d29a1bca4bfedf55a74a4379ac243a0493d3152773bd5"),
+    SamplePhoto("retina", "scikit-image",
+                "3513fb43b7d16585eff2206c8998b5e2c80aefec3eef7a0c7eba9bbe54cf2ddc"),
+    SamplePhoto("hubble_deep_field", "scikit-image",
+                "a5540c82f432a4bffc63c93247d770f6136a6f5a69d3aa7018006f07749fa56e"),
+    SamplePhoto("china.jpg", "scikit-learn",
+                "8bfefc1ae31a0fe9438828c5b3ae0b8218fa828ee30665e3eae8cf398c969123"),
+    SamplePhoto("flower.jpg", "scikit-learn",
+                "ae741b8105ebe0714de119cb5314e8bfcc3f86608a98ddc796281548c9205d87"),
+)
+PHOTOS_PINNED_WITH = {"scikit-image": "0.26.0", "scikit-learn": "1.9.1", "imageio": "2.38.2",
+                      "Pillow": "13.0.0"}    # the versions that decoded the pinned pixels
+_DECODERS = {"scikit-image": ("imageio", "Pillow"), "scikit-learn": ("Pillow",)}
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _photo_error(photo, problem):
+    """One line: the photo, its package and decoders here, the problem and what to do."""
+    here = ", ".join(f"{d} {_version(d)}" for d in (photo.package,) + _DECODERS[photo.package])
+    pinned = " ".join(f"{d}=={v}" for d, v in PHOTOS_PINNED_WITH.items())
+    return DataError(f"photos: sample photo {photo.name!r} ({photo.source}; here {here}) {problem}; "
+                     f"the photos data set is pinned to the pixels these versions decode: install "
+                     f"them (pip install {pinned}) or use --data with your own .npz or image folder")
+
+
+def _decode_photo(photo):
+    """The photo as its package decodes it, or a DataError saying why it cannot be had."""
+    try:
+        if photo.package == "scikit-image":
+            from skimage import data as skd
+            loader = getattr(skd, photo.name, None)
+            if loader is None:
+                raise _photo_error(photo, "does not exist in this scikit-image")
+            return loader()
+        from sklearn.datasets import load_sample_image
+        return load_sample_image(photo.name)
+    except ImportError as e:
+        raise _photo_error(photo, f"cannot be loaded: {photo.package} is not installed or does not "
+                                  f"import ({e})") from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a decoder fails in its own ways, all the same here
+        raise _photo_error(photo, f"could not be decoded ({type(e).__name__}: {e})") from None
+
+
+def load_photo(photo):
+    """One pinned photo as uint8 (H, W, 3), its pixels checked against the pinned SHA-256."""
+    img = np.asarray(_decode_photo(photo))
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise _photo_error(photo, f"decodes to a {img.dtype} array of shape {img.shape}, not uint8 "
+                                  f"(H, W, 3)")
+    digest = images_sha256(img)
+    if digest != photo.sha256:
+        raise _photo_error(photo, f"decodes to other pixels than the pinned ones (shape {img.shape}, "
+                                  f"SHA-256 {digest[:16]}..., pinned {photo.sha256[:16]}...)")
+    return np.ascontiguousarray(img)
+
+
 @functools.lru_cache(maxsize=1)
 def load_sample_photos():
-    """The CC0 / public-domain sample photos inside scikit-image and scikit-learn, as uint8 RGB
-    (H, W, 3) arrays. Needs either package (the 'test' extra installs both)."""
-    photos = []
-    try:
-        from skimage import data as skd
-        for name in ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right",
-                     "immunohistochemistry", "retina", "hubble_deep_field"):
-            try:
-                img = getattr(skd, name)()
-            except Exception:  # noqa: BLE001 - a photo missing from this version is skipped
-                continue
-            if img.ndim == 3 and img.shape[2] == 3:
-                photos.append(np.ascontiguousarray(img, dtype=np.uint8))
-    except ImportError:
-        pass
-    try:
-        from sklearn.datasets import load_sample_images
-        photos += [np.ascontiguousarray(im, dtype=np.uint8) for im in load_sample_images().images]
-    except ImportError:
-        pass
-    if not photos:
-        raise DataError("no sample photos: install scikit-image or scikit-learn (pip install -e .[test])")
-    return tuple(photos)
+    """The `photos` data set: the CC0 / public-domain sample photos of SAMPLE_PHOTOS, shipped inside
+    scikit-image and scikit-learn (the 'test' extra installs both), as uint8 RGB (H, W, 3) arrays
+    in that order. A photo that is missing or decodes to other pixels is a DataError naming it."""
+    return tuple(load_photo(photo) for photo in SAMPLE_PHOTOS)
 
 
 def photo_crops(count, size=224, seed=0):

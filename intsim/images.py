@@ -3,6 +3,8 @@ interpreter, the executor) checks them here, so one rule gives one message.
 
 Images are (N, C, H, W). Pixels arrive as uint8 (the model sees pixels / 255) or as floats in
 [0, 1]; the float interpreter also accepts any finite real input of the model's shape."""
+import hashlib
+
 import numpy as np
 
 from .errors import DataError
@@ -65,3 +67,15 @@ def model_input(x, what="images"):
     """What the model sees: uint8 pixels / 255 in float32; floats in [0, 1] unchanged (float64)."""
     x = pixels(x, what)
     return x.astype(np.float32) / np.float32(255.0) if x.dtype == np.uint8 else x
+
+
+def images_sha256(x, what="images"):
+    """The identity of uint8 pixels: SHA-256 of the ASCII header 'uint8[D0,D1,...]' (the shape)
+    followed by the pixel bytes in C order. The shape is part of it, so the same bytes cut into
+    other images are another identity."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise DataError(f"{what}: an image identity is taken of uint8 pixels, got dtype {x.dtype}")
+    h = hashlib.sha256(f"uint8[{','.join(str(d) for d in x.shape)}]".encode("ascii"))
+    h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()

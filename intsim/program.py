@@ -15,7 +15,7 @@ import numpy as np
 
 from .arith import IntFormat, SPEC_VERSION
 from .errors import ProgramError
-from .version import __version__
+from .version import __version__, library_versions
 
 PROGRAM_SCHEMA = 1
 
@@ -203,5 +203,10 @@ def _const_value(v, arrays, what):
 
 
 def new_meta(config, model_path=None, model_sha256=None):
+    """A new program's provenance. `versions` are those of the libraries that computed its
+    constants (version.library_versions); whoever calibrated it may add `calibration` (the data
+    set, image count and images_sha256 of the images). Both are provenance only: programs saved
+    without them load as well, and the fingerprint leaves meta out."""
     return {"intsim_version": __version__, "spec_version": SPEC_VERSION, "config": config,
-            "model": str(model_path) if model_path else None, "model_sha256": model_sha256}
+            "model": str(model_path) if model_path else None, "model_sha256": model_sha256,
+            "versions": library_versions()}

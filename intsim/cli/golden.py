@@ -10,8 +10,10 @@ from .. import golden
 from .. import pipeline as ip
 from ..errors import DataError
 from ..execute import quantize_input
-from ..images import model_input
-from .args import Parser, add_model_args, add_quant_args, build_program, config_from_args, count
+from ..images import check_batch, model_input
+from .args import (Parser, add_model_args, add_program_arg, add_quant_args, build_program,
+                   config_from_args, count, data_image_size, program_model, refuse_program_options,
+                   saved_program)
 
 
 def read_images(path):
@@ -41,6 +43,7 @@ def golden_main(argv):
         "dump every op's integer inputs, outputs and constants with a manifest (docs/golden.md).")
     add_model_args(p)
     add_quant_args(p)
+    add_program_arg(p)
     p.add_argument("--out", required=True, help="output directory (must not exist unless --force)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", type=count(1), default=None,
@@ -52,19 +55,19 @@ def golden_main(argv):
                    help="elements per .hex word, element 0 least significant (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing dump (atomically)")
     a = p.parse_args(argv)
+    if a.program:
+        refuse_program_options(p, argv)
     formats = golden.check_formats(a.format)        # every check before the expensive part
     golden.check_pack(a.pack)
     golden.check_output(Path(a.out), a.force)
-    config = config_from_args(a)
     x = source = None
     if a.input is not None:
         x, source = read_images(a.input)
-    graph = ip.load(a.model)
-    if x is not None:
-        ip.check_images_fit(graph, x)
-    graph, data, program, _ = build_program(a, config, graph=graph)
+    program, chw, data = _saved_program(a) if a.program else _built_program(a, x)
     if x is None:
-        x, source = _evaluation_images(graph, data, a.images or 1)
+        x, source = _evaluation_images(chw, data, a.images or 1)
+    else:
+        check_batch(x, chw)
     manifest = golden.dump(program, quantize_input(program, x), a.out, formats, a.pack, a.force, source)
     size = sum((Path(a.out) / f).stat().st_size for e in manifest["tensors"].values()
                for f in e["files"].values())
@@ -73,11 +76,32 @@ def golden_main(argv):
     return 0
 
 
-def _evaluation_images(graph, data, n):
+def _built_program(a, x):
+    """(program, model input (C, H, W), data set) calibrated and compiled from the options."""
+    config = config_from_args(a)
+    graph = ip.load(a.model)
+    if x is not None:
+        ip.check_images_fit(graph, x)
+    graph, data, program, _ = build_program(a, config, graph=graph)
+    return program, graph.input_shape, data
+
+
+def _saved_program(a):
+    """(program, model input (C, H, W), data set or None) for --program: the program as saved. The
+    float model is not needed (the program knows its input); one given is checked all the same."""
+    program = saved_program(a.program)
+    if a.model:
+        program_model(program, a.model, a.program)
+    chw = program.input.shape
+    data = None if a.input is not None else ip.open_data(a.data, image_size=data_image_size(chw))
+    return program, chw, data
+
+
+def _evaluation_images(chw, data, n):
     images, _ = data.evaluation(n)
     if len(images) < n:
         raise DataError(f"--images {n}: {data.name} has only {len(images)} evaluation images")
-    ip.check_images_fit(graph, images)
+    check_batch(images, chw)
     return ip.to_model_input(images), {"data": Path(data.name).name, "split": "evaluation", "first": n}
 
 

@@ -1,11 +1,13 @@
 """`intsim run`: quantize a model and run it integer-only on a data set, against float."""
 import json
+from pathlib import Path
 
 from .. import pipeline as ip
 from ..experiment.cost import program_cost
 from ..kernels import gemm
 from ..quantize import QuantConfig
-from .args import Parser, add_model_args, add_quant_args, build_program, config_from_args, count, writable_file
+from .args import (Parser, add_model_args, add_program_arg, add_quant_args, build_program,
+                   config_from_args, count, load_program_front, refuse_program_options, writable_file)
 
 
 def main(argv):
@@ -13,6 +15,7 @@ def main(argv):
                                 "run it integer-only, and compare it with float.")
     add_model_args(p)
     add_quant_args(p)
+    add_program_arg(p)
     p.add_argument("--limit", type=count(1), default=None, help="evaluate only the first N images")
     p.add_argument("--batch", type=count(1), default=100, help="images per batch (default 100)")
     p.add_argument("--save-program", default=None, help="write the integer program (PATH.json + PATH.npz)")
@@ -21,17 +24,25 @@ def main(argv):
                    help="integer GEMM engine of the fast path (spec K1.5; default auto: the fastest exact "
                         "one here); every engine gives the same integers")
     a = p.parse_args(argv)
-    config = config_from_args(a)
+    if a.program:
+        refuse_program_options(p, argv)
+    config = None if a.program else config_from_args(a)
     if a.save_program:
         writable_file(a.save_program, "--save-program")
-    graph, data, program, n_calib = build_program(a, config)
+    if a.program:
+        graph, data, program, n_calib = load_program_front(a)
+    else:
+        graph, data, program, n_calib = build_program(a, config)
     if a.save_program:
+        Path(a.save_program).parent.mkdir(parents=True, exist_ok=True)     # checked writable above
         program.save(a.save_program)
     images, labels = data.evaluation(a.limit)
     report = ip.evaluate(graph, program, images, labels, batch=a.batch, engine=a.engine)
     report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"],
                   calibration_images=n_calib, engine=gemm.describe_engine(a.engine),
                   matmul_gbitops=program_cost(program)["matmul_mbops"] / 1e3)
+    if a.program:
+        report["program"] = a.program
     if a.json:
         print(json.dumps(report))
     else:
@@ -55,7 +66,10 @@ def weight_rounding(cfg):
 def print_report(report, data_name, calib):
     cfg = report["config"]
     print(f"model     {report['model']}")
-    print(f"data      {data_name}: {report['images']} images, calibrated on {calib}")
+    calibrated = f"calibrated on {calib}" if calib is not None else "calibration not recorded"
+    if report.get("program"):
+        calibrated += f" (program {report['program']})"
+    print(f"data      {data_name}: {report['images']} images, {calibrated}")
     rotate = cfg.get("rotate", 0)
     print(f"config    W{cfg['wbits']}A{cfg['abits']} residual {cfg['residual_bits']}b, gelu "
           f"{cfg['gelu']} (input {cfg.get('gelu_bits', cfg['abits'])}b), softmax {cfg['softmax']}, "

@@ -13,6 +13,10 @@ GOLDEN_SCHEMA = 2
 SCHEMA_NAME = "intsim-golden"
 MANIFEST = "manifest.json"
 FORMATS = ("npy", "bin", "hex")
+# What a program's meta may record of where its constants came from, copied into the manifest when
+# present: `calibration` (data set, image count, SHA-256 of the uint8 images) and `versions`
+# (Python and the libraries that computed the constants). Manifests without them are as valid.
+PROVENANCE = ("calibration", "versions")
 PACK_MAX = 64
 
 

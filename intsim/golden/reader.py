@@ -9,8 +9,8 @@ import numpy as np
 
 from ..arith import INT64_MAX, IntFormat
 from ..program import Op, Program, TensorInfo
-from .formats import (FORMATS, GOLDEN_SCHEMA, MANIFEST, SCHEMA_NAME, GoldenError, TFormat, act_id,
-                      parse_hex)
+from .formats import (FORMATS, GOLDEN_SCHEMA, MANIFEST, PROVENANCE, SCHEMA_NAME, GoldenError, TFormat,
+                      act_id, parse_hex)
 
 def read_manifest(root):
     root = Path(root)
@@ -274,6 +274,7 @@ def load_program(path):
            for o in g.ops]
     meta = {"spec_version": m.get("spec_version"), "config": m.get("config", {}),
             "model": (m.get("model") or {}).get("file"), "model_sha256": (m.get("model") or {}).get("sha256")}
+    meta |= {key: m[key] for key in PROVENANCE if key in m}     # so that a re-dump records them too
     out = m["output"]
     program = Program(ops, tensors, names[m["input"]["tensor"]],
                       names[out] if isinstance(out, str) else [names[t] for t in out], meta)

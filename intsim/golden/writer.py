@@ -28,8 +28,8 @@ from ..arith import SPEC_VERSION
 from ..execute import Executable
 from ..ops import check_constants, program_op
 from ..version import __version__
-from .formats import (GOLDEN_SCHEMA, MANIFEST, SCHEMA_NAME, GoldenError, TFormat, act_id, canonical,
-                      check_formats, check_pack, const_id, hex_text, hex_word_digits)
+from .formats import (GOLDEN_SCHEMA, MANIFEST, PROVENANCE, SCHEMA_NAME, GoldenError, TFormat, act_id,
+                      canonical, check_formats, check_pack, const_id, hex_text, hex_word_digits)
 
 def _json_default(v):
     if isinstance(v, np.integer):
@@ -240,7 +240,7 @@ class _Recorder:
         Executable(program).run(q_input, observe=self.observe)
         meta = program.meta
         model = meta.get("model")
-        return {
+        manifest = {
             "schema": SCHEMA_NAME,
             "schema_version": GOLDEN_SCHEMA,
             "intsim_version": __version__,
@@ -248,6 +248,11 @@ class _Recorder:
             "model": {"file": Path(model).name if model else None, "sha256": meta.get("model_sha256")},
             "program_fingerprint": program.fingerprint(),
             "config": meta.get("config", {}),
+        }
+        for key in PROVENANCE:          # only when the program records them (older ones do not)
+            if meta.get(key) is not None:
+                manifest[key] = meta[key]
+        return manifest | {
             "kernels": {op.name: {"family": op.attrs["family"], "kernel": op.attrs["kernel"],
                                   "spec": op.spec} for op in program.ops if "kernel" in op.attrs},
             "input": {"tensor": self.ids[program.input_name], "images": int(q_input.shape[0]),
