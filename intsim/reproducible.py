@@ -124,6 +124,15 @@ def matmul(a, b, slices=1):
     grids (rows of a, columns of b; `grid_slices`), the inner dimension in chunks of CHUNK, each
     chunk's product exact in float64 BLAS, the chunks and slice pairs added in a fixed order. Leading
     axes broadcast as in np.matmul; b may be 2-D (a weight)."""
+    total, step_a, step_b = _grid_product(a, b, slices)
+    total *= step_a                          # exact: powers of two
+    total *= step_b
+    return total
+
+
+def _grid_product(a, b, slices):
+    """(sum of the exact products of the grid slices, in units of the steps; the steps of a's rows
+    and b's columns): matmul before its scaling."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
@@ -139,9 +148,7 @@ def matmul(a, b, slices=1):
             if order:
                 part *= 2.0 ** (-GRID_BITS * order)
             total = part if total is None else np.add(total, part, out=total)
-    total *= step_a                          # exact: powers of two
-    total *= step_b
-    return total
+    return total, step_a, step_b
 
 
 def _chunked(a, b, k):
@@ -172,12 +179,23 @@ def gram(x):
 
 def linear(x, weight, bias=None, dtype=np.float32):
     """x (..., In) @ weight(Out, In)^T + bias in `dtype`: the product by `matmul` (two slices for
-    float64), the bias added in float64 before the one rounding to dtype."""
+    float64), scaled, the bias added in float64 and the result rounded once to dtype in one pass."""
     x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
-    y = matmul(x2, np.asarray(weight).T, slices=slices_for(dtype))
-    if bias is not None:
-        y += np.asarray(bias, dtype=np.float64)
-    return cast(y, dtype).reshape(np.shape(x)[:-1] + (np.shape(weight)[0],))
+    total, step_rows, step_cols = _grid_product(x2, np.asarray(weight).T, slices_for(dtype))
+    b = np.zeros(total.shape[1]) if bias is None else np.asarray(bias, dtype=np.float64)
+    out = np.empty(total.shape, dtype=dtype)
+    with np.errstate(over="ignore"):
+        map_rows(lambda r0, r1: _finish(total[r0:r1], step_rows[r0:r1, 0], step_cols[0], b, out[r0:r1]),
+                 total.shape[0], total.size)
+    return out.reshape(np.shape(x)[:-1] + (np.shape(weight)[0],))
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish(total, step_rows, step_cols, bias, out):
+    """out = total * step_row * step_col + bias, rounded once to out's dtype (the scalings are exact)."""
+    for r in range(total.shape[0]):
+        for c in range(total.shape[1]):
+            out[r, c] = total[r, c] * step_rows[r] * step_cols[c] + bias[c]
 
 
 def product(a, b, dtype):

@@ -66,16 +66,22 @@ def test_weights_per_output_channel_in_the_narrow_range():
         quantize_bias(np.array([1e10]), np.array([1.0]))
 
 
-# --- the numba clip searches reproduce NumPy's arithmetic bit for bit (calibration unchanged) -------
+# --- the numba clip searches are the written definition: each candidate's squared errors of
+# clip(rint(x * (1 / s)), lo, hi) * s - x summed in index order (a cumulative sum's last value) --------
+
+def sequential_sum(v):
+    return float(np.cumsum(v)[-1]) if np.size(v) else 0.0
+
 
 def mse_clip_numpy(sample, amax, fmt, steps=100):
-    """The search as it was written in NumPy (the definition the numba pass reproduces)."""
-    from intsim.quantize import fake_quant
+    """The search written out in NumPy (the definition the numba pass computes)."""
     x = np.asarray(sample, dtype=np.float64)
     best, best_err = amax, np.inf
     for i in range(steps, 0, -1):
         clip = amax * i / steps
-        err = float(np.mean((fake_quant(x, clip / fmt.hi, fmt) - x) ** 2))
+        s = clip / fmt.hi if clip > 0 else 1.0
+        d = np.clip(np.rint(x * (1.0 / s)), fmt.lo, fmt.hi) * s - x
+        err = sequential_sum(d * d) / x.size
         if err < best_err:
             best, best_err = clip, err
     return best
@@ -84,13 +90,16 @@ def mse_clip_numpy(sample, amax, fmt, steps=100):
 def weight_clips_numpy(w, fmt):
     flat = np.asarray(w, dtype=np.float64).reshape(w.shape[0], -1)
     amax = np.abs(flat).max(axis=1)
-    clip, best_err = amax.copy(), np.full(flat.shape[0], np.inf)
-    for i in range(100, 30, -1):
-        c = amax * i / 100
-        s = np.where(c > 0, c / fmt.hi, 1.0)[:, None]
-        err = ((np.clip(np.rint(flat / s), fmt.lo, fmt.hi) * s - flat) ** 2).mean(axis=1)
-        better = err < best_err
-        best_err[better], clip[better] = err[better], c[better]
+    clip = amax.copy()
+    for r in range(flat.shape[0]):
+        best_err = np.inf
+        for i in range(100, 30, -1):
+            c = amax[r] * i / 100
+            s = c / fmt.hi if c > 0 else 1.0
+            d = np.clip(np.rint(flat[r] * (1.0 / s)), fmt.lo, fmt.hi) * s - flat[r]
+            err = sequential_sum(d * d) / flat.shape[1]
+            if err < best_err:
+                best_err, clip[r] = err, c
     return np.where(clip > 0, clip / fmt.hi, 1.0)
 
 
@@ -170,13 +179,16 @@ def test_observer_keeps_the_largest_values_exactly():
 
 
 def mse_top_clip_numpy(top, rest, weight, amax, fmt, steps=100):
-    from intsim.quantize import fake_quant
     t, r = np.asarray(top, dtype=np.float64), np.asarray(rest, dtype=np.float64)
     best, best_err = amax, np.inf
     for i in range(steps, 0, -1):
         clip = amax * i / steps
         s = clip / fmt.hi
-        err = np.sum((fake_quant(t, s, fmt) - t) ** 2) + weight * np.sum((fake_quant(r, s, fmt) - r) ** 2)
+
+        def sq(v):
+            d = np.clip(np.rint(v * (1.0 / s)), fmt.lo, fmt.hi) * s - v
+            return sequential_sum(d * d)
+        err = sq(t) + weight * sq(r)
         if err < best_err:
             best, best_err = clip, err
     return best
