@@ -1,8 +1,18 @@
 """Fidelity metrics of an integer result against its float reference, defined once (evaluate,
-per-layer analysis, sweeps and selection all use these). Float64 throughout."""
+per-layer analysis, sweeps and selection all use these). Float64 throughout; logarithms and
+exponentials by intsim.elementary, so a selection that compares them chooses alike everywhere."""
 import math
 
 import numpy as np
+
+from . import elementary
+
+LN10 = float(elementary.log(10.0))
+
+
+def db(ratio):
+    """10 log10(ratio) for a positive ratio (intsim.elementary's log)."""
+    return 10.0 * float(elementary.log(ratio)) / LN10
 
 
 class Sqnr:
@@ -23,7 +33,7 @@ class Sqnr:
     def db(self):
         if self.noise == 0.0:
             return math.inf
-        return 10.0 * math.log10(max(self.signal, 1e-300) / self.noise)
+        return db(max(self.signal, 1e-300) / self.noise)
 
 
 def sqnr_db(ref, test):
@@ -42,13 +52,13 @@ def top1(logits, labels):
 def _log_softmax(z):
     z = np.asarray(z, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return z - elementary.log(elementary.exp(z).sum(axis=-1, keepdims=True))
 
 
 def kl_divergence(ref_logits, test_logits):
     """Mean over rows of KL(softmax(ref) || softmax(test)), in nats."""
     lp, lq = _log_softmax(ref_logits), _log_softmax(test_logits)
-    return float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=-1)))
+    return float(np.mean(np.sum(elementary.exp(lp) * (lp - lq), axis=-1)))
 
 
 def pearson(ref, test):

@@ -15,7 +15,6 @@ The float model and the baseline program run once; each variant program is compi
 observers and run on the same images (in parallel through tasks.run_tasks).
 """
 from dataclasses import dataclass
-import math
 
 import numpy as np
 
@@ -172,8 +171,8 @@ def choose(table, omega_weights=None):
                                  f"cost weights; Omega needs positive costs")
         for r, qi, pi, ci in zip(rows, q, p, c):
             r["q_gap"] = max(q) - qi
-            r["p_gap"] = 10 * math.log10(pi / min(p))
-            r["c_gap"] = 10 * math.log10(ci / min(c))
+            r["p_gap"] = metrics.db(pi / min(p))
+            r["c_gap"] = metrics.db(ci / min(c))
             r["omega"] = w["Q"] * r["q_gap"] + w["P"] * r["p_gap"] + w["C"] * r["c_gap"]
         best = min(range(len(rows)), key=lambda i: (round(rows[i]["omega"], 9), rows[i]["c"], i))
         for i, r in enumerate(rows):
