@@ -16,6 +16,7 @@ from .kernels import REQUANTIZE, candidates, get_kernel
 from .ops import REQUANT, SEMANTIC, semantic_op
 from .program import Op, Program, TensorInfo, new_meta
 from .quantize import QuantConfig, first_match
+from .reproducible import one_blas_thread
 
 
 class Builder:
@@ -193,6 +194,11 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
     cfg = config or QuantConfig()
     check_layer_overrides(graph, cfg.overrides)
     check_layer_wbits(graph, cfg.layer_wbits)
+    with one_blas_thread():
+        return _compile(graph, observers, cfg, model_path, model_sha256)
+
+
+def _compile(graph, observers, cfg, model_path, model_sha256):
     b = Builder(graph, observers, cfg)
     # boundary: the input quantizer (min/max calibrated, so [0, 1] images at 1/255 are exact pixels)
     in_obs = b.observer(graph.input_name)

@@ -8,16 +8,17 @@ every tensor produced, as soon as it exists; arrays are freed after their last u
 streaming over batches (calibration) holds one batch of activations at a time. Observers must not
 modify the array.
 
-The float BLAS products run on one thread (threadpoolctl): calibration then gives the same scales
-whatever the number of cores (OpenBLAS rounds differently with another thread count:
-docs/golden.md), and the many small attention products do not collapse on a busy machine
-(measured on 2 shared cores, DeiT-Small calibration on 32 images: 5.1-5.3 s on one thread,
-51-61 s on two, whose threads wait on each other while another process holds a core).
+Its products are intsim.reproducible's (exact on grids), its sums sequential and its exp / erf
+intsim.elementary's, so every value it computes is the same on every machine (docs/quantization.md
+Q18). The BLAS products run on one thread (threadpoolctl; `reproducible.one_blas_thread`): the
+thread count cannot change a result, but the many small attention products would collapse on a busy
+machine (measured on 2 shared cores, DeiT-Small calibration on 32 images: 5.1-5.3 s on one
+thread, 51-61 s on two, whose threads wait on each other while another process holds a core).
 """
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .errors import DataError, GraphError
+from .reproducible import one_blas_thread
 from .images import check_batch
 from .ops import semantic_op
 from .schedule import last_uses
@@ -26,7 +27,7 @@ from .schedule import last_uses
 def run_float(graph, images_float, observe=None, dtype=np.float32):
     """Evaluate `graph` on images (N, C, H, W) and return its output (N, ...) in `dtype`
     (np.float32 or np.float64). `observe(name, array)` sees every tensor, input included."""
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _run_float(graph, images_float, observe, np.dtype(dtype).type)
 
 

@@ -30,6 +30,7 @@ from .ops import SEMANTIC
 from .ops.hadamard import rotated_name
 from .progress import bar
 from .quantize import Observer, QuantConfig
+from .reproducible import one_blas_thread
 
 __all__ = ["QuantConfig", "load", "open_data", "calibrate", "compile", "evaluate", "run_integer",
            "float_outputs", "ArithSpecError", "DataError"]
@@ -103,7 +104,7 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None):
     # next one (both release the GIL): one update in flight at a time, in graph order, so the
     # observers see what a serial loop shows them and at most one extra activation is held.
     pending = None
-    with ThreadPoolExecutor(1, thread_name_prefix="intsim-observe") as worker:
+    with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="intsim-observe") as worker:
         def observe(name, arr):
             nonlocal pending
             if pending is not None:

@@ -28,11 +28,18 @@ import math
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .parallel import map_rows
 
 GRID_BITS = 21
 CHUNK = 1 << (53 - 2 * GRID_BITS)      # 2048: CHUNK * 2^21 * 2^21 = 2^53
+
+
+def one_blas_thread():
+    """A context with BLAS on one thread. No result here depends on the thread count; on a busy
+    machine, BLAS threads that wait on each other make set-up several times slower."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _row_steps(absmax, bits):
