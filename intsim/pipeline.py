@@ -7,6 +7,7 @@
     program = ip.compile(graph, observers, ip.QuantConfig(wbits=4))
     report = ip.evaluate(graph, program, *data.evaluation(limit=1000))
 """
+import collections
 from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import time
@@ -62,6 +63,9 @@ def check_images_fit(graph, images):
     check_batch(images, graph.input_shape)
 
 
+PENDING = 4            # calibration: observer updates queued behind the float graph
+
+
 def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None):
     """Stream the calibration images through the float graph; per-tensor observers. gram: also
     X^T X of every Linear input (what GPTQ rounds with: weight_round gptq or auto); None: what
@@ -101,19 +105,20 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None):
                 observer(rotated_name(name, block)).update(hadamard.rotate_float(np.asarray(arr, np.float32), block))
 
     # Each tensor's statistics are taken on a second thread while the float graph computes the
-    # next one (both release the GIL): one update in flight at a time, in graph order, so the
-    # observers see what a serial loop shows them and at most one extra activation is held.
-    pending = None
+    # next ones (both release the GIL): in graph order, so the observers see what a serial loop
+    # shows them; up to PENDING updates queue, so a slow one (X^T X of a wide input) overlaps the
+    # float graph's next products instead of stalling it, and at most PENDING activations are held.
+    pending = collections.deque()
     with one_blas_thread(), ThreadPoolExecutor(1, thread_name_prefix="intsim-observe") as worker:
         def observe(name, arr):
-            nonlocal pending
-            if pending is not None:
-                pending.result()
-            pending = worker.submit(update, name, arr)
+            if len(pending) >= PENDING:
+                pending.popleft().result()
+            pending.append(worker.submit(update, name, arr))
 
         for i in range(0, len(images_u8), batch):
             run_float(graph, to_model_input(images_u8[i:i + batch]), observe=observe)
-            pending.result()
+            while pending:
+                pending.popleft().result()
     return observers
 
 

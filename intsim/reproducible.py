@@ -288,24 +288,25 @@ def inverse_upper_cholesky(h):
 
 def cholesky(h):
     """The lower Cholesky factor L of H (H = L L^T): right-looking by blocks of BLOCK columns, each
-    diagonal block and the panel below it in numba loops, the trailing update by `matmul`."""
+    diagonal block by the unblocked algorithm (numba), the panel below it as A21 (L11^-1)^T and the
+    trailing update by `matmul`."""
     a = np.array(h, dtype=np.float64)
     n = len(a)
     for k0 in range(0, n, BLOCK):
         k1 = min(k0 + BLOCK, n)
-        if not _cholesky_panel(a, k0, k1):
+        if not _cholesky_block(a, k0, k1):
             raise np.linalg.LinAlgError("matrix is not positive definite")
         if k1 < n:
+            a[k1:, k0:k1] = matmul(a[k1:, k0:k1], lower_inverse(np.tril(a[k0:k1, k0:k1])).T)
             panel = a[k1:, k0:k1]
             a[k1:, k1:] -= matmul(panel, panel.T)
     return np.tril(a)
 
 
 @numba.njit(cache=True, nogil=True)
-def _cholesky_panel(a, k0, k1):
-    """Columns k0..k1-1 of the factor, in place: the diagonal block by the unblocked algorithm,
-    then the rows below it by forward substitution; each inner sum in index order."""
-    n = a.shape[0]
+def _cholesky_block(a, k0, k1):
+    """The diagonal block a[k0:k1, k0:k1] factored in place (its lower triangle), each inner sum in
+    index order; False if it is not positive definite."""
     for j in range(k0, k1):
         d = a[j, j]
         for p in range(k0, j):
@@ -314,7 +315,7 @@ def _cholesky_panel(a, k0, k1):
             return False
         d = np.sqrt(d)
         a[j, j] = d
-        for i in range(j + 1, n):
+        for i in range(j + 1, k1):
             s = a[i, j]
             for p in range(k0, j):
                 s -= a[i, p] * a[j, p]
