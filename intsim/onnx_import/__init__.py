@@ -8,8 +8,10 @@ Steps, one module each:
 2. fold.py: find the image path by traversal (every tensor computed from the image; Shape/Size
    outputs are constants at a concrete batch size B, 2 unless the model fixes it). Run the ONNX
    graph once on a seeded random image with ONNX Runtime (or onnx.reference when it is missing):
-   that gives every constant an image-path node reads, whatever standard ops compute it, and the
-   output the verification compares against. Shapes of image-path tensors come from
+   the output the verification compares against. Every constant an image-path node reads,
+   whatever standard ops compute it, comes from the sub-graph that computes it, evaluated by
+   onnx.reference with constant_ops' float ops (the same bits whatever the engine or machine,
+   docs/quantization.md Q18). Shapes of image-path tensors come from
    onnx.shape_inference. Identity, Dropout and same-type Cast nodes are bypassed. An op on the
    image path that no pattern explains is rejected here, naming the node.
 3. patterns/: match the image path into semantic ops, one small matcher per pattern, registered

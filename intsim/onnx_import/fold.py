@@ -3,21 +3,37 @@
 - Image dependence by traversal: a tensor depends on the image if a node reading an
   image-dependent tensor produces it; Shape and Size read only the shape, so their outputs (and
   everything computed from them alone) are constants at the concrete batch size B.
-- Constants by a well-kept engine: the whole graph runs once on the seeded random image with ONNX
-  Runtime (if installed) or onnx.reference.ReferenceEvaluator, which returns the graph output (for
-  the verification) and every constant that an image-path node reads. Any standard op may sit on a
-  constant path (shape arithmetic, weight transposes, a resized position embedding, ...).
+- The graph output by a fast engine: the whole graph runs once on the seeded random image with
+  ONNX Runtime (if installed) or onnx.reference.ReferenceEvaluator. Its output is what the import
+  verifies against (it decides nothing); the run also gives the outputs of the Shape/Size nodes
+  that read image-path tensors.
+- Constants by a deterministic evaluation: every constant that an image-path node reads becomes a
+  parameter of the semantic graph and so decides integers, and engines differ in the last bit of
+  float ops (ONNX Runtime and onnx.reference in a bicubic Resize; FMA in ARM builds). So the
+  constants come from a sub-model of just the nodes that compute them (walked back from them over
+  nodes off the image path; those Shape/Size outputs and the initializers it reads are its
+  inputs), evaluated by onnx.reference with constant_ops' float ops (Resize, MatMul, Gemm,
+  ReduceSum/Mean, Exp, Log, Erf, Softmax, Pow: float64 in a fixed order, rounded once), whatever
+  the engine: with and without ONNX Runtime the constants are bit-identical. Any standard op may
+  sit on a constant path (shape arithmetic, weight transposes, a resized position embedding, ...);
+  one that computes in float without a deterministic implementation here (Sin, Conv, ...) is
+  evaluated by onnx.reference's NumPy code with an IntsimWarning naming the node; a sub-model
+  onnx.reference cannot run (a custom domain) takes the engine's values, with the same warning.
 - Shapes and element types of image-path tensors by onnx.shape_inference on the image-path nodes
   with the folded constants; a tensor it leaves without a concrete shape is evaluated instead.
 - No-op nodes on the image path (Identity, Dropout, Cast to the same type) are bypassed.
 """
 from dataclasses import dataclass
+import warnings
 
 import numpy as np
 from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
+from ..errors import IntsimWarning
+from . import constant_ops
 from .errors import OnnxImportError
+from .model import ONode, opset_of
 
 try:  # optional: faster and lighter on memory than the reference evaluator
     import onnxruntime
@@ -59,6 +75,89 @@ def image_path(nodes, in_name):
 def constant_inputs(path, live):
     """Names of the constants that image-path nodes read, in first-use order."""
     return list(dict.fromkeys(t for n in path for t in n.inputs if t and t not in live))
+
+
+def constant_path(graph, names, live):
+    """(nodes computing the constants `names`, in graph order, as (index, NodeProto); the tensors
+    they read from outside: initializers and the outputs of Shape/Size nodes of image-path
+    tensors). Walks back from `names` over nodes off the image path."""
+    producer = {t: (i, p) for i, p in enumerate(graph.node) for t in p.output if t}
+    taken, outside, seen, stack = {}, [], set(), list(names)
+    while stack:
+        t = stack.pop()
+        if not t or t in seen:
+            continue
+        seen.add(t)
+        i, p = producer.get(t, (None, None))
+        if p is None or (p.op_type in SHAPE_ONLY and p.domain in ("", "ai.onnx")
+                         and any(x in live for x in p.input)):
+            outside.append(t)
+        elif i not in taken:
+            taken[i] = p
+            stack.extend(_reads(p))
+    return sorted(taken.items()), outside
+
+
+def _reads(node):
+    """The tensors a node reads: its inputs and the outer ones its subgraphs (If, Loop) use."""
+    names = list(node.input)
+    for a in node.attribute:
+        for g in ([a.g] if a.HasField("g") else list(a.graphs)):
+            made = ({v.name for v in g.input} | {v.name for v in g.initializer}
+                    | {t for n in g.node for t in n.output})
+            names += [t for n in g.node for t in _reads(n) if t not in made]
+    return names
+
+
+def fold_constants(model, source, nodes, names, feeds, fallback):
+    """{name: value} of the constants `names`, computed by `nodes` ((index, NodeProto)) from
+    `feeds`, by onnx.reference with constant_ops' deterministic float ops. Warns of each node whose
+    value may differ between machines; takes `fallback` (the engine's values) with a warning if
+    onnx.reference cannot evaluate the nodes."""
+    opset = opset_of(model.opset_import)
+    for i, p in nodes:
+        why = constant_ops.unsupported(p, opset)
+        if why:
+            raise OnnxImportError(f"{source}: {ONode(p, i)!r} on a constant path: {why}")
+    inner = [t for t in names if t not in feeds]
+    if not inner:
+        return {t: feeds[t] for t in names}
+    graph = helper.make_graph([p for _, p in nodes], "constants",
+                              [helper.make_empty_tensor_value_info(t) for t in feeds],
+                              [helper.make_empty_tensor_value_info(t) for t in inner])
+    sub = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                            functions=list(model.functions))
+    try:
+        values = ReferenceEvaluator(sub, new_ops=constant_ops.OPS).run(None, feeds, intermediate=True)
+    except Exception as e:
+        _warn(source, _suspects(nodes), f"onnx.reference cannot evaluate the constant path "
+              f"({_one_line(e, 200)}), so the engine's values are taken")
+        return {t: fallback[t] if t in fallback else feeds[t] for t in names}
+    values = {**feeds, **values}
+    _warn(source, [(i, p) for i, p in nodes if constant_ops.concern(p, values)],
+          "computed in float by onnx.reference's NumPy code")
+    return {t: values[t] for t in names}
+
+
+def _suspects(nodes):
+    """The nodes most likely to stop onnx.reference: of a custom domain, else of an op it may lack."""
+    known = constant_ops.EXACT | constant_ops.OP_NAMES
+    return ([(i, p) for i, p in nodes if p.domain not in ("", "ai.onnx")]
+            or [(i, p) for i, p in nodes if p.op_type not in known] or nodes)
+
+
+def _warn(source, nodes, what, limit=5):
+    """One IntsimWarning per op kind among `nodes`, naming the nodes."""
+    by_op = {}
+    for n in (ONode(p, i) for i, p in nodes):
+        by_op.setdefault(n.op, []).append(n.name)
+    for op, names in by_op.items():
+        listed = ", ".join(repr(n) for n in names[:limit]) + (f" and {len(names) - limit} more"
+                                                              if len(names) > limit else "")
+        several = len(names) > 1
+        warnings.warn(IntsimWarning(f"{source}: {op} node{'s' if several else ''} {listed} on a constant "
+                                    f"path: {what}; {'their values' if several else 'its value'} may "
+                                    "differ in the last bit between machines"), stacklevel=3)
 
 
 def evaluate(model, feeds, names):
@@ -167,8 +266,14 @@ def fold(model, source, path, live, in_name, out_names, image):
     inits = {t.name: t for t in model.graph.initializer}
     wanted = constant_inputs(path, live)
     computed = [t for t in wanted if t not in inits]
-    values = _engine_run(model, source, {in_name: image}, computed + list(out_names), batch)
-    const = {t: numpy_helper.to_array(inits[t]) if t in inits else values[t] for t in wanted}
+    nodes, outside = constant_path(model.graph, computed, live)
+    shapes_read = [t for t in outside if t not in inits and t != in_name]
+    values = _engine_run(model, source, {in_name: image},
+                         list(dict.fromkeys(computed + shapes_read + list(out_names))), batch)
+    feeds = {t: numpy_helper.to_array(inits[t]) if t in inits else image if t == in_name else values[t]
+             for t in outside}
+    folded = fold_constants(model, source, nodes, computed, feeds, values)
+    const = {t: numpy_helper.to_array(inits[t]) if t in inits else folded[t] for t in wanted}
     types = infer_types(model, path, in_name, image, const, out_names)
     types[in_name] = (image.shape, image.dtype)
     missing = [t for n in path for t in n.outputs if t and t not in types]
