@@ -508,15 +508,25 @@ def gptq_round(w, scales, hessian, fmt, damp=GPTQ_DAMP_NARROW, block=128, act_or
     h[np.diag_indices_from(h)] += damp * reproducible.mean(np.diag(h))
     u = reproducible.inverse_upper_cholesky(h)
     qt = np.zeros_like(wt)
-    n = wt.shape[0]
-    for i1 in range(0, n, block):
-        i2 = min(i1 + block, n)
-        err = _gptq_block(wt, qt, u, s, float(fmt.lo), float(fmt.hi), i1, i2)
-        if i2 < n:
-            wt[i2:] -= reproducible.matmul(u[i1:i2, i2:].T, err)
+    # each output channel is rounded on its own (its column of wt, its errors; U is shared), and
+    # every product below is exact per output channel: channels split over threads give the same bits
+    map_rows(lambda a, b: _gptq_columns(wt, qt, u, s, fmt, block, a, b), wt.shape[1], wt.size * 8)
     out = np.empty_like(w)
     out[:, order] = qt.T
     return out.astype(fmt.storage)
+
+
+def _gptq_columns(wt, qt, u, s, fmt, block, a, b):
+    """GPTQ's column loop for the output channels a..b-1 (columns of wt, qt, s)."""
+    wp, sp = np.ascontiguousarray(wt[:, a:b]), np.ascontiguousarray(s[:, a:b])
+    qp = np.zeros_like(wp)
+    n = wp.shape[0]
+    for i1 in range(0, n, block):
+        i2 = min(i1 + block, n)
+        err = _gptq_block(wp, qp, u, sp, float(fmt.lo), float(fmt.hi), i1, i2)
+        if i2 < n:
+            wp[i2:] -= reproducible.matmul(u[i1:i2, i2:].T, err)
+    qt[:, a:b] = qp
 
 
 @numba.njit(cache=True, nogil=True)
@@ -656,19 +666,28 @@ def _stats(x2, chan_absmax, chan_sum, counts):
     """One pass over x2 (rows, channels): whether every value is finite, the min and max, each
     channel's max |x| (into chan_absmax) and its sum in float64 (into chan_sum, row by row), and the
     histogram of |x| by the top 13 bits of its float32 pattern (into counts, for _top_candidates).
-    Exact: no rounding happens in a min or max."""
+    Exact: no rounding happens in a min or max. Per row, the channel loop (element-wise updates of
+    per-channel arrays: it vectorises) and the histogram's scatter are two loops over the row."""
     bits = x2.view(np.int32)
-    finite = True
-    lo, hi = np.float32(np.inf), np.float32(-np.inf)
+    channels = x2.shape[1]
+    chan_lo = np.full(channels, np.inf, dtype=np.float32)
+    chan_hi = np.full(channels, -np.inf, dtype=np.float32)
     chan_absmax[:] = 0
     chan_sum[:] = 0
     for r in range(x2.shape[0]):
-        for c in range(x2.shape[1]):
+        for c in range(channels):
             v = x2[r, c]
-            finite &= np.isfinite(v)
-            lo = min(lo, v)
-            hi = max(hi, v)
+            chan_lo[c] = min(chan_lo[c], v)
+            chan_hi[c] = max(chan_hi[c], v)
             chan_absmax[c] = max(chan_absmax[c], abs(v))
             chan_sum[c] += np.float64(v)
+        for c in range(channels):
             counts[(bits[r, c] & 0x7FFFFFFF) >> 19] += 1
+    finite = True
+    for c in range(channels):
+        finite &= np.isfinite(chan_lo[c]) and np.isfinite(chan_hi[c]) and np.isfinite(chan_sum[c])
+    lo, hi = np.float32(np.inf), np.float32(-np.inf)
+    for c in range(channels):
+        lo = min(lo, chan_lo[c])
+        hi = max(hi, chan_hi[c])
     return finite, lo, hi

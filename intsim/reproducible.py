@@ -34,6 +34,7 @@ from .parallel import map_rows
 
 GRID_BITS = 21
 CHUNK = 1 << (53 - 2 * GRID_BITS)      # 2048: CHUNK * 2^21 * 2^21 = 2^53
+PARALLEL_ELEMENTS = 1 << 20            # a grid of fewer values is rounded on one thread (a hand-off costs more)
 
 
 def one_blas_thread():
@@ -50,14 +51,18 @@ def _row_steps(absmax, bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_grid(x2, bits, out, steps):
+def _row_grid(x2, as_int, sign_mask, bits, out, steps):
     """Each row of x2 on its grid: steps[r] = 2^(e - bits) (max |x2[r]| < 2^e), out = rint(x / step)
-    (multiplying by the power of two 2^(bits - e) is exact)."""
+    (multiplying by the power of two 2^(bits - e) is exact). The largest |x| is found on the bit
+    patterns (`as_int`: x2 viewed as integers of its width; |x| orders as its pattern without the
+    sign bit), an integer maximum that vectorises."""
+    top = np.empty(1, as_int.dtype)
     for r in range(x2.shape[0]):
-        m = 0.0
-        for j in range(x2.shape[1]):
-            m = max(m, abs(np.float64(x2[r, j])))
-        e = math.frexp(m)[1]
+        m = as_int[r, 0] & sign_mask
+        for j in range(1, x2.shape[1]):
+            m = max(m, as_int[r, j] & sign_mask)
+        top[0] = m
+        e = math.frexp(np.float64(top.view(x2.dtype)[0]))[1]
         steps[r] = math.ldexp(1.0, e - bits)
         inv = math.ldexp(1.0, bits - e)
         for j in range(x2.shape[1]):
@@ -82,11 +87,11 @@ def _col_round(x2, inv, out):
 def _col_grid(x2, bits):
     """A 2-D array's columns on their grids (as _row_grid does rows), in its own layout."""
     x2 = np.ascontiguousarray(x2)
-    parts = map_rows(lambda a, b: _col_absmax_of(x2[a:b]), x2.shape[0], x2.size)
+    parts = map_rows(lambda a, b: _col_absmax_of(x2[a:b]), x2.shape[0], x2.size, PARALLEL_ELEMENTS)
     steps = _row_steps(np.max(parts, axis=0), bits)
     inv = 1.0 / steps                        # exact: powers of two
     n = np.empty(x2.shape)
-    map_rows(lambda a, b: _col_round(x2[a:b], inv, n[a:b]), x2.shape[0], x2.size)
+    map_rows(lambda a, b: _col_round(x2[a:b], inv, n[a:b]), x2.shape[0], x2.size, PARALLEL_ELEMENTS)
     return n, steps[None, :]
 
 
@@ -111,7 +116,10 @@ def grid_slices(x, axis, slices=1, bits=GRID_BITS):
         lines = np.ascontiguousarray(np.moveaxis(x, axis, -1))
         x2 = lines.reshape(-1, lines.shape[-1])
         n, steps = np.empty(x2.shape), np.empty(x2.shape[0])
-        map_rows(lambda a, b: _row_grid(x2[a:b], bits, n[a:b], steps[a:b]), x2.shape[0], x2.size)
+        as_int, sign_mask = (x2.view(np.int32), 0x7FFFFFFF) if x2.dtype == np.float32 else \
+            (x2.view(np.int64), 0x7FFFFFFFFFFFFFFF)
+        map_rows(lambda a, b: _row_grid(x2[a:b], as_int[a:b], sign_mask, bits, n[a:b], steps[a:b]),
+                 x2.shape[0], x2.size, PARALLEL_ELEMENTS)
         return ([np.moveaxis(n.reshape(lines.shape), -1, axis)],
                 np.moveaxis(steps.reshape(lines.shape[:-1] + (1,)), -1, axis))
     x = x.astype(np.float64, copy=False)
@@ -193,7 +201,7 @@ def linear(x, weight, bias=None, dtype=np.float32):
     out = np.empty(total.shape, dtype=dtype)
     with np.errstate(over="ignore"):
         map_rows(lambda r0, r1: _finish(total[r0:r1], step_rows[r0:r1, 0], step_cols[0], b, out[r0:r1]),
-                 total.shape[0], total.size)
+                 total.shape[0], total.size, PARALLEL_ELEMENTS)
     return out.reshape(np.shape(x)[:-1] + (np.shape(weight)[0],))
 
 
@@ -206,8 +214,27 @@ def _finish(total, step_rows, step_cols, bias, out):
 
 
 def product(a, b, dtype):
-    """The float interpreter's a @ b in `dtype`: `matmul` (two slices for float64), rounded once."""
-    return cast(matmul(a, b, slices_for(dtype)), dtype)
+    """The float interpreter's a @ b in `dtype`: `matmul` (two slices for float64), scaled and
+    rounded once to dtype in one pass."""
+    total, step_a, step_b = _grid_product(a, b, slices_for(dtype))
+    m, n = total.shape[-2:]
+    out = np.empty(total.shape, dtype=dtype)
+    t3, o3 = total.reshape(-1, m, n), out.reshape(-1, m, n)
+    sa = np.ascontiguousarray(np.broadcast_to(step_a, total.shape[:-1] + (1,))).reshape(-1, m)
+    sb = np.ascontiguousarray(np.broadcast_to(step_b, total.shape[:-2] + (1, n))).reshape(-1, n)
+    with np.errstate(over="ignore"):
+        map_rows(lambda g0, g1: _scale_round(t3[g0:g1], sa[g0:g1], sb[g0:g1], o3[g0:g1]), len(t3),
+                 total.size, PARALLEL_ELEMENTS)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _scale_round(total, step_rows, step_cols, out):
+    """out[g] = total[g] * step_row * step_col, rounded once to out's dtype (the scalings are exact)."""
+    for g in range(total.shape[0]):
+        for r in range(total.shape[1]):
+            for c in range(total.shape[2]):
+                out[g, r, c] = total[g, r, c] * step_rows[g, r] * step_cols[g, c]
 
 
 def cast(y, dtype):
@@ -298,9 +325,20 @@ def cholesky(h):
             raise np.linalg.LinAlgError("matrix is not positive definite")
         if k1 < n:
             a[k1:, k0:k1] = matmul(a[k1:, k0:k1], lower_inverse(np.tril(a[k0:k1, k0:k1])).T)
-            panel = a[k1:, k0:k1]
-            a[k1:, k1:] -= matmul(panel, panel.T)
+            a[k1:, k1:] -= outer_product(a[k1:, k0:k1])
     return np.tril(a)
+
+
+def outer_product(p):
+    """p @ p^T like `matmul` (rows and columns on the same grids, the inner dimension at most
+    CHUNK), computed as one symmetric product (BLAS syrk where NumPy finds it)."""
+    if p.shape[1] > CHUNK:
+        return matmul(p, p.T)
+    (n,), step = grid_slices(p, -1)
+    out = n @ n.T
+    out *= step
+    out *= step.T
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -97,3 +97,17 @@ def test_inverse_upper_cholesky_is_the_factor_of_the_inverse(n):
 def test_cholesky_refuses_a_matrix_that_is_not_positive_definite():
     with pytest.raises(np.linalg.LinAlgError):
         R.cholesky(np.array([[1.0, 2.0], [2.0, 1.0]]))
+
+
+def test_gptq_rounds_every_output_channel_on_its_own():
+    """GPTQ's rows (output channels) share only the factor of H: rounding the rows in two halves
+    (as two threads do) gives the same integers, bit for bit."""
+    from intsim.quantize import gptq_round, weight_format
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(500, 160)) * rng.gamma(1.0, size=160)
+    w = rng.normal(size=(300, 160)) * 0.05
+    s = np.abs(w).max(axis=1) / 7
+    whole = gptq_round(w, s, x.T @ x, weight_format(4))
+    halves = np.concatenate([gptq_round(w[:131], s[:131], x.T @ x, weight_format(4)),
+                             gptq_round(w[131:], s[131:], x.T @ x, weight_format(4))])
+    assert np.array_equal(whole, halves)
