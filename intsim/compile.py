@@ -16,7 +16,7 @@ from .kernels import REQUANTIZE, candidates, get_kernel
 from .ops import REQUANT, SEMANTIC, semantic_op
 from .program import Op, Program, TensorInfo, new_meta
 from .quantize import QuantConfig, first_match
-from .reproducible import one_blas_thread
+from .reproducible import one_blas_thread, products_over_threads
 
 
 class Builder:
@@ -194,7 +194,7 @@ def compile_program(graph, observers, config=None, model_path=None, model_sha256
     cfg = config or QuantConfig()
     check_layer_overrides(graph, cfg.overrides)
     check_layer_wbits(graph, cfg.layer_wbits)
-    with one_blas_thread():
+    with one_blas_thread(), products_over_threads():
         return _compile(graph, observers, cfg, model_path, model_sha256)
 
 

@@ -24,7 +24,9 @@ Rounding an operand to GRID_BITS = 21 significant bits of its row's largest valu
 float32 product by about as much as float32 accumulation does (docs/quantization.md Q18 has the
 measurements); the interpreter's float64 mode takes two slices (42 bits).
 """
+import contextlib
 import math
+import threading
 
 import numba
 import numpy as np
@@ -169,22 +171,54 @@ def _grid_product(a, b, slices):
 def _chunked(a, b, k):
     """sum over inner chunks of a[..., c] @ b[..., c, :], chunk by chunk in order (each exact)."""
     if k <= CHUNK:
-        return np.matmul(a, b)
-    out = np.matmul(a[..., :CHUNK], b[..., :CHUNK, :])
+        return _rows_matmul(a, b)
+    out = _rows_matmul(a[..., :CHUNK], b[..., :CHUNK, :])
     for c in range(CHUNK, k, CHUNK):
-        out += np.matmul(a[..., c:c + CHUNK], b[..., c:c + CHUNK, :])
+        out += _rows_matmul(a[..., c:c + CHUNK], b[..., c:c + CHUNK, :])
     return out
+
+
+_split = threading.local()
+
+
+@contextlib.contextmanager
+def products_over_threads():
+    """Within it, this thread's 2-D products split their rows over parallel.map_rows' threads (BLAS
+    itself stays on one thread, one_blas_thread): every element is exact, so the split changes no
+    bit. For work that leaves cores idle (compile); calibration's float graph shares the cores
+    with the observers' thread instead."""
+    before = getattr(_split, "on", False)
+    _split.on = True
+    try:
+        yield
+    finally:
+        _split.on = before
+
+
+def _rows_matmul(a, b):
+    """np.matmul, the rows of a 2-D left operand over threads inside products_over_threads."""
+    if a.ndim != 2 or b.ndim != 2 or not getattr(_split, "on", False):
+        return np.matmul(a, b)
+    out = np.empty((a.shape[0], b.shape[1]))
+    map_rows(lambda r0, r1: np.matmul(a[r0:r1], b, out=out[r0:r1]), a.shape[0],
+             a.shape[0] * a.shape[1] * b.shape[1] // 64)
+    return out
+
+
+GRAM_BITS = 20
+GRAM_CHUNK = 1 << (53 - 2 * GRAM_BITS)   # 8192 rows: 8192 * 2^20 * 2^20 = 2^53
 
 
 def gram(x):
     """X^T X (C, C) in float64 of the rows of x (..., C), the same bits on every machine: each
-    channel (column) on its grid, rows in chunks of CHUNK, each chunk's X^T X exact (BLAS syrk
-    where NumPy finds it), chunks added in order."""
+    channel (column) on its grid of GRAM_BITS bits, rows in chunks of GRAM_CHUNK (a calibration
+    batch of DeiT's 197-token images in one or two), each chunk's X^T X exact (BLAS syrk where
+    NumPy finds it), chunks added in order."""
     x2 = np.asarray(x).reshape(-1, np.shape(x)[-1])
-    (n,), step = grid_slices(x2, 0)
+    (n,), step = grid_slices(x2, 0, bits=GRAM_BITS)
     out = None
-    for r in range(0, max(len(n), 1), CHUNK):
-        c = n[r:r + CHUNK]
+    for r in range(0, max(len(n), 1), GRAM_CHUNK):
+        c = n[r:r + GRAM_CHUNK]
         part = c.T @ c
         out = part if out is None else np.add(out, part, out=out)
     out *= step.T

@@ -51,11 +51,11 @@ def test_two_slices_carry_twice_the_bits():
 
 def test_gram_is_exact_on_the_channel_grids():
     rng = np.random.default_rng(3)
-    x = (rng.standard_normal((5000, 40)) * rng.gamma(1.0, size=40)).astype(np.float32)
-    (n,), step = R.grid_slices(x, 0)
+    x = (rng.standard_normal((9000, 40)) * rng.gamma(1.0, size=40)).astype(np.float32)
+    (n,), step = R.grid_slices(x, 0, bits=R.GRAM_BITS)
     want = None
-    for c in range(0, len(n), R.CHUNK):
-        ni = n[c:c + R.CHUNK].astype(np.int64)
+    for c in range(0, len(n), R.GRAM_CHUNK):
+        ni = n[c:c + R.GRAM_CHUNK].astype(np.int64)
         part = (ni.T @ ni).astype(np.float64)
         want = part if want is None else want + part
     assert np.array_equal(R.gram(x), want * step.T * step)
