@@ -359,20 +359,30 @@ def cholesky(h):
             raise np.linalg.LinAlgError("matrix is not positive definite")
         if k1 < n:
             a[k1:, k0:k1] = matmul(a[k1:, k0:k1], lower_inverse(np.tril(a[k0:k1, k0:k1])).T)
-            a[k1:, k1:] -= outer_product(a[k1:, k0:k1])
+            subtract_outer_lower(a[k1:, k1:], a[k1:, k0:k1])
     return np.tril(a)
 
 
-def outer_product(p):
-    """p @ p^T like `matmul` (rows and columns on the same grids, the inner dimension at most
-    CHUNK), computed as one symmetric product (BLAS syrk where NumPy finds it)."""
-    if p.shape[1] > CHUNK:
-        return matmul(p, p.T)
+def subtract_outer_lower(a, p):
+    """a -= p @ p^T on and below the diagonal (what a Cholesky reads; the values above it are left
+    stale), the product like `matmul` (rows and columns on the same grids, the inner dimension at
+    most BLOCK). In two row bands - the first, rows below m / sqrt(2), one symmetric product
+    (BLAS syrk), the rest against every earlier row - which products_over_threads runs on two
+    threads (about the same work each); every element is exact, so the split changes no bit."""
     (n,), step = grid_slices(p, -1)
-    out = n @ n.T
-    out *= step
-    out *= step.T
-    return out
+    m = len(n)
+    cut = int(m / math.sqrt(2.0))
+
+    def band(r0, r1):
+        rows = n[r0:r1] @ n[:r1].T if r0 else n[:r1] @ n[:r1].T
+        rows *= step[r0:r1]
+        rows *= step[:r1].T
+        a[r0:r1, :r1] -= rows
+
+    if getattr(_split, "on", False) and 0 < cut < m and m * m * n.shape[1] >= 1 << 22:
+        map_rows(lambda i, j: band(0, cut) if i == 0 else band(cut, m), 2, 1 << 30)
+    else:
+        band(0, m)
 
 
 @numba.njit(cache=True, nogil=True)
