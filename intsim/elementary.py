@@ -137,6 +137,16 @@ def _div(typingctx, a, b):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _horner(c, z):
+    """c[0] + z (c[1] + z (... + z c[-1])): Horner's rule from the highest coefficient down, one
+    multiply and one add per step (no fused multiply-add: numba emits none without fastmath)."""
+    p = c[len(c) - 1]
+    for i in range(len(c) - 2, -1, -1):
+        p = p * z + c[i]
+    return p
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _pow2(k):
     """2^k for an integer -1022 <= k <= 1023, from its bits."""
     return _from_bits((k + 1023) << 52)
@@ -155,16 +165,7 @@ def _exp_sum(x, dx):
     kf = t - ROUND_SHIFT
     r = ((x - kf * LN2_HI) - kf * LN2_LO) + dx
     c = EXP_POLY
-    q = c[9]
-    q = q * r + c[8]
-    q = q * r + c[7]
-    q = q * r + c[6]
-    q = q * r + c[5]
-    q = q * r + c[4]
-    q = q * r + c[3]
-    q = q * r + c[2]
-    q = q * r + c[1]
-    q = q * r + c[0]
+    q = _horner(c, r)
     y = 1.0 + (r + (r * r) * (0.5 + r * q))
     half = k >> 1
     return y * _pow2(half) * _pow2(k - half)
@@ -201,13 +202,7 @@ def log1(x):
     s = _div(f, 2.0 + f)
     z = s * s
     c = LOG_POLY
-    u = c[6]
-    u = u * z + c[5]
-    u = u * z + c[4]
-    u = u * z + c[3]
-    u = u * z + c[2]
-    u = u * z + c[1]
-    u = u * z + c[0]
+    u = _horner(c, z)
     half_f2 = 0.5 * f * f
     y = ef * LN2_HI + (f - (half_f2 - (s * (half_f2 + z * u) + ef * LN2_LO)))
     y = y if x < INF else x             # +inf; NaN
@@ -229,19 +224,7 @@ def erf1(x):
     a = a if a < ERF_ONE else ERF_ONE                       # NaN too: replaced below
     z = a * a
     c = ERF_SMALL_POLY
-    p = c[12]
-    p = p * z + c[11]
-    p = p * z + c[10]
-    p = p * z + c[9]
-    p = p * z + c[8]
-    p = p * z + c[7]
-    p = p * z + c[6]
-    p = p * z + c[5]
-    p = p * z + c[4]
-    p = p * z + c[3]
-    p = p * z + c[2]
-    p = p * z + c[1]
-    p = p * z + c[0]
+    p = _horner(c, z)
     small = a + a * p
     scaled = SPLIT_26 * a
     hi = scaled - (scaled - a)
@@ -249,19 +232,7 @@ def erf1(x):
     gauss = _exp_sum(-(hi * hi), -(lo * (a + hi)))
     u = _div(ERF_TAIL_K, ERF_TAIL_SHIFT + a) - ERF_TAIL_M
     c = ERF_TAIL_POLY
-    q = c[12]
-    q = q * u + c[11]
-    q = q * u + c[10]
-    q = q * u + c[9]
-    q = q * u + c[8]
-    q = q * u + c[7]
-    q = q * u + c[6]
-    q = q * u + c[5]
-    q = q * u + c[4]
-    q = q * u + c[3]
-    q = q * u + c[2]
-    q = q * u + c[1]
-    q = q * u + c[0]
+    q = _horner(c, u)
     tail = 1.0 - gauss * q
     y = small if a < ERF_SPLIT else (tail if a < ERF_ONE else 1.0)
     y = y if x == x else x
