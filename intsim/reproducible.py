@@ -380,7 +380,9 @@ def subtract_outer_lower(a, p):
         a[r0:r1, :r1] -= rows
 
     if getattr(_split, "on", False) and 0 < cut < m and m * m * n.shape[1] >= 1 << 22:
-        map_rows(lambda i, j: band(0, cut) if i == 0 else band(cut, m), 2, 1 << 30)
+        bands = [(0, cut), (cut, m)]
+        # map_rows hands each thread a range of bands: both bands in one call on one thread
+        map_rows(lambda i, j: [band(*bands[k]) for k in range(i, j)], 2, 1 << 30)
     else:
         band(0, m)
 

@@ -24,7 +24,7 @@ LAYERS = [
     ("kernels", ["intsim.kernels"]),
     ("foundations", ["intsim.arith", "intsim.floatfn", "intsim.errors", "intsim.metrics",
                      "intsim.progress", "intsim.images", "intsim.schedule", "intsim.parallel", "intsim.version",
-                     "intsim.reproducible", "intsim.elementary"]),
+                     "intsim.reproducible", "intsim.elementary", "intsim.numba_cache"]),
 ]
 MAX_FUNCTION_LINES = 80
 

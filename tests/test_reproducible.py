@@ -94,6 +94,23 @@ def test_inverse_upper_cholesky_is_the_factor_of_the_inverse(n):
     np.testing.assert_allclose(R.lower_inverse(m) @ m, np.eye(n), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cholesky_over_threads_is_the_same_bits(threads, monkeypatch):
+    """compile's products_over_threads splits the trailing update in two row bands (one per thread,
+    or both on the one thread there is): the factor is the serial one, bit for bit, at a size where
+    the split happens (n = 400: 272 trailing rows of 128 columns)."""
+    from intsim import parallel
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(900, 400)) * rng.gamma(1.0, size=400)
+    h = x.T @ x
+    h[np.diag_indices_from(h)] += 0.01 * np.mean(np.diag(h))
+    serial = R.cholesky(h)
+    monkeypatch.setattr(parallel, "threads", lambda: threads)
+    with R.products_over_threads():
+        split = R.cholesky(h)
+    assert np.array_equal(split, serial)
+
+
 def test_cholesky_refuses_a_matrix_that_is_not_positive_definite():
     with pytest.raises(np.linalg.LinAlgError):
         R.cholesky(np.array([[1.0, 2.0], [2.0, 1.0]]))
