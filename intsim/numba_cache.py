@@ -6,7 +6,7 @@ that compile different signatures of one function at the same moment (sweep work
 install, two settings of the reproducibility test) can both take number 1: the index then names
 one signature and the file holds the other's machine code, and every later process that loads that
 signature runs code built for other argument types on its arrays - silently wrong numbers, not an
-error (seen: a float32 sum read as 7e-40, a Hessian that is not positive definite). The race is
+error (seen: the sum of the int32 numbers 1..1000 returned as 7e-40). The race is
 numba's own (numba issues #10128 and kin); `install` closes it by holding an exclusive lock on
 `<index>.lock` (fcntl.flock) across the whole save, so saves of one function follow one another.
 Loads need no lock: the index and the data files are each replaced atomically by numba, and a
