@@ -300,10 +300,11 @@ def round_shift(x, k):
     """x / 2^k rounded half up (ties toward +inf), the one rounding rule of requantization (A3).
 
     x: int64 array, k: int or int64 array (broadcast), k >= 0 rounds; k < 0 is an exact left shift.
-    Overflow is the caller's job to have excluded (see requantize's bound check).
+    |k| <= MAX_SHIFT (int64 holds the half 2^(k-1) and the shifted value there); overflow of x's
+    own range is the caller's job to have excluded (see requantize's bound check).
     """
     x = np.asarray(x, dtype=np.int64)
-    k = np.asarray(k, dtype=np.int64)
+    k = check_shift(k, "round_shift")
     if k.ndim == 0:
         kk = int(k)
         if kk > 0:
@@ -312,6 +313,21 @@ def round_shift(x, k):
     pos = np.maximum(k, 0)
     half = np.where(pos > 0, np.left_shift(np.int64(1), np.maximum(pos - 1, 0)), 0)
     return np.where(k > 0, (x + half) >> pos, x << np.maximum(-k, 0))
+
+
+MAX_SHIFT = 62
+
+
+def check_shift(k, where):
+    """k as int64, or an ArithSpecError when some |k| exceeds MAX_SHIFT (A3)."""
+    try:
+        kk = np.asarray(k, dtype=np.int64)
+    except (OverflowError, TypeError, ValueError):
+        raise ArithSpecError(f"{where}: shift {k!r} is not an int64 integer (spec A3)") from None
+    if kk.size and int(np.max(np.abs(kk))) > MAX_SHIFT:
+        bad = int(kk.flat[int(np.argmax(np.abs(kk)))])
+        raise ArithSpecError(f"{where}: shift {bad} outside -{MAX_SHIFT}..{MAX_SHIFT} (spec A3)")
+    return kk
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

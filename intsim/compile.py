@@ -35,6 +35,7 @@ class Builder:
         self.readers = {}       # float tensor -> the nodes reading it
         self.moved_from = {}    # output of data movement -> the tensor whose values it moves
         self.choices = {}       # (what, node name) -> a lowering decision asked for more than once
+        self.operand_labels = []    # every label operand_bits was asked for (the `wide` patterns' domain)
         self.query_key = qk_wbits_layers(graph, config.qk_wbits)
         for n in graph.nodes:
             for t in n.inputs:
@@ -148,6 +149,7 @@ class Builder:
         """The width of an activation operand of a product (a Linear input, a matmul operand, or
         data movement carrying one) or of GELU: `abits` (or `default`), or the bits of the first
         `QuantConfig.wide` pattern that the operand's label (e.g. blocks.3.mlp.fc2.in) matches."""
+        self.operand_labels.append(label)
         return first_match(self.cfg.wide, label, self.cfg.abits if default is None else default)
 
     def act_format(self, float_name, bits):
@@ -189,11 +191,31 @@ class Builder:
         return out
 
 
+def check_settings(graph, cfg):
+    """The settings that name parts of the model (overrides, layer_wbits, qk_wbits, wide) against
+    the graph: one clear error for a name or pattern that matches nothing, before any calibration
+    (commands call it first; compile_program again)."""
+    check_layer_overrides(graph, cfg.overrides)
+    check_layer_wbits(graph, cfg.layer_wbits)
+    qk_wbits_layers(graph, cfg.qk_wbits)
+    # every label an operand can have (a superset; _compile checks the ones the lowering read)
+    check_wide(graph, cfg.wide, [f"{n.name}.{port}" for n in graph.nodes for port in ("in", "in0", "in1")])
+
+
+def check_wide(graph, wide, labels):
+    """Every `wide` pattern must match an operand label (a mistyped one would change nothing)."""
+    for pattern in wide:
+        if not any(re.search(pattern, label) for label in labels):
+            examples = [f"{n.name}.in" for n in graph.nodes if "weight" in n.params][:4]
+            raise CompileError(f"wide pattern '{pattern}' matches no operand of this model (labels are "
+                               f"<layer>.in, or .in0 / .in1 of a product of two activations: e.g. "
+                               f"{', '.join(examples)}, ...)")
+
+
 def compile_program(graph, observers, config=None, model_path=None, model_sha256=None):
     """Turn the float graph into an integer program (docs/quantization.md)."""
     cfg = config or QuantConfig()
-    check_layer_overrides(graph, cfg.overrides)
-    check_layer_wbits(graph, cfg.layer_wbits)
+    check_settings(graph, cfg)
     with one_blas_thread(), products_over_threads():
         return _compile(graph, observers, cfg, model_path, model_sha256)
 
@@ -217,6 +239,7 @@ def _compile(graph, observers, cfg, model_path, model_sha256):
     out_fmt = IntFormat(cfg.head_bits)
     outs = [b.realise(t, out_fmt, b.act_scale(t, out_fmt), label)
             for t, label in zip(graph.outputs, output_labels(graph, b.shapes))]
+    check_wide(graph, cfg.wide, b.operand_labels)    # the operands the lowering actually read
     meta = new_meta(cfg.to_dict(), model_path, model_sha256)
     meta["graph"] = dict(graph.meta) if getattr(graph, "meta", None) else {}
     return Program(b.ops, b.tensors, graph.input_name, outs[0] if len(outs) == 1 else outs, meta)

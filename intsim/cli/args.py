@@ -9,6 +9,7 @@ import tempfile
 import warnings
 
 from .. import pipeline as ip
+from ..compile import check_settings
 from ..data import calibration_record
 from ..errors import IntsimError, IntsimWarning, ProgramError
 from ..experiment.plans import load_plan
@@ -19,7 +20,12 @@ from ..quantize import ACT_CALIB, WEIGHT_ROUND, QuantConfig
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2): the message names the option and the value."""
+    """argparse with one-line errors (exit 2): the message names the option and the value. Options
+    are written out in full: a prefix (--wbit for --wbits) is an error, not a guess."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -125,11 +131,14 @@ def add_quant_args(p):
 
 def patterns_arg(a, option):
     """--wide / --layer-wbits items REGEX=BITS as {regex: bits}, in the order given."""
-    patterns = {}
+    patterns, flag = {}, "--" + option.replace("_", "-")
     for item in getattr(a, option, []):
         pattern, sep, bits = item.rpartition("=")
         if not sep or not bits.strip().isdigit():
-            raise IntsimError(f"--{option.replace('_', '-')} {item!r}: use REGEX=BITS")
+            raise IntsimError(f"{flag} {item!r}: use REGEX=BITS")
+        if pattern in patterns:
+            raise IntsimError(f"{flag}: pattern {pattern!r} given twice ({patterns[pattern]} and "
+                              f"{int(bits)} bits); the first matching pattern wins, so give it once")
         patterns[pattern] = int(bits)
     return patterns
 
@@ -169,6 +178,7 @@ def build_program(a, config, graph=None, data=None):
     half of run/golden. The program's meta records what it was calibrated on (data set, image
     count and the images' SHA-256, data.calibration_record)."""
     graph = graph or ip.load(a.model)
+    check_settings(graph, config)               # a pattern that matches nothing: before calibrating
     data = data or ip.open_data(a.data, image_size=data_image_size(graph.input_shape))
     calib = data.calibration(a.calib)
     if len(calib) < a.calib:

@@ -1,15 +1,15 @@
 """`intsim conformance` (write the conformance vectors) and `intsim coverage` (the spec coverage
 bins a dump hits), docs/conformance.md."""
-import argparse
 import json
 
 from .. import golden
 from ..conformance import KERNELS, write_conformance
 from ..coverage import coverage
+from .args import Parser
 
 
 def conformance_main(argv):
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="intsim conformance", description="Write the conformance vectors: for every kernel and "
         "candidate, directed corner cases and seeded random vectors computed by intsim's reference "
         "path, in the golden dump format (one op per kernel and case; docs/conformance.md).")
@@ -21,6 +21,8 @@ def conformance_main(argv):
                    help=f"comma list of kernels (default all): {', '.join(KERNELS)}")
     p.add_argument("--force", action="store_true", help="replace an existing dump")
     a = p.parse_args(argv)
+    if not a.out.strip():
+        p.error("--out: an empty path; name the folder to write (it must not exist unless --force)")
     kernels = [k.strip() for k in a.kernels.split(",") if k.strip()] if a.kernels else None
     manifest = write_conformance(a.out, golden.check_formats(a.format), a.seed, kernels, a.pack, a.force)
     print(f"wrote {a.out}: {len(manifest['ops'])} cases, {len(manifest['tensors'])} tensors, "
@@ -31,7 +33,7 @@ def conformance_main(argv):
 
 
 def coverage_main(argv):
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="intsim coverage", description="Functional coverage of a golden-format dump: for each "
         "kernel section of docs/arithmetic.md, the coverage bins its vectors hit and miss, computed "
         "from the dumped inputs and constants. Exit 0 when every bin is hit, 1 otherwise.")

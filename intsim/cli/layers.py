@@ -4,6 +4,7 @@ with --local, the error its op adds on its own when fed exact inputs (analysis.l
 table, JSON (--json) and a PNG (--png: a line per tensor kind over block index)."""
 import json
 import math
+from pathlib import Path
 
 from ..analysis import local_sqnr, tensor_sqnr
 from ..errors import IntsimError
@@ -32,16 +33,19 @@ def main(argv):
     a = p.parse_args(argv)
     config = config_from_args(a)
     if a.png:
-        if not plots.available():
-            raise IntsimError("--png needs matplotlib (pip install matplotlib)")
+        problem = plots.check_image_path(a.png, "--png")
+        if problem:
+            raise IntsimError(problem)
         writable_file(a.png, "--png")
     graph, data, program, n_calib = build_program(a, config)
     images, _ = data.evaluation(a.limit)
     rows = layer_rows(program, tensor_sqnr(graph, program, images),
                       local_sqnr(graph, program, images) if a.local else None)
     if a.png:
+        model = Path(str(graph.meta.get("path") or a.model or "model")).name
         plots.plot_depth({r["tensor"]: r["sqnr_db"] for r in rows},
-                         f"{graph.meta.get('path')}: SQNR through depth", a.png)
+                         f"{model}: SQNR against float through depth ({data.name}, {len(images)} "
+                         f"images, calibrated on {n_calib})", a.png)
     if a.json:
         print(json.dumps({"model": graph.meta.get("path"), "data": data.name, "images": len(images),
                           "calibration_images": n_calib, "config": program.meta["config"],

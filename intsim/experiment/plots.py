@@ -60,20 +60,37 @@ def plot_accuracy(rows, out):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = Path(out) / f"accuracy_vs_{dim}.png"
-        fig.savefig(path, dpi=110)
-        written.append(path)
+        written.append(_save(fig, Path(out) / f"accuracy_vs_{dim}.png"))
     return written
 
 
 
+def block_stack(names):
+    """The repeated stack of a model's tensor names (`blocks` in blocks.3.mlp.fc1, `backbone.encoder.layer`
+    in backbone.encoder.layer.3.attention.output.dense): the dotted prefix before the first number
+    that most names share, or None when no name has a numbered part."""
+    counts = {}
+    for name in names:
+        parts = name.split(".")
+        i = next((i for i, part in enumerate(parts[1:-1], 1) if part.isdigit()), None)
+        if i is not None:
+            stack = ".".join(parts[:i])
+            counts[stack] = counts.get(stack, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
 def sqnr_grid(sqnr):
-    """Blocks x sub-layers matrix of SQNR values from {tensor: dB} (names blocks.<i>.<sub>)."""
+    """Blocks x sub-layers matrix of SQNR values from {tensor: dB}: the tensors of the model's block
+    stack (`block_stack`: <stack>.<i>.<sub>), the others left out."""
+    stack = block_stack(sqnr)
     cells, blocks, subs = {}, set(), []
+    prefix = f"{stack}."
     for name, db in sqnr.items():
-        parts = name.split(".", 2)
-        if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
-            b, sub = int(parts[1]), parts[2]
+        if stack is None or not name.startswith(prefix):
+            continue
+        index, _, sub = name[len(prefix):].partition(".")
+        if index.isdigit() and sub:
+            b = int(index)
             cells[(b, sub)] = db
             blocks.add(b)
             if sub not in subs:
@@ -83,6 +100,26 @@ def sqnr_grid(sqnr):
     for (b, sub), db in cells.items():
         mat[blocks.index(b), subs.index(sub)] = db
     return blocks, subs, mat
+
+
+def check_image_path(path, option):
+    """A one-line reason why `path` cannot be a plot file (no matplotlib, a format matplotlib does
+    not write), or None."""
+    Figure = _figure_class()
+    if Figure is None:
+        return f"{option} needs matplotlib (pip install matplotlib)"
+    formats = Figure().canvas.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        return (f"{option} {path}: {'no file extension' if not suffix else f'.{suffix} is not an image format'}; "
+                f"use one of {', '.join('.' + f for f in sorted(formats))}")
+    return None
+
+
+def _save(fig, path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def _grid_to_plot(sqnr):
@@ -112,16 +149,16 @@ def plot_heatmap(sqnr, title, path):
     ax.set_title(title, fontsize=8)
     fig.colorbar(im, ax=ax, label="SQNR (dB)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)
 
 
 def plot_depth(sqnr, title, path):
-    """SQNR over block index, a line per tensor kind (the name after blocks.<i>.), from
-    {tensor: dB}; the error's growth through depth. None without matplotlib or blocks."""
+    """SQNR over block index, a line per tensor kind (the name after <stack>.<i>.), from
+    {tensor: dB}; the error's growth through depth. A model without a numbered block stack: every
+    tensor in execution order. None without matplotlib."""
     grid = _grid_to_plot(sqnr)
     if grid is None:
-        return None
+        return None if _figure_class() is None else _plot_sequence(sqnr, title, path)
     Figure, blocks, subs, shown = grid
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
@@ -129,11 +166,27 @@ def plot_depth(sqnr, title, path):
         ax.plot(blocks, shown[:, j], marker="o", markersize=3, label=sub,
                 linestyle=("-", "--", ":")[j // 10 % 3])        # 10 colours, then another dash
     ax.set_xticks(blocks)
-    ax.set_xlabel("block")
+    ax.set_xlabel(f"block ({block_stack(sqnr)}.<i>)")
     ax.set_ylabel("SQNR against float (dB)")
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(fig, path)
+
+
+def _plot_sequence(sqnr, title, path):
+    """SQNR of every tensor in execution order (a model whose names have no numbered blocks)."""
+    names = list(sqnr)
+    values = np.array([sqnr[n] for n in names], dtype=float)
+    fig = _figure_class()(figsize=(8, 5))
+    ax = fig.subplots()
+    ax.plot(range(len(names)), np.where(np.isfinite(values), values, np.nan), marker="o", markersize=3)
+    step = max(1, len(names) // 30)
+    ax.set_xticks(range(0, len(names), step), names[::step], rotation=75, ha="right", fontsize=6)
+    ax.set_xlabel("tensor, in execution order")
+    ax.set_ylabel("SQNR against float (dB)")
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -175,8 +175,9 @@ def checksum_problem(values, entry):
     return None
 
 
-def verify_golden(g, tid):
-    """Every file of golden tensor tid must hold the bytes its manifest's checksums describe."""
+def damaged_file(g, tid):
+    """(path, problem) of the first file of golden tensor tid that does not hold the bytes its
+    manifest's checksums describe, or None."""
     entry = g.manifest["tensors"][tid]
     for fmt, rel in entry.get("files", {}).items():
         path = g.root / rel
@@ -185,8 +186,16 @@ def verify_golden(g, tid):
         except GoldenError as e:
             problem = str(e).replace(f"{path}: ", "")
         if problem:
-            raise GoldenError(f"golden side: {path} is corrupted ({problem}); refusing to compare "
-                              f"against it")
+            return path, problem
+    return None
+
+
+def verify_golden(g, tid):
+    """Every file of golden tensor tid must hold the bytes its manifest's checksums describe."""
+    damaged = damaged_file(g, tid)
+    if damaged:
+        raise GoldenError(f"golden side: {damaged[0]} is corrupted ({damaged[1]}); refusing to compare "
+                          f"against it")
 
 
 def _refusal(entry, read_entry, path):

@@ -220,6 +220,10 @@ def _rows(q, consts):
     C = consts["C"]
     if q.shape[-1] != C:
         raise ArithSpecError(f"layernorm input's last axis has length {q.shape[-1]}, the plan has C = {C}")
+    for name in ("g", "B"):             # one per channel: the fast loop would read past a short one
+        if np.shape(consts[name]) != (C,):
+            raise ArithSpecError(f"layernorm plan: {name} has shape {np.shape(consts[name])}, expected ({C},) "
+                                 f"(one per channel)")
     return np.ascontiguousarray(q).reshape(-1, C)
 
 

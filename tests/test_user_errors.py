@@ -1,0 +1,115 @@
+"""A user's mistakes end in one clear line before the work, never a traceback or a silent result:
+duplicate and unmatched patterns, abbreviated options, mistyped model names, empty output paths,
+damaged dumps, shifts outside the spec, hand-edited kernel plans, and plots of models whose layers
+are not called blocks.N."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from intsim import arith, golden, pipeline as ip
+from intsim.arith import ArithSpecError, IntFormat
+from intsim.cli import main
+from intsim.experiment import plots
+from intsim.kernels import get_kernel
+
+
+def one_line_error(capsys, argv, code=1):
+    try:
+        status = main(argv)
+    except SystemExit as e:             # argparse's usage errors exit 2 from inside the parser
+        status = e.code
+    assert status == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def no_calibration(monkeypatch):
+    """Fails the test if a command starts calibrating: its error must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("calibration started before the error")
+    monkeypatch.setattr(ip, "calibrate", refuse)
+
+
+def test_a_pattern_given_twice_is_refused(capsys, no_calibration):
+    err = one_line_error(capsys, ["run", "--layer-wbits", "qkv=8", "--layer-wbits", "qkv=4"])
+    assert "'qkv' given twice (8 and 4 bits)" in err
+    err = one_line_error(capsys, ["run", "--wide", "fc2.in$=12", "--wide", "fc2.in$=10"])
+    assert "--wide" in err and "given twice" in err
+
+
+def test_a_wide_pattern_that_matches_no_operand_is_refused(capsys, no_calibration):
+    err = one_line_error(capsys, ["run", "--wide", "nomatch=12"])
+    assert "wide pattern 'nomatch' matches no operand" in err and "blocks.0.attn.qkv.in" in err
+
+
+def test_a_wide_pattern_on_a_tensor_that_is_no_operand_is_refused_at_compile(capsys):
+    # a LayerNorm's input is named like an operand but never read as one: found by the lowering
+    err = one_line_error(capsys, ["run", "--calib", "8", "--limit", "8", "--wide", r"norm1\.in$=12"])
+    assert r"wide pattern 'norm1\.in$' matches no operand" in err
+
+
+def test_options_are_not_abbreviated(capsys):
+    err = one_line_error(capsys, ["run", "--wbit", "4"], code=2)
+    assert "unrecognized arguments: --wbit" in err
+
+
+def test_a_mistyped_model_name_lists_the_names(capsys, no_calibration):
+    err = one_line_error(capsys, ["run", "deit-tinny"])
+    assert "did you mean deit-tiny" in err and "not a model name" in err
+
+
+def test_conformance_refuses_an_empty_output_path(capsys):
+    err = one_line_error(capsys, ["conformance", "--out", ""], code=2)
+    assert "--out: an empty path" in err
+
+
+def test_coverage_names_a_damaged_file_before_any_bin(capsys, tmp_path):
+    out = tmp_path / "conf"
+    assert main(["conformance", "--out", str(out), "--kernels", "requantize"]) == 0
+    capsys.readouterr()
+    victim = sorted((out / "act").glob("*.npy"))[0]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0x40
+    victim.write_bytes(bytes(data))
+    err = one_line_error(capsys, ["coverage", str(out)])
+    assert f"{victim} is corrupted (CRC32" in err and "refusing to measure its coverage" in err
+    assert golden.load(out) is not None          # the dump itself still opens: only the file is bad
+
+
+@pytest.mark.parametrize("k", [70, -63, np.array([1, 63])])
+def test_round_shift_refuses_shifts_outside_the_spec(k):
+    with pytest.raises(ArithSpecError, match="outside -62..62"):
+        arith.round_shift(np.array([5, 6]), k)
+    assert arith.round_shift(np.array([5]), 62)[0] == 0 and arith.round_shift(np.array([5]), -3)[0] == 40
+
+
+@pytest.mark.parametrize("candidate", ["isqrt-layernorm", "ivit-layernorm"])
+@pytest.mark.parametrize("which", ["g", "B"])
+def test_a_layernorm_plan_with_a_short_vector_is_refused_by_both_paths(candidate, which):
+    kernel = get_kernel("layernorm", candidate)
+    gamma = np.linspace(0.5, 1.5, 16)
+    plan = kernel.plan(1e-3, IntFormat(16), gamma=gamma, beta=0.1 * gamma)
+    edited = dataclasses.replace(plan, consts={**plan.consts, which: plan.consts[which][:8]})
+    q = np.random.default_rng(0).integers(-3000, 3000, (4, 16))
+    for path in (kernel.reference, kernel.fast):
+        with pytest.raises(ArithSpecError, match=rf"{which} has shape \(8,\), expected \(16,\)"):
+            path([q], edited)
+
+
+def test_the_block_stack_is_found_whatever_its_name():
+    sqnr = {"backbone.embeddings.patch": 40.0, "backbone.encoder.layer.0.norm1": 30.0,
+            "backbone.encoder.layer.1.norm1": 20.0, "backbone.encoder.layer.1.attention.output.dense": 10.0,
+            "decoder.upconv3": 5.0}
+    assert plots.block_stack(sqnr) == "backbone.encoder.layer"
+    blocks, subs, mat = plots.sqnr_grid(sqnr)
+    assert blocks == [0, 1] and subs == ["norm1", "attention.output.dense"] and mat[1, 1] == 10.0
+    assert plots.block_stack({"stem": 1.0, "head": 2.0}) is None
+
+
+@pytest.mark.skipif(not plots.available(), reason="no matplotlib")
+def test_a_depth_plot_is_drawn_for_a_model_without_numbered_blocks(tmp_path):
+    path = plots.plot_depth({"stem": 30.0, "body": 25.0, "head": np.inf}, "a model", tmp_path / "d" / "x.png")
+    assert path is not None and path.stat().st_size > 5_000
