@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .arith import IntFormat, SPEC_VERSION
-from .errors import ProgramError
+from .errors import IntsimError, ProgramError
+from .quantize import QuantConfig
 from .version import __version__, library_versions
 
 PROGRAM_SCHEMA = 1
@@ -157,6 +158,7 @@ class Program:
             program = cls._from_document(doc, arrays, f"{base}.json")
         except (KeyError, TypeError, AttributeError) as e:
             raise ProgramError(f"{base}.json: malformed program ({type(e).__name__}: {e})") from None
+        check_config(program.meta.get("config"), f"{base}.json")
         recorded = doc.get("fingerprint")
         if recorded is not None and recorded != program.fingerprint():
             raise ProgramError(f"{base}.json and {base}.npz do not belong together (the JSON records "
@@ -178,14 +180,33 @@ class Program:
                    doc.get("meta", {}))
 
     def fingerprint(self):
-        """SHA-256 over every op, attribute and constant: equal programs, equal fingerprints."""
+        """SHA-256 over everything that decides the integers or how they are read: every op,
+        attribute and constant, every tensor's format, shape and scale (the input quantizer's
+        scale decides the input's integers), the input and output names, and the configuration the
+        program records. Equal programs, equal fingerprints; an edit to any of these shows."""
         h = hashlib.sha256()
         for op in self.ops:
             h.update(json.dumps([op.kind, op.name, op.inputs, op.outputs, op.attrs], sort_keys=True).encode())
             for k in sorted(op.consts):
                 v = np.asarray(op.consts[k])
                 h.update(k.encode() + str(v.dtype).encode() + str(v.shape).encode() + v.tobytes())
+        tensors = [self.tensors[name].to_dict() for name in sorted(self.tensors)]
+        h.update(json.dumps([tensors, self.input_name, self.output_name, self.meta.get("config", {})],
+                            sort_keys=True).encode())
         return h.hexdigest()
+
+
+def check_config(config, where):
+    """A saved program's recorded configuration must be one QuantConfig accepts (known keys, values
+    in range): it is copied into golden manifests and read by the commands."""
+    if config is None or config == {}:
+        return
+    if not isinstance(config, dict):
+        raise ProgramError(f"{where}: meta.config is {type(config).__name__}, expected an object")
+    try:
+        QuantConfig.from_dict(config)
+    except (IntsimError, TypeError, ValueError) as e:
+        raise ProgramError(f"{where}: meta.config is not a valid configuration: {e}") from None
 
 
 def _const_value(v, arrays, what):

@@ -113,3 +113,47 @@ def test_the_block_stack_is_found_whatever_its_name():
 def test_a_depth_plot_is_drawn_for_a_model_without_numbered_blocks(tmp_path):
     path = plots.plot_depth({"stem": 30.0, "body": 25.0, "head": np.inf}, "a model", tmp_path / "d" / "x.png")
     assert path is not None and path.stat().st_size > 5_000
+
+
+# --- a saved program is what it says: formats and configuration inside the fingerprint -------------
+
+def saved_toy(tmp_path, config):
+    import json
+    from conftest import toy_program
+    program = toy_program()
+    program.meta["config"] = config
+    path = tmp_path / "prog"
+    program.save(path)
+    return path, json.loads(path.with_suffix(".json").read_text())
+
+
+def edit_and_load(path, doc, edit):
+    import json
+    from intsim.errors import ProgramError
+    from intsim.program import Program
+    edit(doc)
+    path.with_suffix(".json").write_text(json.dumps(doc))
+    with pytest.raises(ProgramError) as e:
+        Program.load(path)
+    return str(e.value)
+
+
+def test_an_edited_tensor_format_in_a_saved_program_is_refused(tmp_path):
+    from intsim.quantize import QuantConfig
+    path, doc = saved_toy(tmp_path, QuantConfig().to_dict())
+
+    def narrow_the_output(d):
+        out = next(t for t in d["tensors"] if t["name"] == d["output"])
+        out["fmt"]["bits"] = 4
+    assert "do not belong together" in edit_and_load(path, doc, narrow_the_output)
+
+
+@pytest.mark.parametrize("edit, why", [
+    (lambda c: c.update(layer_wbits={"qkv": 3}), "do not belong together"),       # valid, but not the program's
+    (lambda c: c.update(wbits=11), "not a valid configuration"),
+    (lambda c: c.update(colour="blue"), "unknown quantization settings"),
+])
+def test_an_edited_configuration_in_a_saved_program_is_refused(tmp_path, edit, why):
+    from intsim.quantize import QuantConfig
+    path, doc = saved_toy(tmp_path, QuantConfig().to_dict())
+    assert why in edit_and_load(path, doc, lambda d: edit(d["meta"]["config"]))
