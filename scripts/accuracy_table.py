@@ -1,4 +1,4 @@
-"""The README's accuracy tables: the shipped Fashion-MNIST ViT on the full 10k test set.
+"""The accuracy tables of docs/results.md: the shipped Fashion-MNIST ViT on the full 10k test set.
 
     python scripts/accuracy_table.py [--limit N] [--calib 256]
 

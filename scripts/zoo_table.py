@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The README's model-zoo table: every zoo model imported, run integer-only and compared with
+"""The model-zoo table of docs/results.md: every zoo model imported, run integer-only and compared with
 ONNX Runtime float.
 
     python scripts/zoo_table.py                      # full-size models, both export forms

@@ -2,7 +2,7 @@
 float interpreter matches ONNX Runtime to 1e-4 of each output's range, the W8A8 program's two run
 paths agree bit for bit and its output is close to ONNX Runtime float. Tiny models in the default
 tier (exported into the model cache on first use, like tests/test_zoo.py); the full-size ones under
-`slow`, through the same function as scripts/zoo_table.py (which writes the README table)."""
+`slow`, through the same function as scripts/zoo_table.py (which writes the table of docs/results.md)."""
 import numpy as np
 import pytest
 

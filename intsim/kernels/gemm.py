@@ -517,7 +517,7 @@ def engine_threads():
     """Threads of the ONNX Runtime products: the enclosing `use_threads` scope's (an Executable's),
     else $INTSIM_THREADS, else DEFAULT_THREADS. One by default: intsim's numba kernels are serial
     and the products are short, and on a shared 2-core machine a second thread cost more in
-    hand-offs than it gave (README, "Speed": benchmarks/latency.py --threads 1,2)."""
+    hand-offs than it gave (docs/results.md, "Speed": benchmarks/latency.py --threads 1,2)."""
     threads = _SCOPED_THREADS.get()
     return threads if threads is not None else default_threads()
 
