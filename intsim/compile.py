@@ -15,6 +15,7 @@ from .head_rotation import query_key_linears
 from .kernels import REQUANTIZE, candidates, get_kernel
 from .ops import REQUANT, SEMANTIC, semantic_op
 from .program import Op, Program, TensorInfo, new_meta
+from .progress import bar
 from .quantize import QuantConfig, first_match
 from .reproducible import one_blas_thread, products_over_threads
 
@@ -212,15 +213,16 @@ def check_wide(graph, wide, labels):
                                f"{', '.join(examples)}, ...)")
 
 
-def compile_program(graph, observers, config=None, model_path=None, model_sha256=None):
-    """Turn the float graph into an integer program (docs/quantization.md)."""
+def compile_program(graph, observers, config=None, model_path=None, model_sha256=None, progress=False):
+    """Turn the float graph into an integer program (docs/quantization.md); progress: a bar per
+    node (None: on a terminal only)."""
     cfg = config or QuantConfig()
     check_settings(graph, cfg)
-    with one_blas_thread(), products_over_threads():
-        return _compile(graph, observers, cfg, model_path, model_sha256)
+    with one_blas_thread(), products_over_threads(), bar(len(graph.nodes), "compile", progress, "node") as b:
+        return _compile(graph, observers, cfg, model_path, model_sha256, b)
 
 
-def _compile(graph, observers, cfg, model_path, model_sha256):
+def _compile(graph, observers, cfg, model_path, model_sha256, progress_bar):
     b = Builder(graph, observers, cfg)
     # boundary: the input quantizer (min/max calibrated, so [0, 1] images at 1/255 are exact pixels)
     in_obs = b.observer(graph.input_name)
@@ -235,6 +237,7 @@ def _compile(graph, observers, cfg, model_path, model_sha256):
             if isinstance(e, CompileError) and node.name in str(e):
                 raise
             raise CompileError(f"node {node.name!r} ({node.op}): {e}") from e
+        progress_bar.update(1)
     # boundary: each output requantized to head_bits at its calibrated scale
     out_fmt = IntFormat(cfg.head_bits)
     outs = [b.realise(t, out_fmt, b.act_scale(t, out_fmt), label)

@@ -66,14 +66,14 @@ def check_images_fit(graph, images):
 PENDING_BYTES = 1 << 29     # calibration: activations queued for their observers (512 MiB)
 
 
-def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None):
+def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None, progress=None):
     """Stream the calibration images through the float graph; per-tensor observers. gram: also
     X^T X of every Linear input (what GPTQ rounds with: weight_round gptq or auto); None: what
     the default configuration needs (QuantConfig().gptq).
     rotate: also the statistics of every Linear input rotated by Hadamard blocks of at most that
     size (what QuantConfig(rotate=...) chooses and scales with, docs/quantization.md Q8); None:
     the default configuration's. Always: X^T X of what an op's calibration_grams names (a patch
-    embedding's patches, Q11)."""
+    embedding's patches, Q11). progress: a bar per image (None: on a terminal only)."""
     if len(images_u8) == 0:
         raise DataError("the calibration set is empty")
     check_images_fit(graph, images_u8)
@@ -116,16 +116,20 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None):
                 pending.popleft()[1].result()
             pending.append((arr.nbytes, worker.submit(update, name, arr)))
 
-        for i in range(0, len(images_u8), batch):
-            run_float(graph, to_model_input(images_u8[i:i + batch]), observe=observe)
-            while pending:
-                pending.popleft()[1].result()
+        with bar(len(images_u8), "calibrate", progress, "img") as b:
+            for i in range(0, len(images_u8), batch):
+                run_float(graph, to_model_input(images_u8[i:i + batch]), observe=observe)
+                while pending:
+                    pending.popleft()[1].result()
+                b.update(min(batch, len(images_u8) - i))
     return observers
 
 
-def compile(graph, observers, config=None):  # noqa: A001 - the API's verb
+def compile(graph, observers, config=None, progress=None):  # noqa: A001 - the API's verb
+    """The integer program of a calibrated graph; progress: a bar per node (None: on a terminal)."""
     return compile_program(graph, observers, config or QuantConfig(),
-                           model_path=graph.meta.get("path"), model_sha256=graph.meta.get("sha256"))
+                           model_path=graph.meta.get("path"), model_sha256=graph.meta.get("sha256"),
+                           progress=progress)
 
 
 def batches(n, batch):
