@@ -32,6 +32,7 @@ from .ops.hadamard import rotated_name
 from .progress import bar
 from .quantize import Observer, QuantConfig
 from .reproducible import one_blas_thread
+from .schedule import last_uses
 
 __all__ = ["QuantConfig", "load", "open_data", "calibrate", "compile", "evaluate", "run_integer",
            "float_outputs", "ArithSpecError", "DataError"]
@@ -130,6 +131,39 @@ def compile(graph, observers, config=None, progress=None):  # noqa: A001 - the A
     return compile_program(graph, observers, config or QuantConfig(),
                            model_path=graph.meta.get("path"), model_sha256=graph.meta.get("sha256"),
                            progress=progress)
+
+
+BYTES_PER_ELEMENT = 24     # an int64 integer tensor, its float twin and an int64 kernel temporary
+
+
+def peak_bytes_per_image(graph):
+    """An estimate of the memory one image of a batch takes where the graph is widest: the most
+    tensor elements alive at once (freed after their last reader, as both interpreters do), at
+    BYTES_PER_ELEMENT each."""
+    shapes = graph.tensor_shapes()
+    size = {t: int(np.prod(s, dtype=np.int64)) for t, s in shapes.items()}
+    last = last_uses(graph.nodes, lambda n: n.inputs, keep=graph.outputs)
+    live = {graph.input_name: size[graph.input_name]}
+    peak = sum(live.values())
+    for i, n in enumerate(graph.nodes):
+        live.update({t: size[t] for t in n.outputs})
+        peak = max(peak, sum(live.values()))
+        for t in n.inputs:
+            if last.get(t) == i:
+                live.pop(t, None)
+    return peak * BYTES_PER_ELEMENT
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def batches(n, batch):

@@ -157,3 +157,19 @@ def test_an_edited_configuration_in_a_saved_program_is_refused(tmp_path, edit, w
     from intsim.quantize import QuantConfig
     path, doc = saved_toy(tmp_path, QuantConfig().to_dict())
     assert why in edit_and_load(path, doc, lambda d: edit(d["meta"]["config"]))
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_the_work(capsys, monkeypatch, no_calibration):
+    monkeypatch.setattr(ip, "available_memory", lambda: 1 << 30)
+    per_image = ip.peak_bytes_per_image(ip.load())
+    err = one_line_error(capsys, ["run", "--batch", "100000000", "--limit", "5000"])
+    fits = int(0.8 * (1 << 30) // per_image)
+    assert "--batch 100000000: a batch of 5000 images needs about" in err and f"use --batch {fits} or less" in err
+
+
+def test_the_memory_estimate_counts_the_widest_point_of_the_graph():
+    graph = ip.load()
+    shapes = graph.tensor_shapes()
+    widest = max(int(np.prod(s)) for s in shapes.values())
+    assert widest * ip.BYTES_PER_ELEMENT < ip.peak_bytes_per_image(graph) < \
+        sum(int(np.prod(s)) for s in shapes.values()) * ip.BYTES_PER_ELEMENT

@@ -3,11 +3,13 @@ import json
 from pathlib import Path
 
 from .. import pipeline as ip
+from ..errors import IntsimError
 from ..experiment.cost import program_cost
 from ..kernels import gemm
 from ..quantize import QuantConfig
 from .args import (Parser, add_model_args, add_program_arg, add_quant_args, build_program,
-                   config_from_args, count, load_program_front, refuse_program_options, writable_file)
+                   config_from_args, count, data_image_size, load_program_front, refuse_program_options,
+                   writable_file)
 
 
 def main(argv):
@@ -31,8 +33,12 @@ def main(argv):
         writable_file(a.save_program, "--save-program")
     if a.program:
         graph, data, program, n_calib = load_program_front(a)
+        check_batch_memory(graph, a.batch, len(data.evaluation(a.limit)[0]))
     else:
-        graph, data, program, n_calib = build_program(a, config)
+        graph = ip.load(a.model)
+        data = ip.open_data(a.data, image_size=data_image_size(graph.input_shape))
+        check_batch_memory(graph, a.batch, len(data.evaluation(a.limit)[0]))
+        graph, data, program, n_calib = build_program(a, config, graph, data)
     if a.save_program:
         Path(a.save_program).parent.mkdir(parents=True, exist_ok=True)     # checked writable above
         program.save(a.save_program)
@@ -48,6 +54,18 @@ def main(argv):
     else:
         print_report(report, data.name, n_calib)
     return 0
+
+
+def check_batch_memory(graph, batch, images):
+    """--batch must fit in memory (with a fifth to spare): an error before any work, with the
+    largest batch that fits."""
+    n = min(batch, images)
+    per_image, available = ip.peak_bytes_per_image(graph), ip.available_memory()
+    if available and n * per_image > 0.8 * available:
+        fits = max(1, int(0.8 * available // per_image))
+        raise IntsimError(f"--batch {batch}: a batch of {n} images needs about {n * per_image / 2**30:.1f} GiB "
+                          f"({per_image / 2**20:.1f} MiB per image where the model is widest), "
+                          f"{available / 2**30:.1f} GiB are available; use --batch {fits} or less")
 
 
 def weight_rounding(cfg):
