@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import arith
+from .. import arith, reproducible
 from ..arith import ConstFormat, IntFormat
 from .base import Consts, Kernel, KernelPlan
 from .gemm import PreparedWeight
@@ -158,17 +158,20 @@ def _conv_transpose(x, weights, geo, product, bias, finish):
 
 
 def conv2d_float(x, weight, bias, geo):
-    """The float convolution (ONNX Conv) by the same im2col and grouping, in x's dtype."""
+    """The float convolution (ONNX Conv) by the same im2col and grouping, in x's dtype; each
+    group's product by `reproducible.linear` (exact on grids, the bias added before the one
+    rounding: the same bits on every machine, docs/quantization.md Q18)."""
     ws = conv_weight_groups(np.asarray(weight, dtype=x.dtype), geo.group)
     bs = _bias_groups(None if bias is None else np.asarray(bias, dtype=x.dtype), geo.group)
-    return _conv(x, ws, geo, lambda a, b, c: a @ b + (0 if c is None else c), bs)
+    return _conv(x, ws, geo, lambda a, b, c: reproducible.linear(a, b.T, c, x.dtype), bs)
 
 
 def conv_transpose2d_float(x, weight, bias, geo):
-    """The float transposed convolution (ONNX ConvTranspose), in x's dtype."""
+    """The float transposed convolution (ONNX ConvTranspose), in x's dtype; the pixel x weight
+    products by `reproducible.product`, col2im's sums in a fixed order."""
     ws = conv_transpose_weight_groups(np.asarray(weight, dtype=x.dtype), geo.group)
     b = None if bias is None else np.asarray(bias, dtype=x.dtype)
-    return _conv_transpose(x, ws, geo, lambda a, w, c: a @ w, b,
+    return _conv_transpose(x, ws, geo, lambda a, w, c: reproducible.product(a, w, x.dtype), b,
                            lambda acc, c: acc if c is None else acc + c[:, None, None])
 
 
