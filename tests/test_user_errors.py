@@ -173,3 +173,23 @@ def test_the_memory_estimate_counts_the_widest_point_of_the_graph():
     widest = max(int(np.prod(s)) for s in shapes.values())
     assert widest * ip.BYTES_PER_ELEMENT < ip.peak_bytes_per_image(graph) < \
         sum(int(np.prod(s)) for s in shapes.values()) * ip.BYTES_PER_ELEMENT
+
+
+def test_sigterm_during_a_golden_dump_cleans_up_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import intsim.golden.writer as gw
+    save, calls = gw.np.save, []
+
+    def save_then_terminate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:                 # mid-dump: files written into the hidden folder
+            os.kill(os.getpid(), signal.SIGTERM)
+        return save(*args, **kwargs)
+    monkeypatch.setattr(gw.np, "save", save_then_terminate)
+    out = tmp_path / "g"
+    status = main(["golden", "--calib", "16", "--images", "1", "--out", str(out)])
+    assert status == 128 + signal.SIGTERM and len(calls) >= 5
+    assert capsys.readouterr().err.strip().endswith("intsim golden: terminated")
+    assert list(tmp_path.iterdir()) == []                   # no dump, no hidden temporary
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the handler is the command's only

@@ -62,6 +62,9 @@ def _die_with_parent(parent):
 
 
 def _pool_init(fn, ctx, threads, parent):
+    # Ctrl-C reaches every process of the terminal's group: the parent stops the workers, which
+    # would otherwise each print a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     _WORKER.update(fn=fn, ctx=ctx)
     _limit_threads(threads)
