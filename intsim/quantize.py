@@ -563,9 +563,15 @@ def exact_bias_scales(acc_scales, q, bias, input_is_zero=False):
 
 def quantize_bias(b, scales):
     """int32 bias at the accumulator scale (input scale x weight scale), ties to even, checked."""
-    q = np.rint(np.asarray(b, dtype=np.float64) / scales)
+    b = np.asarray(b, dtype=np.float64)
+    scales = np.broadcast_to(np.asarray(scales, dtype=np.float64), b.shape)
+    q = np.rint(b / scales)
     if np.abs(q).max(initial=0) > (1 << 31) - 1:
-        raise ArithSpecError("a bias does not fit int32 at the accumulator scale")
+        c = int(np.argmax(np.abs(q)))
+        raise ArithSpecError(f"a bias does not fit int32 at the accumulator scale: output channel {c}'s "
+                             f"bias {b[c]:.4g} is {abs(q[c]):.3g} units of its accumulator scale "
+                             f"{scales[c]:.3g} (input scale x weight scale; at most 2^31 - 1): its weights "
+                             f"are tiny beside its bias (a model scaled or exported wrongly?)")
     return q.astype(np.int64)
 
 

@@ -193,3 +193,28 @@ def test_sigterm_during_a_golden_dump_cleans_up_like_ctrl_c(tmp_path, monkeypatc
     assert capsys.readouterr().err.strip().endswith("intsim golden: terminated")
     assert list(tmp_path.iterdir()) == []                   # no dump, no hidden temporary
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # the handler is the command's only
+
+
+def scaled_weights(tmp_path, factor):
+    """The shipped model with every weight matrix (2-D and more) multiplied by `factor`."""
+    import onnx
+    from onnx import numpy_helper
+    from intsim.model_files import default_model
+    model = onnx.load(str(default_model()))
+    for init in model.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype.kind == "f" and a.ndim >= 2:
+            init.CopyFrom(numpy_helper.from_array((a * factor).astype(a.dtype), init.name))
+    path = tmp_path / f"weights_x{factor:g}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_whose_weights_are_all_zero_is_named_as_such(capsys, tmp_path, no_calibration):
+    err = one_line_error(capsys, ["run", str(scaled_weights(tmp_path, 0.0))])
+    assert "weight tensors is all zero" in err and "Transpose" not in err
+
+
+def test_weights_tiny_beside_their_bias_are_named_as_such(capsys, tmp_path):
+    err = one_line_error(capsys, ["run", str(scaled_weights(tmp_path, 1e-30)), "--calib", "8", "--limit", "8"])
+    assert "a bias does not fit int32" in err and "weights are tiny beside its bias" in err

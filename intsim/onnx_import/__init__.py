@@ -46,6 +46,7 @@ Adding a generic op (one ONNX op -> one semantic op, where no pattern applies; p
     the op's name as its role and add the role to naming.GENERIC_ROLES.
 """
 import numpy as np
+from onnx import TensorProto, numpy_helper
 
 from ..float_ref import run_float
 from ..graph import Graph, Node
@@ -66,6 +67,7 @@ def load_onnx(src, verify=True, seed=0):
     verify: evaluate the semantic graph (float_ref) and the ONNX graph (ONNX Runtime or the ONNX
     reference evaluator) on one seeded random image batch and raise OnnxImportError if they disagree."""
     model, source = load_proto(src)
+    _check_weights_not_all_zero(model, source)
     in_name, in_shape, fixed_batch, in_dtype = image_input(model, source)
     out_names = output_names(model, source)
     nodes = [ONode(p, i) for i, p in enumerate(model.graph.node)]
@@ -83,6 +85,19 @@ def load_onnx(src, verify=True, seed=0):
     if verify:
         _verify(graph, folded, source)
     return graph
+
+
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+
+
+def _check_weights_not_all_zero(model, source):
+    """A model whose every weight matrix is 0 (an export before training, stripped weights) has
+    nothing to quantize, and its degenerate graph would fail to match far from the cause."""
+    weights = [init for init in model.graph.initializer
+               if init.data_type in FLOAT_TYPES and len(init.dims) >= 2 and np.prod(init.dims) > 1]
+    if weights and not any(np.any(numpy_helper.to_array(init)) for init in weights):
+        raise OnnxImportError(f"{source}: every one of its {len(weights)} weight tensors is all zero "
+                              f"(an export of an untrained or stripped model?): nothing to quantize")
 
 
 def _check_ops(path, source):
