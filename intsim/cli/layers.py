@@ -45,7 +45,7 @@ def main(argv):
         model = Path(str(graph.meta.get("path") or a.model or "model")).name
         plots.plot_depth({r["tensor"]: r["sqnr_db"] for r in rows},
                          f"{model}: SQNR against float through depth ({data.name}, {len(images)} "
-                         f"images, calibrated on {n_calib})", a.png)
+                         f"images, calibrated on {n_calib})", a.png, {r["tensor"]: r["op"] for r in rows})
     if a.json:
         print(json.dumps({"model": graph.meta.get("path"), "data": data.name, "images": len(images),
                           "calibration_images": n_calib, "config": program.meta["config"],

@@ -120,7 +120,8 @@ def _write_plots(ctx, rows, a):
     if not plots.available():
         print("plots skipped: matplotlib is not installed (pip install 'intsim[plots]')")
     else:
-        for path in plots.plot_accuracy(rows, a.out):
+        model = Path(str(ctx.graph.meta.get("path") or a.model or "model")).name
+        for path in plots.plot_accuracy(rows, a.out, f"{model} on {a.data}"):
             print(f"wrote {path}")
     hm = write_heatmap(ctx, rows, a.out, a.heatmap, a.heatmap_images)
     print(f"wrote {Path(a.out) / 'layer_sqnr.csv'}" + (f" and {hm}" if hm else ""))

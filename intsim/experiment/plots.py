@@ -25,9 +25,12 @@ def available():
     return _figure_class() is not None
 
 
-def plot_accuracy(rows, out):
+def plot_accuracy(rows, out, what="integer top-1"):
     """accuracy_vs_<dim>.png for every bit-width dimension with more than one value: one line per
-    setting of the other varying dimensions (their mean with a min-max band when there are many)."""
+    setting of the other varying dimensions (their mean with a min-max band when there are many),
+    each point with its binomial standard error over the images (sqrt(p (1 - p) / n)), so that a
+    difference within the noise of the image count shows as such. what: the title's subject
+    (model, data)."""
     Figure = _figure_class()
     if Figure is None:
         return []
@@ -42,11 +45,14 @@ def plot_accuracy(rows, out):
         fig = Figure(figsize=(6, 4))
         ax = fig.subplots()
         xs = sorted({int(r[dim]) for r in ok})
+        images = int(ok[0].get("images") or 0)
         if len(groups) <= 10:
             for key, rs in sorted(groups.items()):
                 rs = sorted(rs, key=lambda r: int(r[dim]))
                 lab = ", ".join(f"{d}={v}" for d, v in zip(others, key)) or "integer"
-                ax.plot([int(r[dim]) for r in rs], [100 * float(r["int_top1"]) for r in rs], "o-", label=lab)
+                p = np.array([float(r["int_top1"]) for r in rs])
+                err = 100 * np.sqrt(p * (1 - p) / images) if images else None
+                ax.errorbar([int(r[dim]) for r in rs], 100 * p, yerr=err, fmt="o-", capsize=3, label=lab)
         else:
             ys = [[100 * float(r["int_top1"]) for r in ok if int(r[dim]) == x] for x in xs]
             ax.plot(xs, [np.mean(y) for y in ys], "o-", label=f"mean over {len(groups)} settings")
@@ -55,7 +61,8 @@ def plot_accuracy(rows, out):
         if ft not in (None, ""):
             ax.axhline(100 * float(ft), ls="--", c="k", lw=1, label="float")
         ax.set_xlabel(dim)
-        ax.set_ylabel("top-1 (%)")
+        ax.set_ylabel("top-1 (%)" + (f", +- 1 s.e. over {images} images" if images else ""))
+        ax.set_title(f"{what}: top-1 against {dim}", fontsize=9)
         ax.set_xticks(xs)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -152,25 +159,41 @@ def plot_heatmap(sqnr, title, path):
     return _save(fig, path)
 
 
-def plot_depth(sqnr, title, path):
-    """SQNR over block index, a line per tensor kind (the name after <stack>.<i>.), from
-    {tensor: dB}; the error's growth through depth. A model without a numbered block stack: every
-    tensor in execution order. None without matplotlib."""
+def plot_depth(sqnr, title, path, kinds=None):
+    """SQNR over block index from {tensor: dB}: the error's growth through depth, one small panel
+    per op kind (`kinds`: {tensor: op kind}; one panel without it) with a line per tensor of that
+    kind in a block (the name after <stack>.<i>.), so no panel has more lines than it can tell
+    apart. A model without a numbered block stack: every tensor in execution order. None without
+    matplotlib."""
     grid = _grid_to_plot(sqnr)
     if grid is None:
         return None if _figure_class() is None else _plot_sequence(sqnr, title, path)
     Figure, blocks, subs, shown = grid
-    fig = Figure(figsize=(8, 5))
-    ax = fig.subplots()
-    for j, sub in enumerate(subs):
-        ax.plot(blocks, shown[:, j], marker="o", markersize=3, label=sub,
-                linestyle=("-", "--", ":")[j // 10 % 3])        # 10 colours, then another dash
-    ax.set_xticks(blocks)
-    ax.set_xlabel(f"block ({block_stack(sqnr)}.<i>)")
-    ax.set_ylabel("SQNR against float (dB)")
-    ax.set_title(title, fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    stack = block_stack(sqnr)
+    kind_of = {sub: (kinds or {}).get(f"{stack}.{blocks[0]}.{sub}") or
+               next(((kinds or {}).get(f"{stack}.{b}.{sub}") for b in blocks
+                     if (kinds or {}).get(f"{stack}.{b}.{sub}")), "tensor") for sub in subs}
+    panels = list(dict.fromkeys(kind_of[sub] for sub in subs))
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4.2 * cols, 2.9 * rows + 0.6))
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax, kind in zip(axes, panels):
+        for j, sub in enumerate(s for s in subs if kind_of[s] == kind):
+            col = subs.index(sub)
+            ax.plot(blocks, shown[:, col], marker="o", markersize=2.5, lw=1.2, label=sub,
+                    linestyle=("-", "--", ":")[j // 10 % 3])
+        ax.set_title(kind, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower left")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[(rows - 1) * cols:]:
+        ax.set_xlabel(f"block ({stack}.<i>)", fontsize=8)
+    for ax in axes[::cols]:
+        ax.set_ylabel("SQNR vs float (dB)", fontsize=8)
+    axes[0].set_xticks(blocks)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -76,7 +76,7 @@ def _measure_variant(ctx: SelectContext, item):
     cfg = dict(ctx.config)
     if item is not None:
         cfg["overrides"] = {**cfg.get("overrides", {}), item[0]: item[1]}
-    program = ip.compile(ctx.graph, ctx.observers, QuantConfig.from_dict(cfg))
+    program = ip.compile(ctx.graph, ctx.observers, QuantConfig.from_dict(cfg), progress=False)
     names = [layer for layer, _ in ctx.layers] if item is None else [item[0]]
     logits, caps = _run_capture(program, ctx.images, names, ctx.batch)
     layers = {}

@@ -59,7 +59,7 @@ def evaluate_config(ctx: EvalContext, config):
     row = {"images": len(ctx.images), "config": cfg.to_dict(),
            "float_top1": None if ctx.labels is None else metrics.top1(ctx.float_logits, ctx.labels)}
     try:
-        program = ip.compile(ctx.graph, ctx.observers, cfg)
+        program = ip.compile(ctx.graph, ctx.observers, cfg, progress=False)      # one of many points
         logits = ip.run_integer(program, ctx.images, batch=ctx.batch)
     except ValueError as e:
         row.update(error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
@@ -162,7 +162,7 @@ def write_heatmap(ctx, rows, out, spec="worst", n_images=64):
     cfg = {k: (int(v) if k in INT_DIMS else v) for k, v in cfg.items()}
     if r.get("overrides"):
         cfg["overrides"] = json.loads(r["overrides"])
-    program = ip.compile(ctx.graph, ctx.observers, point_config(ctx.base, cfg))
+    program = ip.compile(ctx.graph, ctx.observers, point_config(ctx.base, cfg), progress=False)
     sq = layer_sqnr(ctx.graph, program, ctx.images[:n_images])
     lines = ["tensor,sqnr_db"] + [f"{k},{v:.3f}" for k, v in sq.items()]
     atomic_write(Path(out) / "layer_sqnr.csv", "\n".join(lines) + "\n")
