@@ -88,13 +88,16 @@ def load_onnx(src, verify=True, seed=0):
 
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+WEIGHTED_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")      # their second input: the weight
 
 
 def _check_weights_not_all_zero(model, source):
-    """A model whose every weight matrix is 0 (an export before training, stripped weights) has
-    nothing to quantize, and its degenerate graph would fail to match far from the cause."""
-    weights = [init for init in model.graph.initializer
-               if init.data_type in FLOAT_TYPES and len(init.dims) >= 2 and np.prod(init.dims) > 1]
+    """A model whose every weight matrix (the constant second input of a MatMul, Gemm, Conv or
+    ConvTranspose) is 0 - an export before training, stripped weights - has nothing to quantize,
+    and its degenerate graph would fail to match far from the cause."""
+    multiplied = {name for n in model.graph.node if n.op_type in WEIGHTED_OPS for name in n.input[1:2]}
+    weights = [init for init in model.graph.initializer if init.name in multiplied
+               and init.data_type in FLOAT_TYPES and len(init.dims) >= 2 and np.prod(init.dims) > 1]
     if weights and not any(np.any(numpy_helper.to_array(init)) for init in weights):
         raise OnnxImportError(f"{source}: every one of its {len(weights)} weight tensors is all zero "
                               f"(an export of an untrained or stripped model?): nothing to quantize")
