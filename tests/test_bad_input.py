@@ -230,6 +230,7 @@ def test_stale_temporaries_of_killed_dumps_are_removed(tmp_path):
     assert not stale.exists() and alive.exists()
 
 
+@pytest.mark.slow
 def test_workers_die_with_their_parent(tmp_path):
     """kill -9 of the process running tasks takes its local workers with it."""
     script = (f"import sys, time; sys.path.insert(0, {str(REPO / 'tests')!r})\n"
@@ -293,6 +294,7 @@ def test_a_nan_weight_names_its_initializer():
         load_onnx(m)
 
 
+@pytest.mark.slow
 def test_a_model_of_zero_weights_gives_its_head_bias(tmp_path):
     """Every weight, bias and norm parameter zero but the head's: every activation is 0, so the
     logits are the head's bias; integer-only they come out within half an output LSB."""

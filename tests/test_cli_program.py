@@ -57,6 +57,7 @@ def test_the_saved_program_records_its_calibration_and_versions(saved):
     assert {k: manifest[k] for k in PROVENANCE} == {k: meta[k] for k in PROVENANCE}
 
 
+@pytest.mark.slow
 def test_golden_from_a_saved_program_equals_golden_from_the_build(saved, tmp_path, capsys):
     prog, _, built = saved
     assert main(["golden", "--program", str(prog), "--images", "2", "--out", str(tmp_path / "g")]) == 0
@@ -147,6 +148,7 @@ def _edited_copy(prog, dst, **meta):
     return dst
 
 
+@pytest.mark.slow
 def test_an_older_program_without_provenance_still_runs_and_dumps(saved, tmp_path, capsys):
     prog, _, built = saved
     old = _edited_copy(prog, tmp_path / "old", calibration=None, versions=None)

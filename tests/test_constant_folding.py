@@ -165,6 +165,7 @@ def test_resize_of_a_constant_is_the_onnx_definition(mode, ctm, hw, by, attrs, m
     assert warned == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hw", [(9, 13), (3, 5)], ids=["down", "up"])
 @pytest.mark.parametrize("mode, antialias", [("cubic", 0), ("cubic", 1), ("linear", 0), ("linear", 1)])
 def test_resize_agrees_with_pytorch_interpolate_in_float64(mode, antialias, hw, monkeypatch):

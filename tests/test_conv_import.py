@@ -192,6 +192,7 @@ def torch_decoder(tmp_path_factory, make_models):
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["legacy", "dynamo"])
 def test_torch_exported_decoder(torch_decoder, form):
     g = load_onnx(torch_decoder[form])

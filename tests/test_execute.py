@@ -87,6 +87,7 @@ FUSED_KINDS = {"committed": ["attn_context", "attn_scores", "gelu", "hadamard", 
                "unrotated": ["attn_context", "attn_scores", "gelu", "layernorm", "linear", "patch_embed"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["committed", "unrotated"])
 @pytest.mark.parametrize("engine", ["auto", "blas", "ort", "numba"])
 def test_a_fused_run_equals_every_op_on_its_own(engine, which):

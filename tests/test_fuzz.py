@@ -27,7 +27,7 @@ from intsim.errors import IntsimError
 from intsim.execute import Executable
 from intsim.program import Program
 
-pytestmark = pytest.mark.fuzz
+pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 SCALE = float(os.environ.get("INTSIM_FUZZ_CASES", "1"))
 

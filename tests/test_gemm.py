@@ -68,6 +68,7 @@ def products(draw):
     return a, b, a_fmt, b_fmt, bias
 
 
+@pytest.mark.slow
 @given(products())
 @settings(max_examples=80, deadline=None)
 def test_every_engine_equals_the_reference(case):
@@ -311,6 +312,7 @@ def test_cli_run_engine_is_selectable_and_changes_no_integer(capsys):
     assert [r["engine"].split(":")[0].split(" ")[0] for r in reports.values()] == ENGINES[:2]
 
 
+@pytest.mark.slow
 @given(products(), st.sampled_from(["tensor", "column"]), st.integers(0, 2 ** 32 - 1))
 @settings(max_examples=60, deadline=None)
 def test_a_requantized_product_equals_requantize_of_the_product(case, per, seed):

@@ -59,6 +59,7 @@ def test_butterfly_equals_definition_and_stays_in_the_output_format(case):
     assert z_min <= z.min() and z.max() <= z_max
 
 
+@pytest.mark.slow
 def test_definition_is_the_sylvester_matrix():
     for block in BLOCKS:
         h = hadamard.sylvester(block)

@@ -99,6 +99,7 @@ def test_the_block_divides_the_head_and_respects_the_cap():
     assert rotated_contractions(g, 0) == {}
 
 
+@pytest.mark.slow
 @pytest.mark.models
 @pytest.mark.parametrize("name", ["timm-deit-tiny", "hf-vit-tiny", "hf-clip-tiny", "timm-swin-tiny"])
 def test_zoo_models_keep_their_float_function(name):

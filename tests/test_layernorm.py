@@ -221,6 +221,7 @@ PATTERNS = ["uniform", "all_min", "all_max", "constant", "outlier", "alternating
        log2_scale=st.floats(-30, 10), eps=st.sampled_from([0.0, 1e-12, 1e-6, 1e-5, 0.1]),
        gamma_bits=st.sampled_from([2, 8, 16, 24]), out_bits=st.sampled_from([8, 16, 32]),
        norm_bits=st.sampled_from([4, 16, 24]), offset=st.floats(0, 1))
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_fast_equals_reference_equals_model(kernel, seed, C, bits, lead, pattern, log2_scale, eps,
                                             gamma_bits, out_bits, norm_bits, offset):

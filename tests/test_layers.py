@@ -3,6 +3,7 @@ the local error of each op on exact inputs (analysis.local_sqnr) beside the accu
 import json
 
 import numpy as np
+import pytest
 
 from intsim.cli import main
 from intsim.experiment import plots
@@ -13,6 +14,7 @@ def _layers(capsys, *extra):
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_json_lists_every_tensor_through_depth_with_its_local_error(capsys, tmp_path):
     png = tmp_path / "depth.png"
     args = ["--local", "--json"] + (["--png", str(png)] if plots.available() else [])
@@ -31,6 +33,7 @@ def test_json_lists_every_tensor_through_depth_with_its_local_error(capsys, tmp_
         assert png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_table_and_bad_png_path(capsys, tmp_path):
     out = _layers(capsys)
     assert out.splitlines()[0].split()[:3] == ["tensor", "op", "SQNR"]

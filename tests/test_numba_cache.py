@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 FUNCTION = textwrap.dedent("""
     import numba
 
@@ -63,6 +65,7 @@ def index_entries(cache_dir):
     return out
 
 
+@pytest.mark.slow
 def test_concurrent_saves_keep_every_signature_with_its_own_code(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))          # the cached payloads unpickle from it
     (tmp_path / "cached_total.py").write_text(FUNCTION)
@@ -75,6 +78,7 @@ def test_concurrent_saves_keep_every_signature_with_its_own_code(tmp_path, monke
     assert run_children(tmp_path, [("float32", 0, 0), ("float64", 0, 0)]) == [500500.0, 500500.0]
 
 
+@pytest.mark.slow
 def test_a_mixed_up_cache_is_compiled_again_not_run(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "cached_total.py").write_text(FUNCTION)

@@ -187,6 +187,7 @@ def _separate_qkv_model(torch, mm):
     return model.eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["legacy", "dynamo"])
 def test_separate_qkv_imports_as_generic_ops(form, tmp_path, make_models):
     """Separate q/k/v projections are no ViT pattern: they import as generic ops (Reshape,

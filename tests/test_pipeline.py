@@ -167,6 +167,7 @@ def test_cli_errors_are_clear(tmp_path):
     assert "bad.onnx" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_run_with_grouped_weights_reports_them(tmp_path):
     """`intsim run --wbits 4 --weight-group G` (docs/quantization.md Q13): the text report's config
     line names the rounding and the groups, the JSON config carries them, and a bad group size is
@@ -180,6 +181,7 @@ def test_cli_run_with_grouped_weights_reports_them(tmp_path):
     assert out.returncode != 0 and "weight_group" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_run_with_layer_weight_widths_reports_them_and_their_cost():
     """`intsim run --layer-wbits REGEX=BITS` (docs/quantization.md Q14) and `--qk-wbits BITS` (Q17):
     the config line names the widened layers, the JSON report carries the patterns and a higher

@@ -34,6 +34,7 @@ def rotated_linears(program):
     return out
 
 
+@pytest.mark.slow
 def test_rotation_is_chosen_somewhere_and_keeps_the_float_function(fmnist):
     graph, calib, images = fmnist
     x = ip.to_model_input(images)

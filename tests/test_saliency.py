@@ -62,6 +62,7 @@ def _end_to_end(model, calib, evaluate, batch=8):
     return rel, metrics.sqnr_db(f, q), worst, program, x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["legacy", "dynamo"])
 def test_tiny_saliency_end_to_end(form):
     rel, sqnr, worst, program, x = _end_to_end(f"hf-saliency-tiny:{form}", 16, 8)

@@ -202,6 +202,7 @@ def test_scalar_ops_reproduce_the_spec_worked_examples():
     assert sb.dyadic(1e-12) == (4611686, 62)
 
 
+@pytest.mark.slow
 def test_block0_of_a_grouped_weight_dump_reproduces_it(tmp_path):
     """K1.9 checked independently: a W4A8 golden dump with groups of 16 (docs/quantization.md Q13),
     its block 0 recomputed by the scalar implementation (each group's partial sum times its

@@ -192,6 +192,7 @@ def test_cli_sweep_rejects_bad_grids(tmp_path):
         main(["sweep", "--wbits", "8,x", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_cli_sweep_fixed_settings_reach_every_point(tmp_path):
     """`intsim sweep --layer-wbits / --qk-wbits / --weight-group / --bias-correction` (docs/sweep.md): every point
     is compiled with them (results.csv's columns), they are part of the folder's shared context, and

@@ -36,6 +36,7 @@ def _path(name, form):
     return zoo.model_path(name, form)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, form", _cases("tiny"))
 def test_tiny_zoo_model_imports_and_runs_integer_only(name, form):
     path = _path(name, form)
