@@ -1,5 +1,16 @@
 """intsim: a bit-exact integer reference simulator for integer-only Vision Transformers."""
 import os
+import signal
+import sys
+
+if os.path.basename(sys.argv[0]) == "intsim" or sys.argv[0] == "-m":
+    # the `intsim` command starting up (its script, or `python -m intsim`): Ctrl-C during the
+    # imports below ends it with one line, not an import traceback; the command's own handling
+    # (cli/commands.py) takes over once it runs
+    def _interrupted_while_starting(signum, frame):
+        sys.stderr.write("intsim: interrupted\n")
+        os._exit(130)
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 # numba/OpenMP worker threads that spin after a parallel region slow the next BLAS call several
 # times over on small machines; passive waiting costs nothing measurable here.

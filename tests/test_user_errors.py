@@ -218,3 +218,24 @@ def test_a_model_whose_weights_are_all_zero_is_named_as_such(capsys, tmp_path, n
 def test_weights_tiny_beside_their_bias_are_named_as_such(capsys, tmp_path):
     err = one_line_error(capsys, ["run", str(scaled_weights(tmp_path, 1e-30)), "--calib", "8", "--limit", "8"])
     assert "a bias does not fit int32" in err and "weights are tiny beside its bias" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.2, 0.5, 1.0, 2.0])
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay):
+    """SIGINT while the command is still importing (numba, onnx, ...) or already running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "intsim", "run", "--limit", "50"], cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+    assert not err.strip() or err.strip().endswith("interrupted")

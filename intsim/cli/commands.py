@@ -23,6 +23,8 @@ COMMANDS = {
 
 
 def main(argv=None):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)    # Ctrl-C: KeyboardInterrupt again
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(f"intsim {__version__}: bit-exact integer-only ViT simulator\n\ncommands:")
