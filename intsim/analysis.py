@@ -11,15 +11,19 @@ from . import metrics
 from .execute import Executable
 from .float_ref import run_float
 from .images import model_input
+from .progress import bar
 
 
-def _with_floats(graph, images_u8, batch):
-    """(model input, {graph tensor: float value}) per batch of images."""
-    for i in range(0, len(images_u8), batch):
-        x = model_input(images_u8[i:i + batch])
-        floats = {}
-        run_float(graph, x, observe=floats.__setitem__)
-        yield x, floats
+def _with_floats(graph, images_u8, batch, what):
+    """(model input, {graph tensor: float value}) per batch of images, with a bar per image on a
+    terminal (`what` names the pass)."""
+    with bar(len(images_u8), what, None, "img") as b:
+        for i in range(0, len(images_u8), batch):
+            x = model_input(images_u8[i:i + batch])
+            floats = {}
+            run_float(graph, x, observe=floats.__setitem__)
+            yield x, floats
+            b.update(len(x))
 
 
 def _collect(stats, program, floats):
@@ -37,7 +41,7 @@ def tensor_sqnr(graph, program, images_u8, batch=32):
     """{integer tensor name: SQNR in dB} accumulated over the images, in execution order."""
     stats = {}
     exe = Executable(program)
-    for x, floats in _with_floats(graph, images_u8, batch):
+    for x, floats in _with_floats(graph, images_u8, batch, "SQNR"):
         exe.infer(x, observe=_collect(stats, program, floats))
     return {k: s.db for k, s in stats.items()}
 
@@ -68,7 +72,7 @@ def local_sqnr(graph, program, images_u8, batch=8):
     tells where fidelity is lost from where it is only carried."""
     stats = {}
     exe = Executable(program)
-    for x, floats in _with_floats(graph, images_u8, batch):
+    for x, floats in _with_floats(graph, images_u8, batch, "local SQNR"):
         def exact_inputs(op, ins, floats=floats):
             out = []
             for t, val in zip(op.inputs, ins):

@@ -27,6 +27,7 @@ import numpy as np
 from ..arith import SPEC_VERSION
 from ..execute import Executable
 from ..ops import check_constants, program_op
+from ..progress import bar
 from ..version import __version__
 from .formats import (GOLDEN_SCHEMA, MANIFEST, PROVENANCE, SCHEMA_NAME, GoldenError, TFormat, act_id,
                       canonical, check_formats, check_pack, const_id, hex_text, hex_word_digits)
@@ -237,7 +238,12 @@ class _Recorder:
     def record(self, q_input, input_source):
         program = self.program
         self.act(program.input_name, q_input, "input", None)
-        Executable(program).run(q_input, observe=self.observe)
+        with bar(len(program.ops), "golden", None, "op") as b:     # on a terminal only
+
+            def observe_and_count(op, ins, outs):
+                self.observe(op, ins, outs)
+                b.update(1)
+            Executable(program).run(q_input, observe=observe_and_count)
         meta = program.meta
         model = meta.get("model")
         manifest = {
