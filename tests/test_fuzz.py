@@ -128,7 +128,8 @@ def test_mutated_programs(programs, data):
 
 def _edit_json(doc, data):
     op = doc["ops"][data.draw(st.integers(0, len(doc["ops"]) - 1), label="op")]
-    kind = data.draw(st.sampled_from(["const", "delete", "schema", "fingerprint", "tensor"]))
+    kind = data.draw(st.sampled_from(["const", "delete", "schema", "fingerprint", "tensor", "format",
+                                      "scale", "config"]))
     if kind == "const" and op["consts"]:
         name = data.draw(st.sampled_from(sorted(op["consts"])))
         op["consts"][name] = data.draw(st.sampled_from([31.7, "31", True, None, [1, 2], {"npz": "x"}, 2 ** 70]))
@@ -138,6 +139,16 @@ def _edit_json(doc, data):
         doc["schema"] = data.draw(st.sampled_from([0, 2, "1", None]))
     elif kind == "fingerprint":
         doc["fingerprint"] = "0" * 64
+    elif kind in ("format", "scale"):           # a valid-looking edit of any tensor
+        t = doc["tensors"][data.draw(st.integers(0, len(doc["tensors"]) - 1), label="tensor")]
+        if kind == "format":
+            t["fmt"]["bits"] = data.draw(st.sampled_from([b for b in (2, 4, 8, 16, 32) if b != t["fmt"]["bits"]]))
+        else:
+            t["scale"] = data.draw(st.sampled_from([0.5, 1e-3, 2.0]))
+    elif kind == "config":
+        config = doc["meta"].setdefault("config", {})
+        key = data.draw(st.sampled_from(["wbits", "abits", "layer_wbits", "weight_group", "qk_wbits", "colour"]))
+        config[key] = data.draw(st.sampled_from([4, 11, -1, "8", None, {"qkv": 3}, [8]]))
     else:
         doc["tensors"][0]["fmt"]["bits"] = data.draw(st.sampled_from([0, 64, "8", None]))
     return kind
@@ -166,6 +177,8 @@ def test_mutated_program_files(programs, tmp_path_factory, data):
     except Exception as e:          # noqa: BLE001
         one_line(e)
         return
+    # what loads is the saved program: an edit of anything that decides the integers is refused
+    assert loaded.fingerprint() == p.fingerprint()
     check_program(loaded, q)
 
 
