@@ -33,16 +33,20 @@ def main(argv):
         writable_file(a.save_program, "--save-program")
     if a.program:
         graph, data, program, n_calib = load_program_front(a)
-        check_batch_memory(graph, a.batch, len(data.evaluation(a.limit)[0]))
     else:
         graph = ip.load(a.model)
         data = ip.open_data(a.data, image_size=data_image_size(graph.input_shape))
-        check_batch_memory(graph, a.batch, len(data.evaluation(a.limit)[0]))
+    images, labels = data.evaluation(a.limit)
+    check_batch_memory(graph, a.batch, len(images))
+    if not a.json:                      # what is being run, before the work
+        print_header(graph.meta.get("path"), data.name, len(images),
+                     n_calib if a.program else min(a.calib, len(data.calib_images)),
+                     program.meta["config"] if a.program else config.to_dict(), a.program)
+    if not a.program:
         graph, data, program, n_calib = build_program(a, config, graph, data)
     if a.save_program:
         Path(a.save_program).parent.mkdir(parents=True, exist_ok=True)     # checked writable above
         program.save(a.save_program)
-    images, labels = data.evaluation(a.limit)
     report = ip.evaluate(graph, program, images, labels, batch=a.batch, engine=a.engine)
     report.update(model=graph.meta.get("path"), data=data.name, config=program.meta["config"],
                   calibration_images=n_calib, engine=gemm.describe_engine(a.engine),
@@ -52,7 +56,7 @@ def main(argv):
     if a.json:
         print(json.dumps(report))
     else:
-        print_report(report, data.name, n_calib)
+        print_results(report)
     return 0
 
 
@@ -81,18 +85,21 @@ def weight_rounding(cfg):
     return ("gptq" + damp if config.gptq else "nearest") + widths + group
 
 
-def print_report(report, data_name, calib):
-    cfg = report["config"]
-    print(f"model     {report['model']}")
+def print_header(model, data_name, n_images, calib, cfg, program=None):
+    """The model, data and configuration lines, printed before the work starts."""
+    print(f"model     {model}")
     calibrated = f"calibrated on {calib}" if calib is not None else "calibration not recorded"
-    if report.get("program"):
-        calibrated += f" (program {report['program']})"
-    print(f"data      {data_name}: {report['images']} images, {calibrated}")
+    if program:
+        calibrated += f" (program {program})"
+    print(f"data      {data_name}: {n_images} images, {calibrated}")
     rotate = cfg.get("rotate", 0)
     print(f"config    W{cfg['wbits']}A{cfg['abits']} residual {cfg['residual_bits']}b, gelu "
           f"{cfg['gelu']} (input {cfg.get('gelu_bits', cfg['abits'])}b), softmax {cfg['softmax']}, "
           f"layernorm {cfg['layernorm']}, rotation {f'blocks <= {rotate}' if rotate else 'off'}, "
-          f"weights {weight_rounding(cfg)}")
+          f"weights {weight_rounding(cfg)}", flush=True)
+
+
+def print_results(report):
     several = len(report["outputs"]) > 1
     for out in report["outputs"]:
         if several:
