@@ -5,9 +5,9 @@ import platform
 
 __version__ = "0.1.0"
 
-# Python and NumPy compute the float statistics calibration takes; numba compiles the kernels'
-# fast paths; onnx imports the model and, with onnxruntime when it is installed (else onnx's
-# reference evaluator), folds its constants.
+# Python and NumPy compute the float statistics calibration takes (with machine-independent
+# arithmetic, docs/quantization.md Q18: recorded as provenance); numba compiles the kernels' fast
+# paths; onnx imports the model; onnxruntime runs the exact integer GEMM engine.
 VERSIONED = ("numpy", "numba", "onnx", "onnxruntime")
 
 
