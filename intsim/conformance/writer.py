@@ -10,6 +10,7 @@ from ..golden import (GOLDEN_SCHEMA, SCHEMA_NAME, GoldenError, TensorWriter, TFo
                       program_const, write_atomically, write_constants)
 from ..ops import check_constants, program_op
 from ..program import Op, Program, TensorInfo
+from ..progress import bar
 from ..version import __version__
 from .registry import CONFORMANCE_SCHEMA, GENERATORS, KERNELS
 
@@ -106,10 +107,14 @@ def _write_case(w, index, case):
 def _write_into(root, formats, pack, seed, kernels):
     w = TensorWriter(root, formats, pack)
     ops, kinfo = [], {}
-    for case in iter_cases(kernels, seed):
-        ops.append(_write_case(w, len(ops), case))
-        kinfo.setdefault(case.kernel, {"spec": KERNELS[case.kernel][1], "cases": 0})
-        kinfo[case.kernel]["cases"] += 1
+    with bar(len(kernels), "conformance", None, "kernel") as b:     # on a terminal only
+        for case in iter_cases(kernels, seed):
+            if case.kernel not in kinfo:                # the cases come kernel by kernel
+                b.update(len(kinfo) > 0)
+                kinfo[case.kernel] = {"spec": KERNELS[case.kernel][1], "cases": 0}
+            ops.append(_write_case(w, len(ops), case))
+            kinfo[case.kernel]["cases"] += 1
+        b.update(1)
     return {
         "schema": SCHEMA_NAME,
         "schema_version": GOLDEN_SCHEMA,

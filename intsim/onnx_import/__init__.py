@@ -50,6 +50,7 @@ from onnx import TensorProto, numpy_helper
 
 from ..float_ref import run_float
 from ..graph import Graph, Node
+from ..progress import bar
 from . import fold, patterns
 from .errors import OnnxImportError
 from .model import ONode, image_input, load_proto, opset_of, output_names
@@ -61,29 +62,35 @@ SUPPORTED_OPS = tuple(sorted(set(patterns.PATTERN_OPS) | set(fold.NOOPS)))   # o
 VERIFY_TOLERANCE = 1e-3    # max |float_ref - ONNX| relative to max(1, max |ONNX output|)
 
 
-def load_onnx(src, verify=True, seed=0):
+def load_onnx(src, verify=True, seed=0, progress=None):
     """Import an ONNX ViT (file path or onnx.ModelProto) into a semantic Graph.
 
     verify: evaluate the semantic graph (float_ref) and the ONNX graph (ONNX Runtime or the ONNX
-    reference evaluator) on one seeded random image batch and raise OnnxImportError if they disagree."""
-    model, source = load_proto(src)
-    _check_weights_not_all_zero(model, source)
-    in_name, in_shape, fixed_batch, in_dtype = image_input(model, source)
-    out_names = output_names(model, source)
-    nodes = [ONode(p, i) for i, p in enumerate(model.graph.node)]
-    path, live = fold.image_path(nodes, in_name)
-    _check_ops(path, source)
-    for out_name in out_names:
-        if out_name not in live:
-            raise OnnxImportError(f"{source}: output {out_name!r} does not depend on the input")
-    rng = np.random.default_rng(seed)
-    image = rng.standard_normal(((fixed_batch or 2),) + in_shape).astype(in_dtype)
-    folded = fold.fold(model, source, path, live, in_name, out_names, image)
-    matching = patterns.match(folded, model.opset_import, source)
-    graph = _graph(model, source, folded, matching)
-    graph.validate()
-    if verify:
-        _verify(graph, folded, source)
+    reference evaluator) on one seeded random image batch and raise OnnxImportError if they disagree.
+    progress: a bar over the import's steps (read, fold, match, verify; None: on a terminal)."""
+    with bar(4 if verify else 3, "import", progress, "step") as b:
+        model, source = load_proto(src)
+        _check_weights_not_all_zero(model, source)
+        in_name, in_shape, fixed_batch, in_dtype = image_input(model, source)
+        out_names = output_names(model, source)
+        nodes = [ONode(p, i) for i, p in enumerate(model.graph.node)]
+        path, live = fold.image_path(nodes, in_name)
+        _check_ops(path, source)
+        for out_name in out_names:
+            if out_name not in live:
+                raise OnnxImportError(f"{source}: output {out_name!r} does not depend on the input")
+        b.update(1)
+        rng = np.random.default_rng(seed)
+        image = rng.standard_normal(((fixed_batch or 2),) + in_shape).astype(in_dtype)
+        folded = fold.fold(model, source, path, live, in_name, out_names, image)
+        b.update(1)
+        matching = patterns.match(folded, model.opset_import, source)
+        graph = _graph(model, source, folded, matching)
+        graph.validate()
+        b.update(1)
+        if verify:
+            _verify(graph, folded, source)
+            b.update(1)
     return graph
 
 
