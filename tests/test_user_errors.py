@@ -239,3 +239,28 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
     assert not err.strip() or err.strip().endswith("interrupted")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_parallel_sweep_is_one_message_not_a_traceback_per_worker(tmp_path):
+    """The terminal sends SIGINT to every process of the group: the workers leave it to the parent,
+    which stops them and says how to resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "intsim", "sweep", "--wbits", "8,7,6,5,4,3",
+                             "--abits", "8,7", "--limit", "300", "--calib", "16", "--workers", "2",
+                             "--out", str(out), "--no-plots"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "points").glob("*.json")):
+        time.sleep(0.2)                 # the workers are up and have finished a point
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "rerun the same command to resume" in err
