@@ -47,3 +47,8 @@ class SweepError(ExperimentError):
 
 class PlanError(ExperimentError):
     """A plan file that cannot be used: missing, not JSON, unknown layer or candidate."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is (experiment.tasks.interrupt_on_term), so that it cleans
+    up as after Ctrl-C: a golden dump's hidden folder is removed, a sweep's workers are stopped."""

@@ -4,7 +4,8 @@ import sys
 import threading
 import warnings
 
-from ..errors import IntsimError, IntsimWarning
+from ..errors import IntsimError, IntsimWarning, Terminated
+from ..experiment.tasks import interrupt_on_term
 from ..version import __version__
 from . import conformance, golden, layers, run, select, sweep
 
@@ -47,9 +48,9 @@ def main(argv=None):
         else:
             show(message, category, *args, **kwargs)
     warnings.showwarning = one_line
-    restore_sigterm = terminate_like_interrupt()
     try:
-        return COMMANDS[argv[0]][0](argv[1:])
+        with interrupt_on_term():
+            return COMMANDS[argv[0]][0](argv[1:])
     except (IntsimError, OSError) as e:
         print(f"intsim {argv[0]}: error: {e}", file=sys.stderr)
         return 1
@@ -61,20 +62,3 @@ def main(argv=None):
         return 130
     finally:
         warnings.showwarning = show
-        restore_sigterm()
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is, so that it cleans up as after Ctrl-C (a golden dump's
-    hidden temporary folder is removed, a sweep's workers are stopped)."""
-
-
-def terminate_like_interrupt():
-    """Turn SIGTERM into Terminated for the command's duration; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def raise_terminated(signum, frame):
-        raise Terminated()
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    return lambda: signal.signal(signal.SIGTERM, previous)

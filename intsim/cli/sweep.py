@@ -10,10 +10,9 @@ from ..experiment import plots
 from ..experiment.plans import check_overrides, load_plan
 from ..experiment.store import SweepStore, point_config
 from ..experiment.sweep import grid_points, prepare, run_grid, write_heatmap
-from ..experiment.tasks import interrupt_on_term
 from ..kernels import DEFAULTS, get_kernel
 from ..quantize import ACT_CALIB, QuantConfig
-from .args import Parser, add_model_args, count, patterns_arg, writable_dir
+from .args import Parser, add_model_args, count, model_label, patterns_arg, writable_dir
 
 DIMS = plots.INT_DIMS + plots.KERNEL_DIMS
 
@@ -100,14 +99,13 @@ def main(argv):
     check_overrides(ctx.graph, base.get("overrides", {}))
     check_layer_wbits(ctx.graph, base.get("layer_wbits", {}))
     qk_wbits_layers(ctx.graph, base.get("qk_wbits", 0))          # none to widen: an error now
-    with interrupt_on_term():
-        try:
-            rows, ran = run_grid(ctx, points, a.out, context, a.workers, a.scheduler)
-        except KeyboardInterrupt:
-            done = sum(SweepStore(a.out, context).done(pt) for pt in points)
-            print(f"\ninterrupted: {done} of {len(points)} points are in {a.out}; rerun the same "
-                  f"command to resume", file=sys.stderr)
-            return 130
+    try:                                # Ctrl-C, or SIGTERM (the command's interrupt_on_term)
+        rows, ran = run_grid(ctx, points, a.out, context, a.workers, a.scheduler)
+    except KeyboardInterrupt:
+        done = sum(SweepStore(a.out, context).done(pt) for pt in points)
+        print(f"\ninterrupted: {done} of {len(points)} points are in {a.out}; rerun the same "
+              f"command to resume", file=sys.stderr)
+        return 130
     print(f"{len(points)} points ({ran} run now, {len(points) - ran} resumed) on {context['images']} "
           f"images in {time.perf_counter() - t0:.0f} s -> {Path(a.out) / 'results.csv'}")
     _print_rows(rows, [k for k in DIMS if len(dims[k]) > 1])
@@ -120,8 +118,7 @@ def _write_plots(ctx, rows, a):
     if not plots.available():
         print("plots skipped: matplotlib is not installed (pip install 'intsim[plots]')")
     else:
-        model = Path(str(ctx.graph.meta.get("path") or a.model or "model")).name
-        for path in plots.plot_accuracy(rows, a.out, f"{model} on {a.data}"):
+        for path in plots.plot_accuracy(rows, a.out, f"{model_label(ctx.graph, a)} on {a.data}"):
             print(f"wrote {path}")
     hm = write_heatmap(ctx, rows, a.out, a.heatmap, a.heatmap_images)
     print(f"wrote {Path(a.out) / 'layer_sqnr.csv'}" + (f" and {hm}" if hm else ""))

@@ -15,7 +15,7 @@ import threading
 
 import numba
 
-from ..errors import ExperimentError
+from ..errors import ExperimentError, Terminated
 
 try:                                  # optional: spawned workers still get OPENBLAS_NUM_THREADS
     from threadpoolctl import threadpool_limits
@@ -151,13 +151,14 @@ def _run_dask(fn, ctx, items, workers, scheduler, on_result):
 
 @contextlib.contextmanager
 def interrupt_on_term():
-    """SIGTERM (kill) interrupts like Ctrl-C, so finished results stay and workers are stopped."""
+    """SIGTERM (kill) interrupts like Ctrl-C (as errors.Terminated, a KeyboardInterrupt), so
+    finished results stay, temporaries are removed and workers are stopped."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Terminated(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, handler)
     try:
