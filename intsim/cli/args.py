@@ -167,6 +167,11 @@ def config_from_args(a):
                        rotate=getattr(a, "rotate", QuantConfig().rotate), overrides=overrides, **{fam: getattr(a, fam) for fam in FAMILIES})
 
 
+def model_label(graph, a):
+    """The model's file name for titles (the graph's record, else what the command line named)."""
+    return Path(str(graph.meta.get("path") or a.model or "model")).name
+
+
 def data_image_size(chw):
     """The crop size of the photos data set for a model input (C, H, W): its own when square RGB."""
     c, h, w = chw

@@ -4,7 +4,6 @@ with --local, the error its op adds on its own when fed exact inputs (analysis.l
 table, JSON (--json) and a PNG (--png: a line per tensor kind over block index)."""
 import json
 import math
-from pathlib import Path
 
 from ..analysis import local_sqnr, tensor_sqnr
 from ..errors import IntsimError
@@ -16,6 +15,7 @@ from .args import (
     build_program,
     config_from_args,
     count,
+    model_label,
     writable_file,
 )
 
@@ -42,9 +42,8 @@ def main(argv):
     rows = layer_rows(program, tensor_sqnr(graph, program, images),
                       local_sqnr(graph, program, images) if a.local else None)
     if a.png:
-        model = Path(str(graph.meta.get("path") or a.model or "model")).name
         plots.plot_depth({r["tensor"]: r["sqnr_db"] for r in rows},
-                         f"{model}: SQNR against float through depth ({data.name}, {len(images)} "
+                         f"{model_label(graph, a)}: SQNR against float through depth ({data.name}, {len(images)} "
                          f"images, calibrated on {n_calib})", a.png, {r["tensor"]: r["op"] for r in rows})
     if a.json:
         print(json.dumps({"model": graph.meta.get("path"), "data": data.name, "images": len(images),
