@@ -32,7 +32,11 @@ from numba.core import caching
 @contextlib.contextmanager
 def save_lock(index_path):
     """An exclusive inter-process lock for saving into the cache whose index is `index_path`;
-    no lock where the lock file cannot be made (a read-only cache: numba then saves nothing)."""
+    no lock where the lock file cannot be made (a read-only cache: numba then saves nothing) or
+    there is no fcntl."""
+    if fcntl is None:
+        yield
+        return
     try:
         fd = os.open(f"{index_path}.lock", os.O_CREAT | os.O_RDWR, 0o666)
     except OSError:
@@ -66,8 +70,6 @@ def install():
 
     @functools.wraps(save)
     def locked_save(self, key, data):
-        if fcntl is None:
-            return save(self, key, data)
         with save_lock(self._index_path):
             return save(self, key, data)
 

@@ -271,12 +271,6 @@ def _scale_round(total, step_rows, step_cols, out):
                 out[g, r, c] = total[g, r, c] * step_rows[g, r] * step_cols[g, c]
 
 
-def cast(y, dtype):
-    """y rounded once to `dtype`; a value beyond its range becomes inf, as a float32 product would."""
-    with np.errstate(over="ignore"):
-        return y.astype(dtype, copy=False)
-
-
 def slices_for(dtype):
     """The interpreter's grid slices: one for float32 (21 bits per operand), two for float64."""
     return 2 if np.dtype(dtype) == np.float64 else 1
@@ -374,7 +368,7 @@ def subtract_outer_lower(a, p):
     cut = int(m / math.sqrt(2.0))
 
     def band(r0, r1):
-        rows = n[r0:r1] @ n[:r1].T if r0 else n[:r1] @ n[:r1].T
+        rows = n[r0:r1] @ n[:r1].T          # the first band: one buffer against itself, syrk
         rows *= step[r0:r1]
         rows *= step[:r1].T
         a[r0:r1, :r1] -= rows

@@ -3,15 +3,30 @@ duplicate and unmatched patterns, abbreviated options, mistyped model names, emp
 damaged dumps, shifts outside the spec, hand-edited kernel plans, and plots of models whose layers
 are not called blocks.N."""
 import dataclasses
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 import pytest
 
+from conftest import toy_program
 from intsim import arith, golden, pipeline as ip
 from intsim.arith import ArithSpecError, IntFormat
 from intsim.cli import main
+from intsim.errors import ProgramError
 from intsim.experiment import plots
+import intsim.golden.writer as gw
 from intsim.kernels import get_kernel
+from intsim.model_files import default_model
+from intsim.program import Program
+from intsim.quantize import QuantConfig
 
 
 def one_line_error(capsys, argv, code=1):
@@ -118,8 +133,6 @@ def test_a_depth_plot_is_drawn_for_a_model_without_numbered_blocks(tmp_path):
 # --- a saved program is what it says: formats and configuration inside the fingerprint -------------
 
 def saved_toy(tmp_path, config):
-    import json
-    from conftest import toy_program
     program = toy_program()
     program.meta["config"] = config
     path = tmp_path / "prog"
@@ -128,9 +141,6 @@ def saved_toy(tmp_path, config):
 
 
 def edit_and_load(path, doc, edit):
-    import json
-    from intsim.errors import ProgramError
-    from intsim.program import Program
     edit(doc)
     path.with_suffix(".json").write_text(json.dumps(doc))
     with pytest.raises(ProgramError) as e:
@@ -139,7 +149,6 @@ def edit_and_load(path, doc, edit):
 
 
 def test_an_edited_tensor_format_in_a_saved_program_is_refused(tmp_path):
-    from intsim.quantize import QuantConfig
     path, doc = saved_toy(tmp_path, QuantConfig().to_dict())
 
     def narrow_the_output(d):
@@ -154,7 +163,6 @@ def test_an_edited_tensor_format_in_a_saved_program_is_refused(tmp_path):
     (lambda c: c.update(colour="blue"), "unknown quantization settings"),
 ])
 def test_an_edited_configuration_in_a_saved_program_is_refused(tmp_path, edit, why):
-    from intsim.quantize import QuantConfig
     path, doc = saved_toy(tmp_path, QuantConfig().to_dict())
     assert why in edit_and_load(path, doc, lambda d: edit(d["meta"]["config"]))
 
@@ -176,9 +184,6 @@ def test_the_memory_estimate_counts_the_widest_point_of_the_graph():
 
 
 def test_sigterm_during_a_golden_dump_cleans_up_like_ctrl_c(tmp_path, monkeypatch, capsys):
-    import os
-    import signal
-    import intsim.golden.writer as gw
     save, calls = gw.np.save, []
 
     def save_then_terminate(*args, **kwargs):
@@ -197,9 +202,6 @@ def test_sigterm_during_a_golden_dump_cleans_up_like_ctrl_c(tmp_path, monkeypatc
 
 def scaled_weights(tmp_path, factor):
     """The shipped model with every weight matrix (2-D and more) multiplied by `factor`."""
-    import onnx
-    from onnx import numpy_helper
-    from intsim.model_files import default_model
     model = onnx.load(str(default_model()))
     for init in model.graph.initializer:
         a = numpy_helper.to_array(init)
@@ -224,12 +226,6 @@ def test_weights_tiny_beside_their_bias_are_named_as_such(capsys, tmp_path):
 @pytest.mark.parametrize("delay", [0.2, 0.5, 1.0, 2.0])
 def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay):
     """SIGINT while the command is still importing (numba, onnx, ...) or already running."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
     repo = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen([sys.executable, "-m", "intsim", "run", "--limit", "50"], cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -245,11 +241,6 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay):
 def test_ctrl_c_during_a_parallel_sweep_is_one_message_not_a_traceback_per_worker(tmp_path):
     """The terminal sends SIGINT to every process of the group: the workers leave it to the parent,
     which stops them and says how to resume."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
     out = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "intsim", "sweep", "--wbits", "8,7,6,5,4,3",
                              "--abits", "8,7", "--limit", "300", "--calib", "16", "--workers", "2",
