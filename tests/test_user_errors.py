@@ -2,6 +2,7 @@
 duplicate and unmatched patterns, abbreviated options, mistyped model names, empty output paths,
 damaged dumps, shifts outside the spec, hand-edited kernel plans, and plots of models whose layers
 are not called blocks.N."""
+import ctypes
 import dataclasses
 import json
 import os
@@ -17,9 +18,9 @@ from onnx import numpy_helper
 import pytest
 
 from conftest import toy_program
-from intsim import arith, golden, pipeline as ip
+from intsim import arith, errors, golden, pipeline as ip
 from intsim.arith import ArithSpecError, IntFormat
-from intsim.cli import main
+from intsim.cli import commands, main
 from intsim.errors import ProgramError
 from intsim.experiment import plots
 import intsim.golden.writer as gw
@@ -235,6 +236,37 @@ def test_ctrl_c_at_any_moment_of_start_up_is_one_line(delay):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
     assert not err.strip() or err.strip().endswith("interrupted")
+
+
+def command_interrupted_inside_a_c_callback(interrupt, steps):
+    """A command whose interrupt lands while C code runs a Python callback (as in numba's compiler,
+    which LLVM calls back through ctypes): ctypes prints the exception as 'Exception ignored'."""
+    def command(argv):
+        @ctypes.CFUNCTYPE(None)
+        def callback():
+            raise interrupt
+        callback()
+        for _ in range(100):                # the command goes on unless the interrupt comes back
+            steps.append(1)
+            time.sleep(0.01)
+        raise RuntimeError("half-saved cache entry")   # what numba raises after the lost interrupt
+    return command
+
+
+@pytest.mark.parametrize("interrupt, status", [(KeyboardInterrupt(), 130),
+                                               (errors.Terminated("signal 15"), 143)])
+def test_an_interrupt_inside_a_c_callback_still_stops_the_command(monkeypatch, capsys, interrupt, status):
+    steps = []
+    monkeypatch.setitem(commands.COMMANDS, "fake", (command_interrupted_inside_a_c_callback(interrupt, steps), ""))
+    err = one_line_error(capsys, ["fake"], code=status)
+    assert len(steps) < 50 and "Exception ignored" not in err
+
+
+def test_an_error_caused_by_a_lost_interrupt_counts_as_the_interrupt(monkeypatch, capsys):
+    steps = []
+    monkeypatch.setitem(commands.COMMANDS, "fake", (command_interrupted_inside_a_c_callback(KeyboardInterrupt(), steps), ""))
+    monkeypatch.setattr(commands._InterruptsInCallbacks, "REDELIVER_AFTER_S", 60)   # not delivered in time
+    assert one_line_error(capsys, ["fake"], code=130) == "intsim fake: interrupted"
 
 
 @pytest.mark.slow

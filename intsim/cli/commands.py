@@ -1,4 +1,5 @@
 """`intsim COMMAND ...`: dispatch to one module per command; every intsim error is one line."""
+import _thread
 import signal
 import sys
 import threading
@@ -21,6 +22,51 @@ COMMANDS = {
     "coverage": (conformance.coverage_main,
                  "report which spec coverage bins a golden or conformance dump hits"),
 }
+
+
+class _InterruptsInCallbacks:
+    """Ctrl-C or SIGTERM that lands while C code runs a Python callback (numba's compiler calls
+    Python from LLVM through ctypes) is printed by ctypes as 'Exception ignored' and lost. This
+    unraisable hook keeps it quiet and delivers the signal again a moment later, once the callback
+    has returned (at once it would land in the hook or the callback again); an error the lost
+    interrupt caused on the way out (a half-saved numba cache entry) counts as the interrupt."""
+    REDELIVER_AFTER_S = 0.05
+
+    def __init__(self):
+        self.lost = None
+        self.redelivery = None
+
+    def __enter__(self):
+        self.previous = sys.unraisablehook
+        sys.unraisablehook = self.hook
+        return self
+
+    def __exit__(self, *exc):
+        sys.unraisablehook = self.previous
+        if self.redelivery is not None:
+            self.redelivery.cancel()
+
+    def hook(self, unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return self.previous(unraisable)
+        self.lost = unraisable.exc_value
+        signum = signal.SIGTERM if isinstance(self.lost, Terminated) else signal.SIGINT
+        self.redelivery = threading.Timer(self.REDELIVER_AFTER_S, _thread.interrupt_main, [signum])
+        self.redelivery.daemon = True
+        self.redelivery.start()
+
+    def run(self, command, argv):
+        try:
+            status = command(argv)
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            if self.lost is None:
+                raise
+            raise self.lost from None
+        if self.lost is not None:       # the command ended before the interrupt came back
+            raise self.lost
+        return status
 
 
 def main(argv=None):
@@ -49,8 +95,8 @@ def main(argv=None):
             show(message, category, *args, **kwargs)
     warnings.showwarning = one_line
     try:
-        with interrupt_on_term():
-            return COMMANDS[argv[0]][0](argv[1:])
+        with interrupt_on_term(), _InterruptsInCallbacks() as callbacks:
+            return callbacks.run(COMMANDS[argv[0]][0], argv[1:])
     except (IntsimError, OSError) as e:
         print(f"intsim {argv[0]}: error: {e}", file=sys.stderr)
         return 1
