@@ -17,7 +17,7 @@ from . import arith
 from .errors import IntsimError
 from .golden import load
 from .golden.comparator import damaged_file
-from .kernels import candidates
+from .kernels import KernelPlan, candidates
 from .kernels import hadamard
 from .kernels.gelu import SAT, _exp_shift_ref
 from .kernels.layernorm import _ivit_y_V, isqrt_ref, ivit_std
@@ -36,21 +36,21 @@ BINS = {
            "K1.acc_lo", "K1.k_blocks", "K1.k_float64", "K1.attn_scores", "K1.attn_context",
            "K1.patch_embed", "K1.patch_channels"],
     "K2.1": ["K2.1.in_bits[2..16]", "K2.1.out_bits[2..16]", "K2.1.g_zero", "K2.1.g_pos", "K2.1.g_ge_32",
-             "K2.1.dk_wide", "K2.1.chord[0..15]", "K2.1.z_ge_31", "K2.1.z_ge_64", "K2.1.r_max",
+             "K2.1.dk_wide", "K2.1.chord[0..15]", "K2.1.z_ge_31", "K2.1.z_ge_64", "K2.1.r_max", "K2.1.recip_floor",
              "K2.1.out_tie", "K2.1.out_sat", "K2.1.row_len1"],
     "K2.2": ["K2.2.in_bits[2..16]", "K2.2.out_bits[2..16]", "K2.2.clip", "K2.2.z_max", "K2.2.sum_clamp",
              "K2.2.row_len1"],
     "K2.3": ["K2.3.in_bits[2..16]", "K2.3.out_bits[2..16]", "K2.3.clip", "K2.3.e16_clamp", "K2.3.out_sat",
              "K2.3.row_len1"],
     "K3.1": ["K3.1.in_bits[2..16]", "K3.1.zero", "K3.1.ramp_pos", "K3.1.ramp_neg", "K3.1.flat_pos",
-             "K3.1.flat_neg", "K3.1.gl_pos", "K3.1.gr_pos"],
+             "K3.1.flat_neg", "K3.1.gl_pos", "K3.1.gl_ge_32", "K3.1.gr_pos"],
     "K3.2": ["K3.2.in_bits[2..16]", "K3.2.zero", "K3.2.ramp_pos", "K3.2.ramp_neg", "K3.2.flat_pos",
              "K3.2.flat_neg", "K3.2.n_zero", "K3.2.n_pos"],
     "K3.3": ["K3.3.in_bits[2..16]", "K3.3.rowmax", "K3.3.elementwise", "K3.3.clip", "K3.3.e_sat",
              "K3.3.sum_clamp", "K3.3.neg_rowmax"],
     "K4.2": ["K4.2.in_bits[2..16]", "K4.2.in_wide", "K4.2.p_zero", "K4.2.p_pos", "K4.2.const_row",
              "K4.2.one_channel"],
-    "K4.3": ["K4.3.in_bits[2..16]", "K4.3.const_row", "K4.3.newton_small", "K4.3.newton_off",
+    "K4.3": ["K4.3.in_bits[2..16]", "K4.3.const_row", "K4.3.mean_tie", "K4.3.newton_small", "K4.3.newton_off",
              "K4.3.one_channel"],
     "K6": ["K6.cls_pos_sat_hi", "K6.cls_pos_sat_lo", "K6.qkv_split", "K6.cls_select"],
     "K7.1": ["K7.1.neg", "K7.1.zero", "K7.1.pos"],
@@ -96,6 +96,37 @@ def _out_fmt(op, i=0):
 def _in_fmt(op, i=0):
     e = op._tensors.entry(op.input_ids[i])
     return arith.IntFormat(int(e["bits"]), signed=bool(e["signed"]), narrow=bool(e.get("narrow", False)))
+
+
+# --- bins with teeth: hit only where a named mis-implementation gives another output -------------
+
+@dataclass(frozen=True)
+class Tooth:
+    """The bug a bin catches, as the constants that mis-implementation effectively holds: the bin
+    is hit only by an op whose output changes when the kernel's own reference runs with them."""
+    bug: str
+    mutate: object          # {name: int} -> {name: int}
+
+
+TEETH = {
+    "K2.1.g_pos": Tooth("the shift by G dropped", lambda c: dict(c, G=0)),
+    "K2.1.g_ge_32": Tooth("a 5-bit G field (G mod 32)", lambda c: dict(c, G=c["G"] & 31)),
+    "K2.3.e16_clamp": Tooth("the 16-bit clamp of step 6 dropped", lambda c: dict(c, E16_MAX=1 << 62)),
+    "K3.1.gl_pos": Tooth("the left pre-shift GL dropped", lambda c: dict(c, GL=0)),
+    "K3.1.gl_ge_32": Tooth("a 5-bit GL field (GL mod 32)", lambda c: dict(c, GL=c["GL"] & 31)),
+    "K3.1.gr_pos": Tooth("the right pre-shift GR dropped", lambda c: dict(c, GR=0)),
+}
+
+
+def _bites(op, name, consts):
+    """Whether bin `name`'s mis-implementation (TEETH) changes this op's dumped output."""
+    kernel = candidates(op.attrs["family"])[op.attrs["kernel"]]
+    plan = KernelPlan(kernel.name, TEETH[name].mutate(consts), _in_fmt(op), _out_fmt(op))
+    try:
+        other = kernel.reference([op.inputs[0].astype(np.int64)], plan)
+    except (arith.ArithSpecError, OverflowError):
+        return True                     # its output leaves the output format: another output
+    return not np.array_equal(other.ravel(), op.outputs[0].ravel())
 
 
 def _ties(p, k):
@@ -200,9 +231,10 @@ def _bitshift_bins(op):
     c = {n: (v if v.ndim else int(v)) for n, v in op.consts.items()}
     q2 = op.inputs[0].astype(np.int64).reshape(-1, op.inputs[0].shape[-1])
     hit = _softmax_common("K2.1", op, q2, c)
-    hit.add("K2.1.g_zero" if c["G"] == 0 else "K2.1.g_pos")
-    if c["G"] >= 32:
-        hit.add("K2.1.g_ge_32")
+    if c["G"] == 0:
+        hit.add("K2.1.g_zero")
+    hit |= {b for b, on in (("K2.1.g_pos", c["G"] > 0), ("K2.1.g_ge_32", c["G"] >= 32))
+            if on and _bites(op, b, c)}
     d = q2.max(axis=1, keepdims=True) - q2                      # K2.1.3 step 1
     dk = d * c["K"]
     if (dk >= 1 << 61).any():
@@ -225,7 +257,12 @@ def _bitshift_bins(op):
     pre = arith.round_shift(er, sh)                             # step 8
     if (pre > (1 << o) - 1).any():
         hit.add("K2.1.out_sat")
-    _check(op, np.minimum(pre, (1 << o) - 1), "K2.1")
+    out = np.minimum(pre, (1 << o) - 1)
+    _check(op, out, "K2.1")
+    sums = e.sum(axis=1, keepdims=True)                         # step 7 rounded, not floored:
+    recip_rounded = ((1 << n) + sums // 2) // sums
+    if not np.array_equal(np.minimum(arith.round_shift(e * recip_rounded, sh), (1 << o) - 1), out):
+        hit.add("K2.1.recip_floor")
     return hit
 
 
@@ -259,7 +296,7 @@ def _ibert_softmax_bins(op):
     z = qq // x0
     r = qq - z * x0
     e = np.maximum((r * (r + c["b_int"]) + c["c_int"]) << (n - z), 0)     # steps 2-5
-    if (arith.round_shift(e, c["SH16"]) > c["E16_MAX"]).any():
+    if (arith.round_shift(e, c["SH16"]) > c["E16_MAX"]).any() and _bites(op, "K2.3.e16_clamp", c):
         hit.add("K2.3.e16_clamp")                               # step 6
     e16 = candidates("softmax")["ibert-softmax"]._exp_ref(d, c)
     o = c["out_bits"]
@@ -278,8 +315,8 @@ def _poly_gelu_bins(op):
     c = {n: int(v) for n, v in op.consts.items()}
     q = op.inputs[0].astype(np.int64)
     hit = {_gelu_in_bits("K3.1", c)}
-    hit |= {"K3.1.gl_pos"} if c["GL"] > 0 else set()
-    hit |= {"K3.1.gr_pos"} if c["GR"] > 0 else set()
+    hit |= {b for b, on in (("K3.1.gl_pos", c["GL"] > 0), ("K3.1.gl_ge_32", c["GL"] >= 32),
+                            ("K3.1.gr_pos", c["GR"] > 0)) if on and _bites(op, b, c)}
     w = (np.abs(q) << c["GL"]) >> c["GR"]                       # K3.1.3 P1
     flat = w >= c["B"]                                          # P2: d = 0
     for name, sel in (("zero", q == 0), ("ramp_pos", (q > 0) & ~flat), ("ramp_neg", (q < 0) & ~flat),
@@ -319,9 +356,10 @@ def _ivit_gelu_bins(op):
         z = np.floor_divide(np.maximum(v1, n * x0), x0)
         f2 = np.maximum(v1, n * x0) - z * x0 - 2 * x0
         s = n - z
-        big = (s > 32) | ((s >= 1) & (f2 << np.clip(s - 1, 0, 32) > SAT))
-        if big.any():
-            hit.add("K3.3.e_sat")                               # E7
+        # E7 is exact wherever a 64-bit register holds f2 << (s - 1) (K3.3.1): the bin needs a
+        # shift past it, where a datapath without E7 loses e2
+        if ((s >= 1) & (s - 1 + np.frexp(f2.astype(np.float64))[1] > 63)).any():
+            hit.add("K3.3.e_sat")
     e1, e2 = _exp_shift_ref(q - m, x0, n), _exp_shift_ref(-m, x0, n)
     if (e1 + e2 > SAT).any():
         hit.add("K3.3.sum_clamp")                               # K3.3.2 S4
@@ -354,6 +392,9 @@ def _ivit_ln_bins(op):
         hit.add("K4.3.one_channel")
     _, V = _ivit_y_V(q2, c["C"])
     V = V[:, 0]
+    sums = q2.sum(axis=1)                                       # K4.3.2 step 1: a tie s / C = j + 1/2
+    if ((2 * (sums - (sums // c["C"]) * c["C"]) == c["C"]) & ((sums // c["C"]) % 2 == 0)).any():
+        hit.add("K4.3.mean_tie")                                # with j even: half up would differ
     if (V == 0).any():
         hit.add("K4.3.const_row")
     if ((V > 0) & (V < 142883)).any():

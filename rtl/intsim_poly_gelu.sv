@@ -9,9 +9,13 @@
 //
 // Purely combinational, elementwise. Every constant comes from the plan on a port. Widths are the
 // spec's bounds: w < 2^62 (plan check), d <= B <= 2^14, d2s^2 * mA < 2^62, |out| < 2^31.
+// y depends on the plan: y <= y_max, whose width the golden manifest declares per op
+// (datapath.y, K3.1.2 "Registers"). Y_W = 30 holds every plan the spec accepts (|lo| >= 2 and
+// |lo| y_max < 2^31 give y_max < 2^30); a narrower Y_W serves only plans that declare y <= Y_W.
 
 module intsim_poly_gelu #(
-    parameter int IN_W = 16        // K3.0: signed inputs of 2..16 bits (narrower ones sign-extended)
+    parameter int IN_W = 16,       // K3.0: signed inputs of 2..16 bits (narrower ones sign-extended)
+    parameter int Y_W = 30         // the y register: >= the plan's datapath.y
 ) (
     input  logic signed [IN_W-1:0] q,
     input  logic        [5:0]      GL,        // input pre-shift left
@@ -29,8 +33,9 @@ module intsim_poly_gelu #(
     logic [28:0]     d2;       // d*d <= 2^28
     logic [24:0]     d2s;      // <= 2^24 for S2 = 4
     logic [63:0]     d4ma;     // d2s*d2s*mA < 2^62
-    logic [17:0]     y;        // <= y_max < 2^16 for every accepted (a, b); 18 bits leave margin
-    logic signed [18:0] E;
+    localparam int E_W = (Y_W > 17 ? Y_W : 17) + 1;     // 2^(F+1) - y and y, signed
+    logic [Y_W-1:0]  y;        // <= y_max
+    logic signed [E_W-1:0] E;
 
     always_comb begin
         mag = q[IN_W-1] ? IN_W'(-q) : IN_W'(q);                  // |-2^(IN_W-1)| fits unsigned
@@ -39,8 +44,8 @@ module intsim_poly_gelu #(
         d2 = 29'(d) * 29'(d);
         d2s = 25'(d2 >> S2);                                                   // P3
         d4ma = 64'(d2s) * 64'(d2s) * 64'(mA);
-        y = 18'(d4ma >> kA);                                                   // P4
-        E = (q > 0) ? 19'(TWO_ONE) - 19'(y) : 19'(y);                          // P5
+        y = Y_W'(d4ma >> kA);                                                  // P4
+        E = (q > 0) ? E_W'(TWO_ONE) - E_W'(y) : E_W'(y);                       // P5
         out = 32'(q) * 32'(E);                                                 // P6
     end
 endmodule

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from intsim import conformance, coverage, ops
+from intsim.arith import ArithSpecError
+from intsim.kernels import KernelPlan, candidates
 from intsim.golden import load, read_file, FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +31,7 @@ def test_every_kernel_and_candidate_has_cases(conf):
     g = load(conf)
     kernels = {o.attrs["kernel"] for o in g.ops}
     assert kernels == set(conformance.KERNELS)
-    from intsim.kernels import FAMILIES, candidates
+    from intsim.kernels import FAMILIES
     for fam in FAMILIES:
         assert set(candidates(fam)) <= kernels
     for name in conformance.KERNELS:
@@ -40,6 +42,32 @@ def test_conformance_set_hits_every_bin(conf):
     cov = coverage.coverage(conf)
     missed = {s: cov.missed(s) for s in coverage.BINS if cov.missed(s)}
     assert not missed, missed
+
+
+def test_a_bin_is_hit_only_where_its_bug_changes_an_output(conf):
+    """A bin with a named mis-implementation (coverage.TEETH) is credited by the cases whose output
+    that mis-implementation changes, not by every case that reaches the corner: G = 62 (a 5-bit
+    field leaves T = 0 either way), the I-BERT clamp at an 8-bit output (rounded away)."""
+    g = load(conf)
+    bins = {op.name: coverage.op_bins(op)[1] for op in g.ops}
+    assert "K2.1.g_ge_32" not in bins["bitshift-softmax.scale_min_in16"]     # G = 62
+    assert int(g.op("bitshift-softmax.scale_min_in16").consts["G"]) == 62
+    assert "K2.1.g_ge_32" in bins["bitshift-softmax.g_ge_32"]
+    assert "K2.3.e16_clamp" not in bins["ibert-softmax.e16_clamp"]           # the clamp fires, unseen
+    assert "K2.3.e16_clamp" in bins["ibert-softmax.e16_clamp_out16"]
+    assert "K3.1.gl_ge_32" not in bins["poly-gelu.gl_large"] and "K3.1.gl_ge_32" in bins["poly-gelu.gl_ge_32"]
+    for name, tooth in coverage.TEETH.items():
+        hits = [op for op in g.ops if name in bins[op.name]]
+        assert hits, name
+        op = hits[0]
+        kernel = candidates(op.attrs["family"])[op.attrs["kernel"]]
+        consts = {n: (v if v.ndim else int(v)) for n, v in op.consts.items()}
+        plan = KernelPlan(kernel.name, tooth.mutate(consts), coverage._in_fmt(op), coverage._out_fmt(op))
+        try:
+            other = kernel.reference([op.inputs[0]], plan)
+        except ArithSpecError:
+            continue                    # the mis-implementation's output leaves the output format
+        assert not np.array_equal(other, op.outputs[0]), (name, tooth.bug)
 
 
 @pytest.mark.parametrize("path", ["reference", "fast"])

@@ -2,7 +2,8 @@
 
 Each unit is built and run against (i) the directed conformance vectors of intsim.conformance and
 (ii) one layer of the committed model golden set, bit for bit. Deliberately wrong variants (a
-requantizer that rounds half to even, a softmax without the z clamp) must fail the conformance test
+requantizer that rounds half to even, a softmax without the z clamp, a Poly-GELU whose y register
+is sized for the golden layer's plan only) must fail the conformance test
 and, the golden set having no such corner, pass the golden one: that shows the conformance vectors
 catch what the model vectors cannot.
 
@@ -27,7 +28,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from intsim.conformance import write_conformance
-from intsim.golden import canonical, entry_format, hex_text, load
+from intsim.golden import canonical, entry_format, hex_text, load, read_manifest
 
 try:
     from cocotb_tools.runner import Verilator, get_runner
@@ -103,6 +104,9 @@ def shared_runtime_verilator(cache):
 
 SIMULATORS = ["verilator", "icarus"]
 
+# the y register of the golden layer's Poly-GELU as its manifest declares it (K3.1.2)
+GOLDEN_GELU_Y = next(op["datapath"]["y"] for op in read_manifest(GOLDEN)["ops"] if op["name"] == UNITS["gelu"][4])
+
 
 def _need(simulator):
     """Icarus Verilog 11 (Debian `iverilog`) is installed by scripts/setup.sh test; in CI its
@@ -157,6 +161,8 @@ def test_rtl_matches_conformance_and_golden(unit, simulator, runner_env, conform
 @pytest.mark.parametrize("unit, parameters, fails", [
     ("requant", {"ROUND_HALF_EVEN": 1}, "requant_conformance"),
     ("softmax", {"Z_CLAMP": 0}, "softmax_conformance"),
+    ("gelu", {"Y_W": GOLDEN_GELU_Y}, "gelu_conformance"),  # sized from the golden manifest (16 bits)
+    ("gelu", {"Y_W": 18}, "gelu_conformance"),     # the register before plans of wider y were known
 ])
 def test_wrong_variant_fails_conformance(unit, parameters, fails, simulator, runner_env, conformance_dir):
     """The same testbench rejects the wrong variant; the model's golden layer alone would not."""

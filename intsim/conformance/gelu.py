@@ -51,9 +51,15 @@ def poly_gelu_cases(rng):
     fmt = signed(16)
     yield _gelu_case("poly-gelu", "gr_pos", with_extremes(random_codes(rng, fmt, 2048), fmt)[None], fmt, 2.0 ** -16)
     yield _gelu_case("poly-gelu", "gl_large", all_codes(signed(2))[None], signed(2), 4.0)
+    # GL >= 32 (2-bit input at S = 2^20: GL = 32), where a 5-bit GL field (GL mod 32) is caught
+    yield _gelu_case("poly-gelu", "gl_ge_32", all_codes(signed(2))[None], signed(2), 2.0 ** 20)
     # a data-fitted (a, b), as the compiler plans it
     fit = np.concatenate([rng.normal(-0.8, 1.0, 5000), rng.normal(2.0, 1.5, 500)])
     yield _gelu_case("poly-gelu", "fit_data", all_codes(signed(8))[None], signed(8), 1 / 16, sample=fit)
+    # explicit (a, b) far from erf's: y (P4) needs 22 bits, and 30, the most any accepted plan
+    # needs (K3.1.2 "Registers"), so a y or E register sized for the default fit is caught
+    yield _gelu_case("poly-gelu", "wide_y", all_codes(signed(8))[None], signed(8), 1 / 16, a=-1.0, b=-3.0)
+    yield _gelu_case("poly-gelu", "widest_y", all_codes(signed(2))[None], signed(2), 1.0, a=-1.0, b=-13.0)
 
 
 def ibert_gelu_cases(rng):
@@ -69,6 +75,9 @@ def ivit_gelu_cases(rng):
     yield _gelu_case("ivit-shiftgelu", "neg_rowmax", q, fmt, 1 / 16)
     yield _gelu_case("ivit-shiftgelu", "neg_rowmax_16b", np.stack([np.arange(-30000, -29936),
                                                                    np.arange(-64, 0)]), signed(16), 8 / 32768)
+    # a row max so far below zero that e2's shift (E6) leaves a 64-bit register: only E7 keeps it
+    yield _gelu_case("ivit-shiftgelu", "e_sat_shift", np.stack([np.arange(-32768, -32704),
+                                                                np.arange(-20064, -20000)]), signed(16), 2.0 ** -10)
 
 
 def _rename(case, name):

@@ -71,6 +71,10 @@ def ivit_layernorm_cases(rng):
     # row [a, -a] with C = 2: mean 0, V = 2 a^2; choose a row with V = 428^2 - 1 via a search
     q = _ivit_newton_off_row()
     yield _ln_case("ivit-layernorm", "newton_off", q, signed(16), 1e-3, np.ones(q.shape[1]), np.zeros(q.shape[1]))
+    # the mean's exact ties s / C = j + 1/2 with j even (0.5 and -1.5), where half to even (K4.3.2
+    # step 1) and half up differ
+    q = np.array([[1000, -1000, 3000, -2998], [1000, -1000, 3000, -3006]])
+    yield _ln_case("ivit-layernorm", "mean_tie", q, signed(16), 1e-3, np.ones(4), np.zeros(4))
 
 
 def _ivit_newton_off_row():

@@ -79,6 +79,12 @@ def bitshift_softmax_cases(rng):
     for o in (4, 8, 16):
         q = -np.array([list(range(o + 1)) + [o]])
         yield _softmax_case("bitshift-softmax", f"out_tie_out{o}", q, s16, LN2, o)
+    # a row whose output changes when the reciprocal (step 7) is rounded instead of floored
+    q = np.array([[-122, -3, 44, -13, 107, 115, 83, -10, 98, -110]])
+    yield _softmax_case("bitshift-softmax", "recip_floor", q, signed(8), LN2, 16)
+    # G >= 32 (a scale of 2^-38 gives G = 34): a 5-bit G field (G mod 32) changes every output
+    q = np.array([[32767, 32766, 32667, 2767, -32768, 0]])
+    yield _softmax_case("bitshift-softmax", "g_ge_32", q, s16, 2.0 ** -38, 16)
 
 
 def ivit_softmax_cases(rng):
@@ -92,7 +98,12 @@ def ibert_softmax_cases(rng):
     yield from _softmax_cases_for("ibert-softmax", rng)
     # e16 clamp at 2^15 - 1: c_int = 2^16 - 1 makes round_shift(e(0), SH16) = 2^15 (K2.3.3 step 6)
     s = _scale_for_c_int((1 << 16) - 1)
-    yield _softmax_case("ibert-softmax", "e16_clamp", random_codes(rng, signed(8), (3, 10)), signed(8), s, 8)
+    q = np.array([[0, -1, -2, -3, -5, -8, -13, -100], [0, 0, -128, -128, -128, -128, -128, -128]])
+    yield _softmax_case("ibert-softmax", "e16_clamp", np.concatenate([q, random_codes(rng, signed(8), (3, 8))]),
+                        signed(8), s, 8)
+    # c_int = 2^17 - 1 (e(0) rounds to 2^15 as well): at a 16-bit output the clamp changes the
+    # probabilities of the row with two maxima
+    yield _softmax_case("ibert-softmax", "e16_clamp_out16", q, signed(8), _scale_for_c_int((1 << 17) - 1), 16)
     # output saturation: c_int = 2^12 gives e16(0) = 2^14 and a one-hot row has e16 * factor = 2^32
     s = _scale_for_c_int(1 << 12)
     q = np.full((2, 5), -32768)                          # D = 65535: clipped, e16 = 0

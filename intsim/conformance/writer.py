@@ -7,7 +7,7 @@ from ..arith import IntFormat, SPEC_VERSION
 from ..execute import check_output
 from ..golden import (GOLDEN_SCHEMA, SCHEMA_NAME, GoldenError, TensorWriter, TFormat, act_id,
                       check_formats, check_output as check_dump_output, check_pack, entry_format,
-                      program_const, write_atomically, write_constants)
+                      op_record, program_const, write_atomically, write_constants)
 from ..ops import check_constants, program_op
 from ..program import Op, Program, TensorInfo
 from ..progress import bar
@@ -99,9 +99,8 @@ def _write_case(w, index, case):
     out_ids = [w.add(act_id(t), o, TFormat.of(program.tensors[t].fmt),
                      {"kind": "activation", "name": t, "op": index, "scale": None})
                for t, o in zip(op.outputs, outs)]
-    attrs = dict(case.attrs, kernel=case.kernel, case=case.name)
-    return {"index": index, "name": op.name, "kind": op.kind, "spec": op.spec, "attrs": attrs,
-            "inputs": in_ids, "outputs": out_ids, "consts": consts}
+    return op_record(program, index, op, in_ids, out_ids, consts,
+                     attrs=dict(case.attrs, kernel=case.kernel, case=case.name))
 
 
 def _write_into(root, formats, pack, seed, kernels):

@@ -3,12 +3,13 @@
 
     formats.py   tensor formats, canonical bytes, .hex for $readmemh, tensor ids
     writer.py    dump(program, q_input, out_dir): one run's tensors and constants, atomically;
-                 TensorWriter, write_constants, write_atomically (shared with intsim.conformance)
+                 TensorWriter, write_constants, op_record, write_atomically (shared with intsim.conformance)
     reader.py    read_manifest, read_file, load (lazy GoldenSet), load_program (the dump's program)
     comparator.py compare(golden_dir, other_dir): exact, first diverging tensor first
 """
 from .comparator import CompareReport, FileResult, compare, op_labels
-from .writer import TensorWriter, check_output, dump, manifest_text, write_atomically, write_constants
+from .writer import (TensorWriter, check_output, dump, manifest_text, op_record, write_atomically,
+                     write_constants)
 from .formats import (FORMATS, GOLDEN_SCHEMA, MANIFEST, PACK_MAX, SCHEMA_NAME, GoldenError, TFormat,
                       act_id, canonical, check_formats, check_pack, const_id, hex_text,
                       hex_word_digits, parse_hex)
@@ -20,4 +21,4 @@ __all__ = ["CompareReport", "FileResult", "FORMATS", "GOLDEN_SCHEMA", "GoldenErr
            "check_formats", "check_output", "check_pack", "compare", "const_id", "dump", "entry_format",
            "hex_text", "hex_word_digits", "load", "load_program", "manifest_text", "op_labels",
            "parse_hex", "program_const", "read_file", "read_manifest", "TensorWriter", "write_atomically",
-           "write_constants"]
+           "write_constants", "op_record"]

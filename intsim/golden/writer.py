@@ -202,6 +202,18 @@ def write_constants(w, program, index, op):
     return ids
 
 
+def op_record(program, index, op, input_ids, output_ids, const_ids, attrs=None):
+    """The manifest entry of op number `index`; `datapath` declares the internal registers whose
+    width its constants decide (OpDef.datapath_widths), so that RTL is sized from the manifest."""
+    entry = {"index": index, "name": op.name, "kind": op.kind, "spec": op.spec,
+             "attrs": op.attrs if attrs is None else attrs, "inputs": input_ids, "outputs": output_ids,
+             "consts": const_ids}
+    widths = program_op(op.kind).datapath_widths(op, program)
+    if widths:
+        entry["datapath"] = widths
+    return entry
+
+
 class _Recorder:
     """Observes one program run and writes each tensor the first time it appears."""
 
@@ -231,9 +243,8 @@ class _Recorder:
         missing = [t for t in op.inputs if t not in self.ids]
         if missing:
             raise GoldenError(f"op {i} {op.name!r} reads {missing} before any op wrote it")
-        self.ops.append({"index": i, "name": op.name, "kind": op.kind, "spec": op.spec,
-                         "attrs": op.attrs, "inputs": [self.ids[t] for t in op.inputs],
-                         "outputs": [self.ids[t] for t in op.outputs], "consts": consts})
+        self.ops.append(op_record(self.program, i, op, [self.ids[t] for t in op.inputs],
+                                  [self.ids[t] for t in op.outputs], consts))
 
     def record(self, q_input, input_source):
         program = self.program

@@ -14,6 +14,8 @@ K2-K4 - is an object with the same methods:
     const_formats(plan) -> {name: arith.ConstFormat}     the register of each plan constant and the
                                                          values the spec allows in it (the kernel's
                                                          spec section states them)
+    datapath_widths(plan) -> {register: bits}            the internal registers whose width depends
+                                                         on the plan (golden manifests declare them)
     check_consts(plan)                                   load time: the constants in their registers
                                                          (`Consts`) and the preconditions between
                                                          them that the kernel's proofs rely on
@@ -86,6 +88,12 @@ class Kernel:
         """{constant name: arith.ConstFormat} for every constant of plan.consts (spec: the kernel
         section's constants). Read by golden manifests and by ops.check_constants."""
         raise NotImplementedError
+
+    def datapath_widths(self, plan):
+        """{register: bits} of the internal registers (spec step names) whose width this plan
+        decides, as its spec section's Registers paragraph states them: golden manifests declare
+        them per op so that RTL is sized from the manifest. Default: none."""
+        return {}
 
     def float_reference(self, x, plan=None):
         """The float function the kernel approximates (with the plan's float parameters)."""

@@ -391,6 +391,16 @@ class PolyGelu(_GeluKernel):
                   f"GL = {gl}, GR = {gr} do not fit a {fmt.bits}-bit input")
         return _poly_bound(fmt, c["B"], c["mA"], c["kA"])[0]
 
+    def datapath_widths(self, plan):
+        """K3.1.2 "Registers": y (P4) unsigned in [0, y_max]; E (P5) signed in
+        [min(0, 2^(F+1) - y_max), max(2^(F+1), y_max)]; out (P6) the output format."""
+        c = plan.consts
+        y_max = _poly_bound(plan.in_fmt, c["B"], c["mA"], c["kA"])[1]
+        two_one = 1 << (F_POLY + 1)
+        e_lo, e_hi = min(0, two_one - y_max), max(two_one, y_max)
+        e_bits = max(e_hi.bit_length(), (-e_lo - 1).bit_length()) + 1
+        return {"y": max(y_max.bit_length(), 1), "E": e_bits, "out": plan.out_fmt.bits}
+
     def reference(self, inputs, plan):
         """Spec K3.1.3, steps P1-P6."""
         c = plan.consts

@@ -20,6 +20,8 @@ interpreter, the compiler, the executor, golden manifests, program loading and t
                                                       what golden manifests record and
                                                       ops.check_constants validates
     const_scales(op, program) -> {name: scale}        documentary real scale of a constant
+    datapath_widths(op, program) -> {register: bits}  internal registers whose width the op's
+                                                      constants decide (golden manifests)
 """
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -110,6 +112,10 @@ class OpDef:
 
     def const_scales(self, op, program):
         return {name: None for name in op.consts}
+
+    def datapath_widths(self, op, program):
+        """{register: bits}: none by default (the spec's fixed widths)."""
+        return {}
 
     # --- where a product's contracted axis comes from (docs/quantization.md Q10) -----------------
     def contracted_axes(self, node, shapes):
@@ -227,6 +233,10 @@ class KernelOp(OpDef):
         """The candidate's declaration for the plan rebuilt from the program."""
         kernel, plan = self.plan(op, program)
         return kernel.const_formats(plan)
+
+    def datapath_widths(self, op, program):
+        kernel, plan = self.plan(op, program)
+        return kernel.datapath_widths(plan)
 
     def cost(self, op, program):
         kernel, plan = self.bind(op, program)
