@@ -482,3 +482,15 @@ def test_cli_in_a_second_process_matches_the_script_byte_for_byte(regenerated, t
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert _files(tmp_path / name) == _files(out / name)
+
+
+def test_the_committed_sets_table_of_the_docs_states_their_sizes():
+    """docs/golden.md's "Committed sets" rows (tensors, ops, MB) are what the sets hold now."""
+    doc = (REPO / "docs" / "golden.md").read_text()
+    for name in ("fmnist_w8a8", "fmnist_w4a8"):
+        root = REPO / "golden" / name
+        manifest = json.loads((root / "manifest.json").read_text())
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `golden/{name}` |"))
+        assert f"{len(manifest['tensors'])} tensors ({len(manifest['ops'])} ops)" in row, row
+        size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        assert f"| {size / 1e6:.2f} MB" in row, (row, size)

@@ -117,16 +117,18 @@ def _need(simulator):
         pytest.skip("iverilog not installed (apt-get install iverilog)")
 
 
-def run_unit(unit, build_root, conformance, parameters=None, tag="ok", simulator="verilator"):
-    """Build one RTL unit with `parameters` and run its cocotb tests; returns {test name: passed}."""
-    top, source, module, _, golden_ops = UNITS[unit]
+def run_unit(unit, build_root, conformance, parameters=None, tag="ok", simulator="verilator", source=None):
+    """Build one RTL unit (rtl/ or an edited copy `source`) with `parameters` and run its cocotb
+    tests; returns {test name: passed}."""
+    top, default_source, module, _, golden_ops = UNITS[unit]
+    source = source or RTL / default_source
     build_dir = build_root / f"{unit}_{tag}_{simulator}"
     if str(RTL / "tb") not in sys.path:
         sys.path.insert(0, str(RTL / "tb"))        # the runner passes sys.path to the simulator
     runner = (shared_runtime_verilator(build_root / "verilator_runtime") if simulator == "verilator"
               else get_runner(simulator))
     lint = ["-Wall"] if simulator == "verilator" else []
-    runner.build(sources=[RTL / source], hdl_toplevel=top, build_dir=build_dir,
+    runner.build(sources=[source], hdl_toplevel=top, build_dir=build_dir,
                  parameters=parameters or {}, build_args=lint, timescale=("1ns", "1ps"))
     results = build_dir / "results.xml"
     env = {"INTSIM_CONFORMANCE": str(conformance), "INTSIM_GOLDEN": str(GOLDEN),
@@ -171,6 +173,37 @@ def test_wrong_variant_fails_conformance(unit, parameters, fails, simulator, run
     assert res.get(fails) is False, f"{unit} {parameters}: the wrong variant passed {fails}: {res}"
     golden_test = fails.replace("conformance", "golden")
     assert res.get(golden_test) is True, f"{unit} {parameters}: {res}"
+
+
+# RTL mutants: one edit of a unit's source each, a plausible datapath mistake (a field or register
+# one or more bits short, a clamp off by one, a rounding or saturation dropped). The conformance and
+# golden tests together must fail every one.
+RTL_MUTANTS = {
+    "softmax G field 5 bits": ("softmax", "T = 63'(DK >> G);", "T = 63'(DK >> G[4:0]);"),
+    "softmax Z_MAX 30": ("softmax", "localparam int Z_MAX = Q + 1;", "localparam int Z_MAX = Q;"),
+    "softmax output saturation dropped": ("softmax", "out_data = (rounded > 64'(out_max)) ? out_max[15:0] : rounded[15:0];",
+                                          "out_data = rounded[15:0];"),
+    "softmax rounding dropped": ("softmax", "rounded = (eR + (64'(1) << (6'(N - 1) - 6'(out_bits)))) >> (6'(N) - 6'(out_bits));",
+                                 "rounded = eR >> (6'(N) - 6'(out_bits));"),
+    "requant shift field 5 bits": ("requant", "rshift = k[5:0];", "rshift = {1'b0, k[4:0]};"),
+    "requant saturation one LSB short": ("requant", "if (q > hi)      y = OUT_W'(hi);",
+                                         "if (q >= hi)     y = OUT_W'(hi - W'(1));"),
+    "requant ties down": ("requant", "q = (p + half) >>> rshift;", "q = (p + half - W'(1)) >>> rshift;"),
+    "poly-gelu w register 32 bits": ("gelu", "w = (63'(mag) << GL) >> GR;", "w = 63'(32'((63'(mag) << GL) >> GR));"),
+    "poly-gelu GL field 5 bits": ("gelu", "w = (63'(mag) << GL) >> GR;", "w = (63'(mag) << GL[4:0]) >> GR;"),
+    "poly-gelu y register 18 bits (as first written)": ("gelu", "parameter int Y_W = 30", "parameter int Y_W = 18"),
+}
+
+
+@pytest.mark.parametrize("name", list(RTL_MUTANTS))
+def test_rtl_mutant_is_killed(name, runner_env, conformance_dir, tmp_path):
+    unit, old, new = RTL_MUTANTS[name]
+    text = (RTL / UNITS[unit][1]).read_text()
+    assert text.count(old) == 1, f"{name}: the edited line is not in {UNITS[unit][1]} once"
+    source = tmp_path / UNITS[unit][1]
+    source.write_text(text.replace(old, new))
+    res = run_unit(unit, runner_env, conformance_dir, tag="mutant_" + re.sub(r"\W+", "_", name), source=source)
+    assert res and not all(res.values()), f"{name} survives: {res}"
 
 
 def _hex_layer(golden_dir, op_name, out_dir):

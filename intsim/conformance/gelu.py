@@ -51,6 +51,8 @@ def poly_gelu_cases(rng):
     fmt = signed(16)
     yield _gelu_case("poly-gelu", "gr_pos", with_extremes(random_codes(rng, fmt, 2048), fmt)[None], fmt, 2.0 ** -16)
     yield _gelu_case("poly-gelu", "gl_large", all_codes(signed(2))[None], signed(2), 4.0)
+    # GR = 8 (16-bit input at S = 2^-20), where a 3-bit GR field (GR mod 8) is caught
+    yield _gelu_case("poly-gelu", "gr_8", with_extremes(random_codes(rng, fmt, 2048), fmt)[None], fmt, 2.0 ** -20)
     # GL >= 32 (2-bit input at S = 2^20: GL = 32), where a 5-bit GL field (GL mod 32) is caught
     yield _gelu_case("poly-gelu", "gl_ge_32", all_codes(signed(2))[None], signed(2), 2.0 ** 20)
     # a data-fitted (a, b), as the compiler plans it

@@ -82,6 +82,10 @@ def bitshift_softmax_cases(rng):
     # a row whose output changes when the reciprocal (step 7) is rounded instead of floored
     q = np.array([[-122, -3, 44, -13, 107, 115, 83, -10, 98, -110]])
     yield _softmax_case("bitshift-softmax", "recip_floor", q, signed(8), LN2, 16)
+    # elements past the clamp (z >= 31 gives e = 0) that a clamp at 30 would count (e = 1) in a
+    # row whose largest output then rounds the other way
+    d = np.array([0, 3, 9, 11, 3, 13, 49, 58, 40, 36, 42, 54, 37, 45])
+    yield _softmax_case("bitshift-softmax", "z_max", (32767 - d)[None], s16, LN2, 16)
     # G >= 32 (a scale of 2^-38 gives G = 34): a 5-bit G field (G mod 32) changes every output
     q = np.array([[32767, 32766, 32667, 2767, -32768, 0]])
     yield _softmax_case("bitshift-softmax", "g_ge_32", q, s16, 2.0 ** -38, 16)
