@@ -447,6 +447,21 @@ class IsqrtLayerNorm(_LayerNormKernel):
         info = {"in_scale": S, "eps": eps, "p": p, "u": u, "E": E, "D_max": D_max, "norm_bits": F}
         return self._plan_out(consts, in_fmt, gamma, beta, 1.0, F, n_max, gamma_bits, out_bits, info)
 
+    def datapath_widths(self, plan):
+        """K4.2.3 for this plan (C, the input range after the pre-shift p, F, g): s and y' signed,
+        C*Q, s^2 and D unsigned, n and n*g signed; R, N, r and P are fixed by the spec (< 2^62,
+        [2^60, 2^62), [2^30, 2^31), < 2^62)."""
+        c = plan.consts
+        C, p, F = int(c["C"]), int(c["p"]), int(c["F"])
+        lo_p, hi_p = int(c["in_lo"]) >> p, int(c["in_hi"]) >> p
+        n_max = math.isqrt((C - 1) << (2 * F)) + 4
+        g_max = int(np.max(np.abs(c["g"])))
+
+        def signed(m):
+            return m.bit_length() + 1
+        return {"s": signed(C * max(-lo_p, hi_p)), "CQ": (C * C * max(lo_p * lo_p, hi_p * hi_p)).bit_length(),
+                "D": (C * C * (hi_p - lo_p) ** 2 // 4).bit_length(), "y": signed(C * (hi_p - lo_p)),
+                "n": signed(n_max), "ng": signed(n_max * g_max), "out": int(c["out_bits"])}
 
     @staticmethod
     def _check(c, fmt, C):

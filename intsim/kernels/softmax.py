@@ -329,6 +329,15 @@ class BitshiftSoftmax(_SoftmaxKernel):
         return self._plan(consts, in_fmt, out_fmt, {"in_scale": s, **info})
 
 
+    def datapath_widths(self, plan):
+        """K2.1.3 for this plan's input range and K, G: D = m - q (step 1), D K and T (step 2), z
+        (step 3), all unsigned; the rest of the row unit is fixed by the spec (e, sum, R, e R)."""
+        c, in_fmt = plan.consts, plan.in_fmt
+        d_max = in_fmt.hi - in_fmt.lo
+        t_max = (d_max * int(c["K"])) >> int(c["G"])
+        return {"D": d_max.bit_length(), "DK": (d_max * int(c["K"])).bit_length(), "T": t_max.bit_length(),
+                "z": max((t_max >> int(c["F"])).bit_length(), 1)}
+
     @staticmethod
     def _check(c, in_fmt):
         """K2.1.2, K2.1.4: the spec's tables (the fixed scalars and the ranges of K and G are their
