@@ -24,6 +24,7 @@ from .kernels.layernorm import _ivit_y_V, isqrt_ref, ivit_std
 from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, grouped_weight_format, magnitude
 from .kernels.sigmoid import sigmoid_ref
 from .kernels.softmax import BitshiftSoftmax, bitshift_exp_ref
+from .progress import bar
 
 # --- the bins, by spec section (docs/arithmetic.md "Coverage bins"); NAME[a..b] is an array -------
 
@@ -540,13 +541,17 @@ def compress(names):
 def coverage(dump_dir):
     """Bins hit by every op of a golden-format dump (a model golden set or a conformance set)."""
     g = load(dump_dir)
-    for tid in g.manifest["tensors"]:       # a damaged file is named as such, before any bin
-        damaged = damaged_file(g, tid)
-        if damaged:
-            raise CoverageError(f"{damaged[0]} is corrupted ({damaged[1]}); refusing to measure its coverage")
+    with bar(len(g.manifest["tensors"]), "checksums", None, "tensor") as b:     # on a terminal only
+        for tid in g.manifest["tensors"]:       # a damaged file is named as such, before any bin
+            damaged = damaged_file(g, tid)
+            if damaged:
+                raise CoverageError(f"{damaged[0]} is corrupted ({damaged[1]}); refusing to measure its coverage")
+            b.update(1)
     cov = Coverage(str(dump_dir))
-    for op in g.ops:
-        sec, hit = op_bins(op)
-        cov.ops[sec] = cov.ops.get(sec, 0) + 1
-        cov.hit.setdefault(sec, set()).update(hit)
+    with bar(len(g.ops), "coverage", None, "op") as b:
+        for op in g.ops:
+            sec, hit = op_bins(op)
+            cov.ops[sec] = cov.ops.get(sec, 0) + 1
+            cov.hit.setdefault(sec, set()).update(hit)
+            b.update(1)
     return cov

@@ -29,7 +29,7 @@ from .onnx_import import load_onnx
 from .kernels import hadamard
 from .ops import SEMANTIC
 from .ops.hadamard import rotated_name
-from .progress import bar
+from .progress import advance, bar
 from .quantize import Observer, QuantConfig
 from .reproducible import one_blas_thread
 from .schedule import last_uses
@@ -119,10 +119,16 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None, progre
 
         with bar(len(images_u8), "calibrate", progress, "img") as b:
             for i in range(0, len(images_u8), batch):
-                run_float(graph, to_model_input(images_u8[i:i + batch]), observe=observe)
+                done = min(i + batch, len(images_u8))
+                per_tensor = (done - i) / max(len(graph.nodes), 1)    # the bar moves inside a batch
+
+                def observe_and_advance(name, arr):
+                    observe(name, arr)
+                    advance(b, per_tensor, done)
+                run_float(graph, to_model_input(images_u8[i:done]), observe=observe_and_advance)
                 while pending:
                     pending.popleft()[1].result()
-                b.update(min(batch, len(images_u8) - i))
+                advance(b, done, done)
     return observers
 
 

@@ -4,6 +4,7 @@ damaged dumps, shifts outside the spec, hand-edited kernel plans, and plots of m
 are not called blocks.N."""
 import ctypes
 import dataclasses
+import io
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 import pytest
+from tqdm import tqdm
 
 from conftest import toy_program
 from intsim import arith, errors, golden, pipeline as ip
@@ -27,6 +29,7 @@ import intsim.golden.writer as gw
 from intsim.kernels import get_kernel
 from intsim.model_files import default_model
 from intsim.program import Program
+from intsim.progress import advance
 from intsim.quantize import QuantConfig
 
 
@@ -287,3 +290,46 @@ def test_ctrl_c_during_a_parallel_sweep_is_one_message_not_a_traceback_per_worke
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert "rerun the same command to resume" in err
+
+
+def test_the_calibration_bar_moves_inside_a_batch_and_ends_at_the_image_count(monkeypatch):
+    """A batch of many images through a large graph is one long step: the bar advances per
+    observed tensor (never past the batch) and ends exactly at the number of images."""
+    seen = []
+
+    class Recording:
+        def __init__(self, b):
+            self.b = b
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append(("end", self.b.n))
+
+        def update(self, by):
+            self.b.update(by)
+            seen.append(("at", self.b.n))
+
+        @property
+        def n(self):
+            return self.b.n
+    monkeypatch.setattr(ip, "bar", lambda total, *a, **k: Recording(tqdm(total=total, file=io.StringIO())))
+    graph = ip.load()
+    images = ip.open_data("fashion-mnist").calibration(12)
+    ip.calibrate(graph, images, batch=8, gram=False)
+    steps = [n for kind, n in seen if kind == "at"]
+    assert len(steps) > len(graph.nodes)                 # many moves, not one per batch
+    assert all(a <= b for a, b in zip(steps, steps[1:])) and seen[-1] == ("end", 12)
+    assert 8 in steps and steps[-1] == 12                # each batch ends exactly at its images
+
+
+def test_a_bar_advances_by_fractions_but_never_past_its_mark():
+    with tqdm(total=10, file=io.StringIO()) as b:
+        for _ in range(3):
+            advance(b, 0.4, 2)
+        assert abs(b.n - 1.2) < 1e-12
+        advance(b, 5, 2)
+        assert b.n == 2
+        advance(b, 1, 2)
+        assert b.n == 2

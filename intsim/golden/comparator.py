@@ -15,6 +15,7 @@ import zlib
 import numpy as np
 
 from ..arith import register_range
+from ..progress import bar
 from .formats import FORMATS, MANIFEST, GoldenError
 from .reader import load, load_npy, read_file, read_manifest
 
@@ -147,11 +148,13 @@ def compare(golden_dir, other_dir, pack=None, require_all=False):
             found[tid] = files
         else:
             missing.append(tid)
-    for tid in found:
-        verify_golden(g, tid)
-    results = [_compare_file(tid, g.tensors[tid], g.manifest["tensors"][tid], o_entries.get(tid),
-                             other / rel, rel, pack)
-               for tid, files in found.items() for rel in files]
+    results = []
+    with bar(len(found), "compare", None, "tensor") as b:      # on a terminal only
+        for tid, files in found.items():
+            verify_golden(g, tid)
+            results += [_compare_file(tid, g.tensors[tid], g.manifest["tensors"][tid], o_entries.get(tid),
+                                      other / rel, rel, pack) for rel in files]
+            b.update(1)
     used = {rel for files in found.values() for rel in files}
     extra = sorted(str(p.relative_to(other)) for p in other.rglob("*")
                    if p.is_file() and p.suffix[1:] in FORMATS and str(p.relative_to(other)) not in used)
