@@ -16,7 +16,7 @@ from .progress import bar
 
 def _with_floats(graph, images_u8, batch, what):
     """(model input, {graph tensor: float value}) per batch of images, with a bar per image on a
-    terminal (`what` names the pass)."""
+    terminal (`what` names the pass). Batches are small: a large model spends seconds per image."""
     with bar(len(images_u8), what, None, "img") as b:
         for i in range(0, len(images_u8), batch):
             x = model_input(images_u8[i:i + batch])
@@ -37,7 +37,7 @@ def _collect(stats, program, floats):
     return observe
 
 
-def tensor_sqnr(graph, program, images_u8, batch=32):
+def tensor_sqnr(graph, program, images_u8, batch=8):
     """{integer tensor name: SQNR in dB} accumulated over the images, in execution order."""
     stats = {}
     exe = Executable(program)
