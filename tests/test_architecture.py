@@ -174,3 +174,13 @@ def test_every_op_kind_has_one_home():
                 if consts:
                     switches.append(f"{name}:{node.lineno} compares .{node.left.attr} with {consts[0].value!r}")
     assert switches == []
+
+
+def test_the_worked_example_in_the_docs_is_the_real_op_file():
+    """docs/architecture.md's "Adding an op" quotes intsim/ops/relu.py whole; the copy is the file."""
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "architecture.md").read_text()
+    quoted = doc.split("1. **The op file** `intsim/ops/relu.py`", 1)[1].split("```python\n", 1)[1].split("   ```", 1)[0]
+    source = (root / "intsim" / "ops" / "relu.py").read_text()
+    assert "\n".join(line[3:] for line in quoted.splitlines()) + "\n" == source
+    assert f"({len(source.splitlines())} lines;" in doc
