@@ -30,7 +30,7 @@ from .progress import bar
 
 BINS = {
     "A6": ["A6.k_neg", "A6.k_zero", "A6.k_mid", "A6.k_62", "A6.tie_pos", "A6.tie_neg", "A6.sat_hi",
-           "A6.sat_lo", "A6.per_channel", "A6.m_bits[2..31]", "A6.out_s[2..32]", "A6.out_u[1..32]"],
+           "A6.sat_lo", "A6.per_channel", "A6.per_channel_axis", "A6.m_bits[2..31]", "A6.out_s[2..32]", "A6.out_u[1..32]"],
     "K5": ["K5.tie_pos_a", "K5.tie_neg_a", "K5.tie_pos_b", "K5.tie_neg_b", "K5.tie_both", "K5.k_zero",
            "K5.k_neg", "K5.sat_hi", "K5.sat_lo"],
     "K1": ["K1.w_bits[2..8]", "K1.a_signed", "K1.a_unsigned", "K1.a_wide", "K1.bias", "K1.acc_hi",
@@ -142,8 +142,11 @@ def _ties(p, k):
 def _requant_bins(op):
     x = op.inputs[0].astype(np.int64)
     m, k = op.consts["m"].astype(np.int64), op.consts["k"].astype(np.int64)
-    if m.ndim:                                     # per channel along the last axis (A6)
-        m, k = np.broadcast_to(m, x.shape), np.broadcast_to(k, x.shape)
+    axis = int(op.attrs.get("axis", -1))
+    if m.ndim:                                     # per channel along attrs["axis"] (A6)
+        shape = [1] * x.ndim
+        shape[axis] = m.size
+        m, k = np.broadcast_to(m.reshape(shape), x.shape), np.broadcast_to(k.reshape(shape), x.shape)
     fmt = _out_fmt(op)
     hit = set()
     kk = np.unique(k)
@@ -152,7 +155,7 @@ def _requant_bins(op):
     hit |= {"A6.k_mid"} if ((kk > 0) & (kk < 62)).any() else set()
     hit |= {"A6.k_62"} if (kk == 62).any() else set()
     if op.consts["m"].ndim:
-        hit.add("A6.per_channel")
+        hit.add("A6.per_channel" if axis == -1 else "A6.per_channel_axis")
     hit |= {f"A6.m_bits{int(b)}" for b in np.unique([int(v).bit_length() for v in np.unique(m)]) if b >= 2}
     hit.add(f"A6.out_{'s' if fmt.signed else 'u'}{fmt.bits}")
     p = x * m

@@ -171,6 +171,8 @@ MUTANTS = [
     Mutant("A5 division truncates toward zero", (), ((arith, "floor_div", _truncating_div),)),
     Mutant("A6 k field 5 bits", ("requantize",),
            (_with_consts(REQUANTIZE, lambda c: dict(c, k=_k_field(5)(c["k"]))),)),
+    Mutant("A6 per-channel (m, k) along the last axis whatever the op's axis", ("requantize",),
+           ((type(REQUANTIZE), "_axis", staticmethod(lambda plan: -1 if np.ndim(plan.consts["m"]) else None)),)),
     Mutant("A6 m field 30 bits", ("requantize",),
            (_with_consts(REQUANTIZE, lambda c: dict(c, m=np.asarray(c["m"]) & ((1 << 30) - 1))),)),
     Mutant("K5 ka field 5 bits", ("residual-add",),

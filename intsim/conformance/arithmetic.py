@@ -10,9 +10,9 @@ from .cases import Case, random_codes, signed, unsigned, with_extremes
 
 # --- A6 requantize ------------------------------------------------------------------------------
 
-def _requant_case(name, x, in_fmt, m, k, out_fmt):
+def _requant_case(name, x, in_fmt, m, k, out_fmt, axis=-1):
     return Case("requantize", name, "requant", [("in", np.asarray(x, dtype=np.int64), in_fmt)],
-                [out_fmt], {"m": m, "k": k})
+                [out_fmt], {"m": m, "k": k}, {"axis": axis} if axis != -1 else {})
 
 
 def _requant_x_limit(m, k):
@@ -63,6 +63,10 @@ def requantize_cases(rng):
     m, k = dyadic_array(2.0 ** rng.uniform(-20, -6, size=16))
     x = with_extremes(random_codes(rng, s32, (3, 5, 16)), s32)
     yield _requant_case("per_channel", x, s32, m, k, signed(8))
+    # per-channel along axis -3, the C of a conv accumulator (N, C, H, W); W = C, so that a
+    # requantizer taking the last axis instead computes other values, not a shape error
+    x = with_extremes(random_codes(rng, s32, (2, 16, 3, 16)), s32)
+    yield _requant_case("per_channel_axis_m3", x, s32, m, k, signed(8), axis=-3)
     # seeded random: model-like ratios
     for i in range(4):
         d = dyadic(float(2.0 ** rng.uniform(-16, 0)))
