@@ -57,6 +57,10 @@ BINS = {
     "K7.1": ["K7.1.neg", "K7.1.zero", "K7.1.pos"],
     "K8.1": ["K8.1.neg", "K8.1.zero", "K8.1.pos", "K8.1.sat", "K8.1.e_zero", "K8.1.unsigned_in"],
     "K8.2": ["K8.2.neg", "K8.2.zero", "K8.2.pos", "K8.2.unsigned_in"],
+    "K9": ["K9.in_bits[2..16]", "K9.linear", "K9.nearest", "K9.coord_half_pixel", "K9.coord_pytorch_half_pixel",
+           "K9.coord_align_corners", "K9.coord_asymmetric", "K9.nearest_round_prefer_floor",
+           "K9.nearest_round_prefer_ceil", "K9.nearest_floor", "K9.nearest_ceil", "K9.up", "K9.down",
+           "K9.edge", "K9.tie_pos", "K9.tie_neg"],
     "K10": ["K10.log2_block[1..10]", "K10.in_bits[2..16]", "K10.in_wide", "K10.in_signed", "K10.in_unsigned",
             "K10.one_block", "K10.multi_block", "K10.out_min", "K10.out_max", "K10.out_32", "K10.neg",
             "K10.zero", "K10.pos"],
@@ -66,7 +70,7 @@ SECTION_KERNEL = {"A6": "requantize", "K5": "residual add", "K1": "matrix produc
                   "K2.2": "ivit-shiftmax", "K2.3": "ibert-softmax", "K3.1": "poly-gelu", "K3.2": "ibert-gelu",
                   "K3.3": "ivit-shiftgelu", "K4.2": "isqrt-layernorm", "K4.3": "ivit-layernorm",
                   "K6": "data movement", "K7.1": "relu", "K8.1": "bitshift-sigmoid",
-                  "K8.2": "bitshift-quickgelu", "K10": "hadamard"}
+                  "K8.2": "bitshift-quickgelu", "K9": "resize", "K10": "hadamard"}
 
 _ARRAY = re.compile(r"^(.*)\[(\d+)\.\.(\d+)\]$")
 
@@ -440,6 +444,34 @@ def _sigmoid_family_bins(op, section):
     return hit | ({f"{section}.unsigned_in"} if c["in_lo"] == 0 else set())
 
 
+def _resize_bins(op):
+    x = op.inputs[0].astype(np.int64)
+    c = {k: (v if v.ndim else int(v)) for k, v in op.consts.items()}
+    a = op.attrs
+    fmt = _in_fmt(op)
+    hit = {f"K9.in_bits{fmt.bits}", f"K9.{a['mode']}", f"K9.coord_{a['coordinate_transformation_mode']}"}
+    out_hw = tuple(a["size"])
+    hit |= {"K9.up"} if any(o > i for o, i in zip(out_hw, x.shape[-2:])) else set()
+    hit |= {"K9.down"} if any(o < i for o, i in zip(out_hw, x.shape[-2:])) else set()
+    if a["mode"] == "nearest":
+        hit.add(f"K9.nearest_{a['nearest_mode']}")
+        _check(op, x[..., c["iy0"], :][..., c["ix0"]], "K9")
+        return hit
+    if (c["iy1"] == c["iy0"]).any() or (c["ix1"] == c["ix0"]).any():
+        hit.add("K9.edge")                                      # K9.0: c clamped to the last index
+    p2 = 2 * c["P"]
+    one = 1 << c["P"]
+    top, bottom = x[..., c["iy0"], :], x[..., c["iy1"], :]
+    wy1, wx1 = c["wy"][:, None], c["wx"][None, :]
+    acc = ((one - wy1) * ((one - wx1) * top[..., c["ix0"]] + wx1 * top[..., c["ix1"]])
+           + wy1 * ((one - wx1) * bottom[..., c["ix0"]] + wx1 * bottom[..., c["ix1"]]))   # K9.2
+    tie = (acc & ((1 << p2) - 1)) == (1 << (p2 - 1))
+    hit |= {"K9.tie_pos"} if (tie & (acc > 0)).any() else set()
+    hit |= {"K9.tie_neg"} if (tie & (acc < 0)).any() else set()
+    _check(op, arith.round_shift(acc, p2), "K9")
+    return hit
+
+
 def hadamard_range(in_fmt, block):
     """K10.2: the smallest and largest sums z any input of in_fmt gives, B = block."""
     return hadamard.sum_range(in_fmt.lo, in_fmt.hi, block)
@@ -464,7 +496,7 @@ SECTION_BINS = {"A6": _requant_bins, "K5": _add_bins, "K1": _matmul_bins, "K2.1"
                 "K3.2": _ibert_gelu_bins, "K3.3": _ivit_gelu_bins, "K4.2": _isqrt_ln_bins,
                 "K4.3": _ivit_ln_bins, "K6": _data_bins, "K7.1": _relu_bins,
                 "K8.1": lambda op: _sigmoid_family_bins(op, "K8.1"),
-                "K8.2": lambda op: _sigmoid_family_bins(op, "K8.2"), "K10": _hadamard_bins}
+                "K8.2": lambda op: _sigmoid_family_bins(op, "K8.2"), "K9": _resize_bins, "K10": _hadamard_bins}
 assert set(SECTION_BINS) == set(BINS)
 
 

@@ -192,7 +192,8 @@ def test_coverage_rejects_a_corrupt_dump(tmp_path):
 
 # constants whose register is a parameter's (weight, bias and residual-stream formats, gamma_bits,
 # out_bits, multiplier_bits): the spec states them in words
-PARAMETRIC = {"weight", "bias", "cls", "pos", "g", "m", "ma", "mb", "ka", "kb", "K4:B"}
+PARAMETRIC = {"weight", "bias", "cls", "pos", "g", "m", "ma", "mb", "ka", "kb", "K4:B",
+              "K9:iy0", "K9:iy1", "K9:ix0", "K9:ix1", "K9:wy", "K9:wx", "K9:P"}   # K9: sized by the tables
 
 
 def _section(text, sec):

@@ -1,6 +1,6 @@
 """The conformance kernels: the names a testbench selects by, their op kind and spec section,
 and the generator of each one's cases."""
-from . import arithmetic, elementwise, gelu, hadamard, layernorm, softmax
+from . import arithmetic, elementwise, gelu, hadamard, layernorm, resize, softmax
 
 CONFORMANCE_SCHEMA = "intsim-conformance"
 
@@ -22,6 +22,7 @@ KERNELS = {
     "bitshift-sigmoid": ("sigmoid", "K8.1", "sigmoid"),
     "bitshift-quickgelu": ("quickgelu", "K8.2", "quickgelu"),
     "hadamard": ("hadamard", "K10", None),
+    "resize": ("resize", "K9", None),
 }
 
 
@@ -42,6 +43,7 @@ GENERATORS = {
     "bitshift-sigmoid": elementwise.sigmoid_family_cases("bitshift-sigmoid", "sigmoid", 1.0),
     "bitshift-quickgelu": elementwise.sigmoid_family_cases("bitshift-quickgelu", "quickgelu", 1.702),
     "hadamard": hadamard.hadamard_cases,
+    "resize": resize.resize_cases,
 }
 assert set(GENERATORS) == set(KERNELS)
 
