@@ -73,12 +73,17 @@ def cpu_name():
 
 
 def revision():
+    """The commit measured, and whether files other than this document differed from it."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        return f"commit {out}"
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        status = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, check=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
+    changed = [line for line in status if not line.endswith(str(DOC.relative_to(ROOT)))]
+    return f"commit {head}" + (" with uncommitted changes" if changed else "")
 
 
 def measure(kind, command):
