@@ -143,10 +143,12 @@ def measure(graph, observers, images, config, cost_weights=None, workers=1, sche
             rows[(layer, m["candidate"])] = _row(layer, family[layer], m, item is None, ref_out[layer],
                                                  p_kl, logit_mse)
 
-    record(None, _measure_variant(ctx, None))
-    todo = [(layer, cand) for layer, fam in layers for cand in candidates(fam)
-            if (layer, cand) not in rows]
-    with bar(len(todo), "select", progress, "variant") as b:
+    with bar(None, "select", progress, "variant") as b:     # the total is known after the baseline
+        record(None, _measure_variant(ctx, None))            # the baseline program: one per layer
+        todo = [(layer, cand) for layer, fam in layers for cand in candidates(fam)
+                if (layer, cand) not in rows]
+        b.total = 1 + len(todo)
+        b.update(1)
         run_tasks(_measure_variant, ctx, todo, workers, scheduler,
                   lambda item, res: (record(item, res), b.update(1)))
     order = {(layer, cand): i for i, (layer, cand) in
