@@ -20,7 +20,7 @@ from .golden.comparator import damaged_file
 from .kernels import KernelPlan, candidates
 from .kernels import hadamard
 from .kernels.gelu import SAT, _exp_shift_ref
-from .kernels.layernorm import _ivit_y_V, isqrt_ref, ivit_std
+from .kernels.layernorm import _ivit_y_V, isqrt_divisions, isqrt_ref, ivit_std
 from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, grouped_weight_format, magnitude
 from .kernels.sigmoid import sigmoid_ref
 from .kernels.softmax import BitshiftSoftmax, bitshift_exp_ref
@@ -49,7 +49,7 @@ BINS = {
              "K3.2.flat_neg", "K3.2.n_zero", "K3.2.n_pos"],
     "K3.3": ["K3.3.in_bits[2..16]", "K3.3.rowmax", "K3.3.elementwise", "K3.3.clip", "K3.3.e_sat",
              "K3.3.sum_clamp", "K3.3.neg_rowmax"],
-    "K4.2": ["K4.2.in_bits[2..16]", "K4.2.in_wide", "K4.2.p_zero", "K4.2.p_pos", "K4.2.const_row",
+    "K4.2": ["K4.2.in_bits[2..16]", "K4.2.in_wide", "K4.2.p_zero", "K4.2.p_pos", "K4.2.const_row", "K4.2.isqrt_7",
              "K4.2.one_channel"],
     "K4.3": ["K4.3.in_bits[2..16]", "K4.3.const_row", "K4.3.mean_tie", "K4.3.newton_small", "K4.3.newton_off",
              "K4.3.one_channel"],
@@ -387,8 +387,14 @@ def _isqrt_ln_bins(op):
         hit.add("K4.2.one_channel")
     qt = q2 >> c["p"]
     s = qt.sum(axis=1)
-    if (c["C"] * (qt * qt).sum(axis=1) - s * s == 0).any():     # K4.2.2 step 4: D = 0
+    D = c["C"] * (qt * qt).sum(axis=1) - s * s
+    if (D == 0).any():                                          # K4.2.2 step 4: D = 0
         hit.add("K4.2.const_row")
+    for d in D[D > 0].tolist():                                 # steps 5-7: the isqrt's divisions
+        R = (d << (2 * c["u"])) + c["E"]
+        if isqrt_divisions(R << (2 * ((62 - R.bit_length()) >> 1))) == 7:
+            hit.add("K4.2.isqrt_7")                             # K4.1.3's worst case
+            break
     return hit
 
 

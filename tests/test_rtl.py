@@ -1,4 +1,6 @@
-"""RTL testbenches (rtl/, rtl/tb/) under cocotb 2.1 on Verilator 5.48 and Icarus Verilog 11, from pytest.
+"""RTL testbenches (rtl/, rtl/tb/) under cocotb 2.1 on Verilator 5.48 and Icarus Verilog 11, from pytest:
+the requantizer (A6), the bit-shift softmax row unit (K2.1), Poly-GELU (K3.1) and the integer-sqrt
+LayerNorm row unit (K4.2).
 
 Each unit is built and run against (i) the directed conformance vectors of intsim.conformance and
 (ii) one layer of the committed model golden set, bit for bit. Deliberately wrong variants (a
@@ -48,6 +50,8 @@ UNITS = {
     "softmax": ("intsim_softmax_bitshift", "intsim_softmax_bitshift.sv", "tb_softmax", "bitshift-softmax",
                 "blocks.0.attn.softmax"),
     "gelu": ("intsim_poly_gelu", "intsim_poly_gelu.sv", "tb_gelu", "poly-gelu", "blocks.0.mlp.act"),
+    "layernorm": ("intsim_isqrt_layernorm", "intsim_isqrt_layernorm.sv", "tb_layernorm", "isqrt-layernorm",
+                  "blocks.0.norm1"),
 }
 
 
@@ -192,6 +196,9 @@ RTL_MUTANTS = {
     "poly-gelu w register 32 bits": ("gelu", "w = (63'(mag) << GL) >> GR;", "w = 63'(32'((63'(mag) << GL) >> GR));"),
     "poly-gelu GL field 5 bits": ("gelu", "w = (63'(mag) << GL) >> GR;", "w = (63'(mag) << GL[4:0]) >> GR;"),
     "poly-gelu y register 18 bits (as first written)": ("gelu", "parameter int Y_W = 30", "parameter int Y_W = 18"),
+    "layernorm step 10 floors": ("layernorm", "rs = (ng + half) >>> h;", "rs = ng >>> h;"),
+    "layernorm pre-shift dropped": ("layernorm", "qt = in_data >>> p;", "qt = in_data;"),
+    "layernorm isqrt stops on y > x": ("layernorm", "if (y >= den) begin", "if (y > den) begin"),
 }
 
 

@@ -1,8 +1,10 @@
 """Directed and random vectors of the K4 LayerNorm candidates."""
+import math
+
 import numpy as np
 
 from ..kernels import candidates
-from ..kernels.layernorm import isqrt_ref, ivit_std
+from ..kernels.layernorm import isqrt_divisions, isqrt_ref, ivit_std
 from .cases import Case, random_codes, signed, with_extremes
 
 
@@ -58,11 +60,46 @@ def isqrt_layernorm_cases(rng):
     q[1] = rng.integers(-3, 4, 384) + 77                # a small-variance row under the pre-shift
     yield _ln_case("isqrt-layernorm", "preshift_c384", q, fmt, 2.0 ** -16,
                    rng.normal(1, 0.3, 384), rng.normal(0, 0.2, 384))
+    # rows whose square root takes the worst case of 7 divisions (K4.1.3): N just below a square
+    # needs the whole 62-bit range, so a 24-bit input (u <= 1)
+    for bits, C in ((24, 96), (24, 384)):
+        fmt = signed(bits)
+        plan = candidates("layernorm")["isqrt-layernorm"].plan(2.0 ** -10, fmt, gamma=np.ones(C), beta=np.zeros(C))
+        row = _isqrt_worst_row(plan, fmt)
+        yield _ln_case("isqrt-layernorm", f"isqrt_7_in{bits}_c{C}", row[None], fmt, 2.0 ** -10,
+                       rng.normal(1, 0.3, C), rng.normal(0, 0.2, C))
     # a pre-shift forced by an extreme eps/S^2 at 16 bits, C = 4096
     fmt = signed(16)
     q = with_extremes(random_codes(rng, fmt, (2, 4096)), fmt)
     yield _ln_case("isqrt-layernorm", "preshift_eps", q, fmt, 2.0 ** -30,
                    rng.normal(1, 0.3, 4096), rng.normal(0, 0.2, 4096), eps=1.0)
+
+
+def _isqrt_worst_row(plan, fmt):
+    """A mean-zero row of pairs (v, -v) (s = 0, D = 2 C sum v^2) whose step-7 square root takes
+    K4.1.3's 7 divisions: N just below a square m^2 with m = 2^30 + j. None if this plan has none."""
+    c = plan.consts
+    C, u, E = int(c["C"]), int(c["u"]), int(c["E"])
+    vmax = min(fmt.hi, -fmt.lo) >> int(c["p"])
+    for j in range(1, 1 << 12):
+        m = (1 << 30) + j
+        for t in range(31 - u):
+            r_lo, r_hi = -(-(m * m - 1000) // 4 ** t), (m * m - 1) // 4 ** t
+            d = max(1, -(-(r_lo - E) // 4 ** u))
+            d = -(-d // (2 * C)) * 2 * C                        # a multiple of 2C
+            if r_hi < r_lo or d * 4 ** u + E > r_hi:
+                continue
+            rest, vs = d // (2 * C), []
+            while rest and len(vs) < C // 2:                   # greedy sum of at most C/2 squares
+                v = min(vmax, math.isqrt(rest))
+                vs.append(v)
+                rest -= v * v
+            qt = np.array([x for v in vs for x in (v, -v)] + [0] * (C - 2 * len(vs)), dtype=np.int64)
+            D = C * int((qt * qt).sum())                        # q~ = asr(q, p) = v
+            R = (D << (2 * u)) + E
+            if not rest and isqrt_divisions(R << (2 * ((62 - R.bit_length()) >> 1))) == 7:
+                return qt << int(c["p"])
+    return None
 
 
 def ivit_layernorm_cases(rng):

@@ -74,14 +74,16 @@ def out_format(op, i=0):
 
 def requant_elements(op):
     """Flat per-element (x, m, k, expected) of a requant op; per-channel m, k broadcast along the
-    last axis (spec A6)."""
+    op's channel axis, attrs["axis"] counted from the end (the last by default; spec A6)."""
     x = op.inputs[0]
     want = op.outputs[0]
     c = op.consts
-    m, k = c["m"], c["k"]
-    m = np.broadcast_to(m, x.shape) if m.ndim else np.full(x.shape, int(m))
-    k = np.broadcast_to(k, x.shape) if k.ndim else np.full(x.shape, int(k))
-    return x.ravel(), m.ravel(), k.ravel(), want.ravel()
+    shape = [1] * x.ndim
+    shape[int(op.attrs.get("axis", -1))] = -1
+
+    def per_element(v):
+        return np.broadcast_to(v.reshape(shape), x.shape) if v.ndim else np.full(x.shape, int(v))
+    return x.ravel(), per_element(c["m"]).ravel(), per_element(c["k"]).ravel(), want.ravel()
 
 
 def rows(a):
