@@ -13,10 +13,9 @@ once out_valid rises: 2 + 32 d + 27 cycles after the last input, d <= 7 the isqr
 (K4.1.3); a row that takes longer fails (LATENCY_MAX), so a hung isqrt cannot stall the run.
 """
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, RisingEdge, SimTimeoutError, with_timeout
 
-from tb_vectors import conformance_ops, golden_ops, replay, rows
+from tb_vectors import conformance_ops, golden_ops, replay, rows, start_and_reset
 
 IN_W = 24       # the RTL's parameters (defaults)
 MAX_C = 4096
@@ -29,18 +28,7 @@ LATENCY_MAX = 2 + 7 * 32 + 27
 
 
 async def reset(dut):
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    dut.rst_n.value = 0
-    dut.in_valid.value = 0
-    dut.in_data.value = 0
-    dut.coef_we.value = 0
-    dut.coef_addr.value = 0
-    dut.coef_g.value = 0
-    dut.coef_B.value = 0
-    await FallingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst_n.value = 1
-    await FallingEdge(dut.clk)
+    await start_and_reset(dut, ("in_valid", "in_data", "coef_we", "coef_addr", "coef_g", "coef_B"), CLOCK_NS)
 
 
 async def load_plan(dut, op):

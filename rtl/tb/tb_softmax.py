@@ -10,10 +10,9 @@ Protocol: inputs are driven and outputs sampled on the falling clock edge (the D
 rising edge): one logit per cycle while in_ready, then the row's probabilities, one per cycle.
 """
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from tb_vectors import conformance_ops, golden_ops, replay, rows
+from tb_vectors import conformance_ops, golden_ops, replay, rows, start_and_reset
 
 # K2.1.1 constants that the RTL fixes as localparams: a plan with other values cannot run on it
 FIXED = {"F": 20, "Q": 30, "SEG_BITS": 4, "N": 62, "Z_MAX": 31}
@@ -27,15 +26,7 @@ def pack(values, width):
 
 
 async def reset(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst_n.value = 0
-    dut.in_valid.value = 0
-    dut.in_last.value = 0
-    dut.in_data.value = 0
-    await FallingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst_n.value = 1
-    await FallingEdge(dut.clk)
+    await start_and_reset(dut, ("in_valid", "in_last", "in_data"))
 
 
 async def run_row(dut, row):

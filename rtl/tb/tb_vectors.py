@@ -13,6 +13,9 @@ import json
 import os
 from pathlib import Path
 
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge
 import numpy as np
 
 
@@ -98,3 +101,16 @@ async def replay(dut, ops, what, run_op, size=lambda op: op.inputs[0].size, unit
     failures = [msg for op in ops if (msg := await run_op(dut, op)) is not None]
     dut._log.info(f"{what}: {len(ops)} ops, {sum(size(op) for op in ops)} {unit}, {len(failures)} failing ops")
     assert not failures, f"{len(failures)} of {len(ops)} ops differ; first: {failures[0]}"
+
+
+async def start_and_reset(dut, idle_inputs, clock_ns=10):
+    """Start the clock, hold rst_n low for two cycles with `idle_inputs` at 0, then release it;
+    returns on a falling edge (the testbenches drive on falling edges, the DUTs work on rising)."""
+    cocotb.start_soon(Clock(dut.clk, clock_ns, unit="ns").start())
+    dut.rst_n.value = 0
+    for name in idle_inputs:
+        getattr(dut, name).value = 0
+    await FallingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst_n.value = 1
+    await FallingEdge(dut.clk)
