@@ -109,10 +109,10 @@ def run_tasks(fn, ctx, items, workers=None, scheduler=None, on_result=None):
                 for fut in cf.as_completed(futures):
                     on_result(futures[fut], fut.result())
             except BaseException:
-                # interrupted (or a task failed): drop the queue and stop the running tasks now
-                # rather than wait for them; their points simply run again on resume
-                for fut in futures:
-                    fut.cancel()
+                # interrupted (or a task failed): stop the workers now rather than wait for them;
+                # their points simply run again on resume. The pool, broken, fails every future
+                # itself: cancelling them first races its manager thread, which then dies on a
+                # cancelled one with a traceback (InvalidStateError, CPython 3.11)
                 for proc in list(getattr(pool, "_processes", {}).values()):
                     proc.terminate()
                 raise
