@@ -11,6 +11,9 @@ if os.path.basename(sys.argv[0]) == "intsim" or sys.argv[0] == "-m":
         sys.stderr.write("intsim: interrupted\n")
         os._exit(130)
     signal.signal(signal.SIGINT, _interrupted_while_starting)
+    if sys.stderr.isatty():             # the imports take seconds: say so on a terminal (commands.main
+        sys.stderr.write("intsim: starting (loading NumPy, numba, ONNX) ...\r")    # clears the line)
+        sys.stderr.flush()
 
 # numba/OpenMP worker threads that spin after a parallel region slow the next BLAS call several
 # times over on small machines; passive waiting costs nothing measurable here.

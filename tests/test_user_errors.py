@@ -20,7 +20,7 @@ import pytest
 from tqdm import tqdm
 
 from conftest import toy_program
-from intsim import arith, errors, golden, pipeline as ip
+from intsim import __version__, arith, errors, golden, pipeline as ip
 from intsim.arith import ArithSpecError, IntFormat
 from intsim.cli import commands, main
 from intsim.errors import ProgramError
@@ -333,3 +333,26 @@ def test_a_bar_advances_by_fractions_but_never_past_its_mark():
         assert b.n == 2
         advance(b, 1, 2)
         assert b.n == 2
+
+
+@pytest.mark.slow
+def test_the_seconds_of_start_up_are_announced_on_a_terminal_and_cleared():
+    """The imports take seconds before any bar: on a terminal one line says so and is cleared when
+    the command starts; piped output never carries it."""
+    import pty
+    repo = Path(__file__).resolve().parent.parent
+    pid, fd = pty.fork()
+    if pid == 0:                                    # the child: intsim --version on the terminal
+        os.chdir(repo)
+        os.execv(sys.executable, [sys.executable, "-m", "intsim", "--version"])
+    out = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            out += chunk
+    except OSError:                                 # the terminal closes with the child
+        pass
+    os.waitpid(pid, 0)
+    text = out.decode()
+    assert text.startswith("intsim: starting") and text.index("\x1b[K") < text.index(__version__), text
+    piped = subprocess.run([sys.executable, "-m", "intsim", "--version"], cwd=repo, capture_output=True, text=True)
+    assert piped.returncode == 0 and "starting" not in piped.stderr + piped.stdout

@@ -70,6 +70,8 @@ class _InterruptsInCallbacks:
 
 
 def main(argv=None):
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")       # the start-up line of intsim/__init__.py, if any
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)    # Ctrl-C: KeyboardInterrupt again
     argv = list(sys.argv[1:] if argv is None else argv)
