@@ -7,7 +7,7 @@ the peer, so load changes hit both) and its ratio to NumPy float32 `matmul` on
 the same integer values, converted to float32 beforehand (the float peer pays no conversion; the
 engines get int8 / uint16 arrays as the executor hands them over, weights prepared once with
 prepare_weight). Every engine's result is compared with the first engine's before timing.
-Target (issue 12): the exact GEMM <= 0.6x float32 matmul on ViT-Small shapes.
+Target: the exact GEMM <= 0.6x float32 matmul on ViT-Small shapes.
 Threads: BLAS, numba and ONNX Runtime all use INTSIM_BENCH_THREADS (default: all cores).
 --tiny: the crossover of the numba engine for tiny products (gemm.TINY_MACS).
 """

