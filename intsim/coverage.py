@@ -20,8 +20,9 @@ from .golden.comparator import damaged_file
 from .kernels import KernelPlan, candidates
 from .kernels import hadamard
 from .kernels.gelu import SAT, _exp_shift_ref
-from .kernels.layernorm import _ivit_y_V, isqrt_divisions, isqrt_ref, ivit_std
+from .kernels.layernorm import _ivit_y_V, isqrt_divisions, isqrt_ln_normalised, isqrt_ref, ivit_std
 from .kernels.matmul import MAX_FLOAT32_BLOCKS, block_size, grouped_weight_format, magnitude
+from .kernels.resize import resize_linear_acc
 from .kernels.sigmoid import sigmoid_ref
 from .kernels.softmax import BitshiftSoftmax, bitshift_exp_ref
 from .progress import bar
@@ -390,11 +391,9 @@ def _isqrt_ln_bins(op):
     D = c["C"] * (qt * qt).sum(axis=1) - s * s
     if (D == 0).any():                                          # K4.2.2 step 4: D = 0
         hit.add("K4.2.const_row")
-    for d in D[D > 0].tolist():                                 # steps 5-7: the isqrt's divisions
-        R = (d << (2 * c["u"])) + c["E"]
-        if isqrt_divisions(R << (2 * ((62 - R.bit_length()) >> 1))) == 7:
-            hit.add("K4.2.isqrt_7")                             # K4.1.3's worst case
-            break
+    N, _ = isqrt_ln_normalised(D[D > 0], c["u"], c["E"])      # steps 5-6, then step 7's divisions
+    if any(isqrt_divisions(n) == 7 for n in N.tolist()):
+        hit.add("K4.2.isqrt_7")                                 # K4.1.3's worst case
     return hit
 
 
@@ -466,11 +465,7 @@ def _resize_bins(op):
     if (c["iy1"] == c["iy0"]).any() or (c["ix1"] == c["ix0"]).any():
         hit.add("K9.edge")                                      # K9.0: c clamped to the last index
     p2 = 2 * c["P"]
-    one = 1 << c["P"]
-    top, bottom = x[..., c["iy0"], :], x[..., c["iy1"], :]
-    wy1, wx1 = c["wy"][:, None], c["wx"][None, :]
-    acc = ((one - wy1) * ((one - wx1) * top[..., c["ix0"]] + wx1 * top[..., c["ix1"]])
-           + wy1 * ((one - wx1) * bottom[..., c["ix0"]] + wx1 * bottom[..., c["ix1"]]))   # K9.2
+    acc = resize_linear_acc(x, c)                               # K9.2, the kernel's own sum
     tie = (acc & ((1 << p2) - 1)) == (1 << (p2 - 1))
     hit |= {"K9.tie_pos"} if (tie & (acc > 0)).any() else set()
     hit |= {"K9.tie_neg"} if (tie & (acc < 0)).any() else set()

@@ -128,7 +128,7 @@ def calibrate(graph, images_u8, batch=64, seed=0, gram=None, rotate=None, progre
                 run_float(graph, to_model_input(images_u8[i:done]), observe=observe_and_advance)
                 while pending:
                     pending.popleft()[1].result()
-                advance(b, done, done)
+                b.update(done - b.n)            # the batch's exact count, whatever the estimate
     return observers
 
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from ..kernels import candidates
-from ..kernels.layernorm import isqrt_divisions, isqrt_ref, ivit_std
+from ..kernels.layernorm import isqrt_divisions, isqrt_ln_normalised, isqrt_ref, ivit_std
 from .cases import Case, random_codes, signed, with_extremes
 
 
@@ -96,8 +96,7 @@ def _isqrt_worst_row(plan, fmt):
                 rest -= v * v
             qt = np.array([x for v in vs for x in (v, -v)] + [0] * (C - 2 * len(vs)), dtype=np.int64)
             D = C * int((qt * qt).sum())                        # q~ = asr(q, p) = v
-            R = (D << (2 * u)) + E
-            if not rest and isqrt_divisions(R << (2 * ((62 - R.bit_length()) >> 1))) == 7:
+            if not rest and isqrt_divisions(int(isqrt_ln_normalised(D, u, E)[0])) == 7:
                 return qt << int(c["p"])
     return None
 

@@ -369,6 +369,14 @@ def _choose_p_u_E(in_fmt, C, in_scale, eps):
                          f"with a {in_fmt.bits - 2}-bit pre-shift (K4.2.1)")
 
 
+def isqrt_ln_normalised(D, u, E):
+    """K4.2.2 steps 5-6 on int64 D >= 1: R = D * 2^(2u) + E, t = asr(62 - bitlen(R), 1) and
+    N = R * 2^(2t) in [2^60, 2^62); returns (N, t)."""
+    R = (np.asarray(D, dtype=np.int64) << (2 * u)) + E
+    t = (62 - bit_length_ref(R)) >> 1
+    return R << (2 * t), t
+
+
 def _isqrt_ln_norm_ref(q2, consts):
     """K4.2.2 per row, in the spec's names. Returns n (rows, C) int64."""
     C, p, u, E, F = consts["C"], consts["p"], consts["u"], consts["E"], consts["F"]
@@ -377,9 +385,7 @@ def _isqrt_ln_norm_ref(q2, consts):
     s = qt.sum(axis=-1, keepdims=True)
     D = C * (qt * qt).sum(axis=-1, keepdims=True) - s * s        # = C * sum (q~ - mean)^2, exact
     const = D == 0                                               # constant row: n = 0 (K4.2.2 step 4)
-    R = np.where(const, 1 << 60, (D << (2 * u)) + E)            # placeholder keeps the row math defined
-    t = (62 - bit_length_ref(R)) >> 1
-    N = R << (2 * t)                                             # N in [2^60, 2^62)
+    N, t = isqrt_ln_normalised(np.where(const, 1, D), u, E)     # D = 1 keeps a constant row's math defined
     r = isqrt_ref(N)                                             # r in [2^30, 2^31)
     f = (1 << K) // r                                            # f in (2^25, 2^26]
     y = C * qt - s                                               # y' = C * (q~ - mean), exact

@@ -101,16 +101,20 @@ def resize_float(x, tables):
     return rows_top * (1 - ly) + rows_bottom * ly
 
 
-def resize_linear_ref(x, c):
-    """K9.2 in NumPy: the four int64 products, summed, rounded half up by 2P bits (A3)."""
+def resize_linear_acc(x, c):
+    """K9.2's acc in NumPy: the four int64 products of each output, summed (exact)."""
     one = np.int64(1) << np.int64(c["P"])
     wy1, wx1 = c["wy"][:, None], c["wx"][None, :]
     wy0, wx0 = one - wy1, one - wx1
     x = x.astype(np.int64)
     top, bottom = x[..., c["iy0"], :], x[..., c["iy1"], :]
-    acc = (wy0 * (wx0 * top[..., c["ix0"]] + wx1 * top[..., c["ix1"]])
-           + wy1 * (wx0 * bottom[..., c["ix0"]] + wx1 * bottom[..., c["ix1"]]))
-    return arith.round_shift(acc, 2 * c["P"])
+    return (wy0 * (wx0 * top[..., c["ix0"]] + wx1 * top[..., c["ix1"]])
+            + wy1 * (wx0 * bottom[..., c["ix0"]] + wx1 * bottom[..., c["ix1"]]))
+
+
+def resize_linear_ref(x, c):
+    """K9.2 in NumPy: acc rounded half up by 2P bits (A3)."""
+    return arith.round_shift(resize_linear_acc(x, c), 2 * c["P"])
 
 
 @numba.njit(cache=True, nogil=True)

@@ -12,7 +12,7 @@ rising edge): one logit per cycle while in_ready, then the row's probabilities, 
 import cocotb
 from cocotb.triggers import FallingEdge
 
-from tb_vectors import conformance_ops, golden_ops, replay, rows, start_and_reset
+from tb_vectors import conformance_ops, golden_ops, replay_rows, row_difference, rows, start_and_reset
 
 # K2.1.1 constants that the RTL fixes as localparams: a plan with other values cannot run on it
 FIXED = {"F": 20, "Q": 30, "SEG_BITS": 4, "N": 62, "Z_MAX": 31}
@@ -62,24 +62,17 @@ async def run_op(dut, op):
     q, want = rows(op.inputs[0]), rows(op.outputs[0])
     assert q.shape[1] <= MAX_L, f"{op.name}: rows of {q.shape[1]} exceed the RTL's MAX_L = {MAX_L}"
     for r in range(q.shape[0]):
-        got = await run_row(dut, q[r])
-        if got != [int(v) for v in want[r]]:
-            j = next(i for i, (a, b) in enumerate(zip(got, want[r])) if a != b)
-            return (f"{op.name}: row {r}, element {j}: logits {q[r].tolist()[:12]}... dut {got[j]}, "
-                    f"golden {int(want[r][j])}")
+        differs = row_difference(op.name, r, "logits", q[r], await run_row(dut, q[r]), want[r])
+        if differs:
+            return differs
     return None
-
-
-async def run_ops(dut, ops, what):
-    await reset(dut)
-    await replay(dut, ops, what, run_op, size=lambda op: rows(op.inputs[0]).shape[0], unit="rows")
 
 
 @cocotb.test()
 async def softmax_conformance(dut):
-    await run_ops(dut, conformance_ops("bitshift-softmax"), "bitshift-softmax conformance")
+    await replay_rows(dut, conformance_ops("bitshift-softmax"), "bitshift-softmax conformance", run_op, reset)
 
 
 @cocotb.test()
 async def softmax_golden(dut):
-    await run_ops(dut, golden_ops("softmax"), "golden softmax")
+    await replay_rows(dut, golden_ops("softmax"), "golden softmax", run_op, reset)

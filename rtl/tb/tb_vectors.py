@@ -94,6 +94,16 @@ def rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
+def row_difference(op_name, r, label, q_row, got, want_row):
+    """None when the DUT's row `got` equals the dumped `want_row`, else a message naming the first
+    differing element with both values (`label` names the inputs: logits, q, ...)."""
+    want = [int(v) for v in want_row]
+    if got == want:
+        return None
+    j = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+    return f"{op_name}: row {r}, element {j}: {label} {q_row.tolist()[:12]}... dut {got[j]}, golden {want[j]}"
+
+
 async def replay(dut, ops, what, run_op, size=lambda op: op.inputs[0].size, unit="elements"):
     """Every op through `run_op(dut, op)` (None, or a message naming the first difference); logs
     the counts and fails with the first differing op."""
@@ -101,6 +111,12 @@ async def replay(dut, ops, what, run_op, size=lambda op: op.inputs[0].size, unit
     failures = [msg for op in ops if (msg := await run_op(dut, op)) is not None]
     dut._log.info(f"{what}: {len(ops)} ops, {sum(size(op) for op in ops)} {unit}, {len(failures)} failing ops")
     assert not failures, f"{len(failures)} of {len(ops)} ops differ; first: {failures[0]}"
+
+
+async def replay_rows(dut, ops, what, run_op, reset):
+    """The row units' replay: the DUT reset first, then every op, counting rows."""
+    await reset(dut)
+    await replay(dut, ops, what, run_op, size=lambda op: rows(op.inputs[0]).shape[0], unit="rows")
 
 
 async def start_and_reset(dut, idle_inputs, clock_ns=10):
