@@ -116,8 +116,8 @@ def main(argv=None):
     commands = [(m["kind"], m["command"]) for m in parts(text, doc)]
     chosen = [c for c in commands if not a.only or any(t in c[1] for t in a.only)]
     if a.list:
-        for _, command in commands:
-            print(("* " if (_, command) in chosen else "  ") + command)
+        for part in commands:
+            print(("* " if part in chosen else "  ") + part[1])
         return 0
     if not chosen:
         raise ResultsError(f"no generated part of {doc} has a command containing {' or '.join(a.only)}")
